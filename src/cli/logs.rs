@@ -1,0 +1,68 @@
+use std::io::Write;
+use std::path::PathBuf;
+
+use super::{CliError, Ctx, load};
+use crate::exit::Exit;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The pipeline file.
+    pub file: PathBuf,
+    /// STEP/TASK, e.g. `qc/samples/S1.fastq.gz` (the task key as `stage status --tasks` shows it).
+    pub task: String,
+    /// Print standard error instead of standard output.
+    #[arg(long)]
+    pub stderr: bool,
+    /// Which attempt (default: the last).
+    #[arg(long)]
+    pub attempt: Option<u32>,
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
+    let pipeline = load(&a.file)?;
+    let (step, key) = a
+        .task
+        .split_once('/')
+        .ok_or_else(|| CliError::Usage(format!("`{}` is not STEP/TASK", a.task)))?;
+    let Some(index) = pipeline.steps.iter().position(|s| s.name == step) else {
+        return Err(CliError::Usage(format!(
+            "pipeline {} has no step `{step}`",
+            pipeline.name
+        )));
+    };
+    let journal = ctx.open_journal(false)?;
+    let Some(run) = journal.latest_run(&pipeline.name)? else {
+        return Err(CliError::Usage(format!(
+            "pipeline {} has no runs yet",
+            pipeline.name
+        )));
+    };
+    // Search back through runs: the task may have last run in an earlier one.
+    let mut found = None;
+    for id in (1..=run.id).rev() {
+        if let Some(t) = journal.task(id, index, key)? {
+            found = Some((id, t));
+            break;
+        }
+    }
+    let Some((run_id, task)) = found else {
+        return Err(CliError::Usage(format!(
+            "no task `{key}` has run in step `{step}` (see `stage status {} --tasks`)",
+            a.file.display()
+        )));
+    };
+    let attempt = a.attempt.unwrap_or(task.attempts.max(1));
+    let (out, err) = crate::engine::tasks::log_paths(
+        &std::path::absolute(&ctx.state_dir).unwrap_or_else(|_| ctx.state_dir.clone()),
+        &pipeline.name,
+        run_id,
+        step,
+        key,
+        attempt,
+    );
+    let path: PathBuf = if a.stderr { err } else { out };
+    let bytes = std::fs::read(&path)
+        .map_err(|e| CliError::Read(format!("cannot read log {}", path.display()), e))?;
+    let _ = std::io::stdout().write_all(&bytes);
+    Ok(Exit::Success)
+}

@@ -1,0 +1,131 @@
+use std::path::PathBuf;
+
+use super::{CliError, Ctx, load};
+use crate::engine::tasks;
+use crate::exit::Exit;
+use crate::mover::{ExportRequest, ImportRequest};
+use crate::spec::Action;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The pipeline file.
+    pub file: PathBuf,
+}
+
+/// Like `terraform plan`: reads the journal, the container and the file system; changes nothing.
+pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
+    let p = load(&a.file)?;
+    let journal = ctx.open_journal(false)?;
+    let backends = crate::target::backends(&p, &ctx.state_dir, journal.clone())?;
+    let root = backends.fs.root();
+    let exists = backends
+        .fs
+        .exists()
+        .await
+        .map_err(crate::engine::EngineError::from)?;
+    match journal.latest_run(&p.name)? {
+        Some(r) if !r.status.is_finished() => {
+            println!("stage run would resume run {} of {}", r.id, p.name)
+        }
+        _ => println!("stage run would start a new run of {}", p.name),
+    }
+    let mut changes = 0usize;
+    for step in &p.steps {
+        let line = match &step.action {
+            Action::Ensure if exists => format!("keep    {}", backends.fs.describe()),
+            Action::Ensure => {
+                changes += 1;
+                format!("create  {}", backends.fs.describe())
+            }
+            Action::Import(i) => {
+                let r = backends
+                    .mover
+                    .import(
+                        ImportRequest {
+                            job: String::new(),
+                            prefixes: i.prefixes.clone(),
+                            conflict: i.conflict,
+                            max_errors: i.max_errors,
+                            dry_run: true,
+                        },
+                        Box::new(|_, _| {}),
+                    )
+                    .await
+                    .map_err(crate::engine::EngineError::from)?;
+                changes += r.imported as usize;
+                let mut s = format!("import  {}", r.summary());
+                if let Some(c) = r.conflict {
+                    s += &format!("; would FAIL on conflict at {c}");
+                }
+                s
+            }
+            Action::Process(proc) if exists => {
+                let list = tasks::expand(&step.name, proc, &root, &p.vars)
+                    .map_err(|e| CliError::Usage(format!("step {}: {e}", step.name)))?;
+                let total = list.len();
+                let (to_run, fresh) = tasks::triage(&journal, &p.name, &step.name, &root, list)?;
+                changes += to_run.len();
+                let mut s = format!(
+                    "run     {} of {total} tasks ({fresh} up to date)",
+                    to_run.len()
+                );
+                if let Some((t, _, why)) = to_run.first() {
+                    s += &format!(
+                        "; e.g. {}: {}",
+                        t.key,
+                        why.to_string().lines().next().unwrap_or_default()
+                    );
+                }
+                s
+            }
+            Action::Process(_) => {
+                "run     every task (its inputs arrive with the import)".to_string()
+            }
+            Action::Export(e) if exists => {
+                let paths = crate::engine::export_paths(&p, e, &root)
+                    .map_err(|err| CliError::Usage(format!("step {}: {err}", step.name)))?;
+                let r = backends
+                    .mover
+                    .export(
+                        ExportRequest {
+                            job: String::new(),
+                            paths,
+                            dry_run: true,
+                        },
+                        Box::new(|_, _| {}),
+                    )
+                    .await
+                    .map_err(crate::engine::EngineError::from)?;
+                changes += r.exported as usize;
+                let mut s = format!(
+                    "export  {} file(s) new or changed, {} unchanged",
+                    r.exported, r.unchanged
+                );
+                if !r.errors.is_empty() {
+                    s += &format!(" ({} not there yet)", r.errors.len());
+                }
+                s
+            }
+            Action::Export(_) => "export  everything the steps above produce".to_string(),
+            Action::Teardown => {
+                changes += 1;
+                let ours = journal
+                    .filesystem(&p.filesystem.name)?
+                    .is_some_and(|r| r.created_here);
+                if ours || !exists {
+                    format!("delete  {} after a verified export", backends.fs.describe())
+                } else {
+                    format!(
+                        "keep    {} (not created by this state; --force deletes it)",
+                        backends.fs.describe()
+                    )
+                }
+            }
+        };
+        println!("  {:<10} {line}", step.name);
+    }
+    if changes == 0 {
+        println!("nothing to do: everything is up to date");
+    }
+    Ok(Exit::Success)
+}

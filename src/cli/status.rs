@@ -1,0 +1,169 @@
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::{CliError, Ctx, load};
+use crate::exit::Exit;
+use crate::journal::{RunRecord, TaskState};
+use crate::report::OutputFormat;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A pipeline file: show its latest run in detail. Without it, list recent runs.
+    pub file: Option<PathBuf>,
+    /// List every task of the run, not just counts and failures.
+    #[arg(long)]
+    pub tasks: bool,
+    /// Show this run instead of the latest.
+    #[arg(long)]
+    pub run: Option<u64>,
+}
+
+/// UTC timestamp, e.g. `2026-11-25 17:01:05Z`.
+fn time(ms: Option<u64>) -> String {
+    let Some(ms) = ms else { return "-".into() };
+    let secs = ms / 1000;
+    let (days, rem) = ((secs / 86400) as i64, secs % 86400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
+    let journal = ctx.open_journal(false)?;
+    let json = ctx.output == OutputFormat::Json;
+    let Some(file) = a.file else {
+        let runs = journal.runs()?;
+        let recent: Vec<&RunRecord> = runs.iter().rev().take(20).collect();
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&recent).unwrap_or_default()
+            );
+        } else if recent.is_empty() {
+            println!("no runs recorded in {}", ctx.state_dir.display());
+        } else {
+            println!("  RUN  PIPELINE             STATUS       FILE");
+            for r in recent {
+                println!(
+                    "{:>5}  {:<20} {:<12} {}",
+                    r.id,
+                    r.pipeline,
+                    format!("{:?}", r.status).to_lowercase(),
+                    r.file
+                );
+            }
+        }
+        return Ok(Exit::Success);
+    };
+    let pipeline = load(&file)?;
+    let run = match a.run {
+        Some(id) => journal.run(id)?.filter(|r| r.pipeline == pipeline.name),
+        None => journal.latest_run(&pipeline.name)?,
+    };
+    let Some(run) = run else {
+        if json {
+            println!("null");
+        } else {
+            println!("{}: no runs yet", pipeline.name);
+        }
+        return Ok(Exit::Success);
+    };
+    let steps = journal.steps(run.id)?;
+    let mut step_json = Vec::new();
+    let mut lines = Vec::new();
+    for (index, step) in &steps {
+        let tasks = journal.tasks(run.id, *index)?;
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for t in &tasks {
+            *counts
+                .entry(format!("{:?}", t.state).to_lowercase())
+                .or_default() += 1;
+        }
+        let failed: Vec<_> = tasks
+            .iter()
+            .filter(|t| t.state == TaskState::Failed)
+            .collect();
+        lines.push(format!(
+            "  {:<10} {:<8} {:<7} {}",
+            step.name,
+            step.kind,
+            format!("{:?}", step.state).to_lowercase(),
+            if counts.is_empty() {
+                String::new()
+            } else {
+                counts
+                    .iter()
+                    .map(|(k, v)| format!("{v} {k}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        ));
+        for t in &failed {
+            lines.push(format!(
+                "      failed {} after {} attempt(s): {}  (stage logs {} {}/{})",
+                t.key,
+                t.attempts,
+                t.error.clone().unwrap_or_default(),
+                file.display(),
+                step.name,
+                t.key
+            ));
+        }
+        if a.tasks {
+            for t in &tasks {
+                lines.push(format!(
+                    "      {:<12} {} attempts={} exit={} host={}",
+                    format!("{:?}", t.state).to_lowercase(),
+                    t.key,
+                    t.attempts,
+                    t.exit_code
+                        .map(|c| c.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    t.host.clone().unwrap_or_else(|| "-".into())
+                ));
+            }
+        }
+        step_json.push(serde_json::json!({
+            "index": index,
+            "step": step,
+            "task_counts": counts,
+            "tasks": if a.tasks { serde_json::to_value(&tasks).unwrap_or_default() } else { serde_json::Value::Null },
+        }));
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "run": run, "steps": step_json }))
+                .unwrap_or_default()
+        );
+    } else {
+        println!(
+            "{} run {}: {}  (started {}, finished {})",
+            run.pipeline,
+            run.id,
+            format!("{:?}", run.status).to_lowercase(),
+            time(Some(run.started_ms)),
+            time(run.finished_ms)
+        );
+        if let Some(e) = &run.error {
+            println!("  error: {e}");
+        }
+        for l in lines {
+            println!("{l}");
+        }
+    }
+    Ok(Exit::Success)
+}

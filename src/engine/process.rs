@@ -1,0 +1,365 @@
+//! Fan-out of a process step: one shared queue, a task per free slot, journaled with group
+//! commit.
+//!
+//! Durability rule: a task's intent (`dispatched`) is flushed before it starts, so after a
+//! crash every task that may have run is known. Intents are flushed in batches ahead of the
+//! slots, and completions are flushed every [`FLUSH_EVERY`] tasks or [`FLUSH_INTERVAL`], so the
+//! journal costs a few fsyncs a second, not one per task. A completion lost in a crash only
+//! means that task runs again, which the at-least-once contract allows.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures::stream::{FuturesUnordered, StreamExt};
+
+use super::tasks::{self, Current, Task};
+use super::{Engine, EngineError, StepResult};
+use crate::engine::events::Event;
+use crate::executor::{TaskCommand, TaskExit};
+use crate::journal::{DoneRecord, RunRecord, TaskRecord, TaskState, now_ms};
+use crate::spec::{ProcessStep, Step};
+
+const INTENT_BATCH: usize = 256;
+const FLUSH_EVERY: usize = 512;
+const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
+
+struct Pending {
+    task: Task,
+    current: Current,
+    attempts: u32,
+    intent: bool,
+}
+
+fn tail(path: &Path, lines: usize) -> Vec<String> {
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(4096)));
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+impl Engine {
+    pub(super) async fn process(
+        &self,
+        run: &RunRecord,
+        index: usize,
+        step: &Step,
+        p: &ProcessStep,
+    ) -> Result<StepResult, EngineError> {
+        let root = self.backends.fs.root();
+        let failed = |message: String| EngineError::StepFailed {
+            step: step.name.clone(),
+            message,
+        };
+        let all = tasks::expand(&step.name, p, &root, &self.pipeline.vars)
+            .map_err(|e| failed(e.to_string()))?;
+        let total = all.len();
+        let (to_run, fresh) =
+            tasks::triage(&self.journal, &self.pipeline.name, &step.name, &root, all)?;
+        self.emit(Event::TasksPlanned {
+            step: step.name.clone(),
+            total,
+            up_to_date: fresh,
+            to_run: to_run.len(),
+        });
+        if to_run.is_empty() {
+            return Ok(StepResult {
+                summary: format!(
+                    "{total} task{} up to date",
+                    if total == 1 { "" } else { "s" }
+                ),
+                did_work: false,
+                detail: serde_json::json!({ "total": total, "ran": 0, "up_to_date": fresh }),
+            });
+        }
+        let log_dir = tasks::log_paths(
+            &self.state_dir,
+            &self.pipeline.name,
+            run.id,
+            &step.name,
+            "x",
+            0,
+        )
+        .0
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+        std::fs::create_dir_all(&log_dir).map_err(|e| {
+            failed(format!(
+                "cannot create log directory {}: {e}",
+                log_dir.display()
+            ))
+        })?;
+
+        let mut pending: VecDeque<Pending> = to_run
+            .into_iter()
+            .map(|(task, current, _)| Pending {
+                task,
+                current,
+                attempts: 0,
+                intent: false,
+            })
+            .collect();
+        let hosts: Vec<String> = self
+            .pipeline
+            .pool
+            .hosts
+            .iter()
+            .map(|h| h.to_string())
+            .collect();
+        let mut free: Vec<usize> = (0..hosts.len() * self.pipeline.pool.slots as usize)
+            .rev()
+            .collect();
+        let mut running = FuturesUnordered::new();
+        let mut in_flight: HashMap<usize, (String, u32)> = HashMap::new();
+        let mut unflushed = 0usize;
+        let mut last_flush = Instant::now();
+        let mut ran = 0usize;
+        let mut failures: Vec<String> = Vec::new();
+        let env = p.env.clone();
+
+        loop {
+            while !self.cancel.is_set() && !free.is_empty() && !pending.is_empty() {
+                let slot = free.pop().unwrap_or_default();
+                if !pending.front().is_some_and(|t| t.intent) {
+                    self.record_intents(run.id, index, &mut pending)?;
+                }
+                let Some(mut item) = pending.pop_front() else {
+                    break;
+                };
+                item.attempts += 1;
+                let host = hosts[slot % hosts.len()].clone();
+                let (out, err) = tasks::log_paths(
+                    &self.state_dir,
+                    &self.pipeline.name,
+                    run.id,
+                    &step.name,
+                    &item.task.key,
+                    item.attempts,
+                );
+                let cmd = TaskCommand {
+                    command: item.task.command.clone(),
+                    cwd: root.clone(),
+                    env: env.clone(),
+                    timeout: p.timeout,
+                    stdout: out.clone(),
+                    stderr: err.clone(),
+                };
+                self.journal.put_task(
+                    run.id,
+                    index,
+                    &TaskRecord {
+                        key: item.task.key.clone(),
+                        state: TaskState::Running,
+                        attempts: item.attempts,
+                        host: Some(host.clone()),
+                        exit_code: None,
+                        signal: None,
+                        started_ms: Some(now_ms()),
+                        finished_ms: None,
+                        stdout: Some(out.display().to_string()),
+                        stderr: Some(err.display().to_string()),
+                        error: None,
+                    },
+                )?;
+                self.emit(Event::TaskStarted {
+                    step: step.name.clone(),
+                    task: item.task.key.clone(),
+                    host: host.clone(),
+                    attempt: item.attempts,
+                });
+                in_flight.insert(slot, (item.task.key.clone(), item.attempts));
+                let executor = self.backends.executor.clone();
+                running.push(async move {
+                    let started = Instant::now();
+                    let result = executor.run(&host, &cmd).await;
+                    (item, slot, host, cmd, result, started.elapsed())
+                });
+            }
+            if running.is_empty() {
+                break;
+            }
+            let next = tokio::select! {
+                next = running.next() => next,
+                _ = self.cancel.wait() => None,
+            };
+            let Some((item, slot, host, cmd, result, elapsed)) = next else {
+                // Cancelled: dropping the futures kills every task's process group.
+                drop(running);
+                for (_, (key, attempts)) in in_flight.drain() {
+                    let mut rec = self
+                        .journal
+                        .task(run.id, index, &key)?
+                        .unwrap_or_else(|| blank(&key));
+                    rec.state = TaskState::Interrupted;
+                    rec.attempts = attempts;
+                    rec.finished_ms = Some(now_ms());
+                    self.journal.put_task(run.id, index, &rec)?;
+                }
+                self.journal.flush()?;
+                return Err(EngineError::Interrupted);
+            };
+            in_flight.remove(&slot);
+            free.push(slot);
+            crate::failpoint::hit("task.after-exit");
+            let outcome = match result {
+                Ok(exit) if exit.success() => {
+                    match item.task.outputs.iter().find(|o| !root.join(o).is_file()) {
+                        Some(missing) => Err((
+                            Some(exit),
+                            format!("exited 0 but did not write its output {missing}"),
+                        )),
+                        None => Ok(exit),
+                    }
+                }
+                Ok(exit) => Err((Some(exit), exit.describe())),
+                Err(e) => Err((None, e.to_string())),
+            };
+            let mut rec = self
+                .journal
+                .task(run.id, index, &item.task.key)?
+                .unwrap_or_else(|| blank(&item.task.key));
+            rec.attempts = item.attempts;
+            rec.finished_ms = Some(now_ms());
+            match outcome {
+                Ok(exit) => {
+                    rec.state = TaskState::Succeeded;
+                    rec.exit_code = exit.code;
+                    self.journal.put_task(run.id, index, &rec)?;
+                    let outputs = item
+                        .task
+                        .outputs
+                        .iter()
+                        .filter_map(|o| tasks::stamp(&root, o))
+                        .collect();
+                    self.journal.put_done(
+                        &self.pipeline.name,
+                        &step.name,
+                        &item.task.key,
+                        &DoneRecord {
+                            command: item.task.command.clone(),
+                            inputs: item.current.inputs.clone(),
+                            outputs,
+                            run: run.id,
+                            finished_ms: now_ms(),
+                        },
+                    )?;
+                    ran += 1;
+                    self.emit(Event::TaskFinished {
+                        step: step.name.clone(),
+                        task: item.task.key.clone(),
+                        host,
+                        attempt: item.attempts,
+                        duration_ms: elapsed.as_millis() as u64,
+                    });
+                }
+                Err((exit, reason)) => {
+                    let exit = exit.unwrap_or(TaskExit {
+                        code: None,
+                        signal: None,
+                        timed_out: false,
+                    });
+                    let will_retry = item.attempts <= p.retries;
+                    rec.state = if will_retry {
+                        TaskState::Dispatched
+                    } else {
+                        TaskState::Failed
+                    };
+                    rec.exit_code = exit.code;
+                    rec.signal = exit.signal;
+                    rec.error = Some(reason.clone());
+                    self.journal.put_task(run.id, index, &rec)?;
+                    self.emit(Event::TaskFailed {
+                        step: step.name.clone(),
+                        task: item.task.key.clone(),
+                        host,
+                        attempt: item.attempts,
+                        exit_code: exit.code,
+                        signal: exit.signal,
+                        will_retry,
+                        reason: reason.clone(),
+                        stderr_tail: tail(&cmd.stderr, 5),
+                        log: cmd.stderr.display().to_string(),
+                    });
+                    if will_retry {
+                        pending.push_back(item);
+                    } else {
+                        failures.push(item.task.key.clone());
+                    }
+                }
+            }
+            unflushed += 1;
+            if unflushed >= FLUSH_EVERY || last_flush.elapsed() >= FLUSH_INTERVAL {
+                self.journal.flush()?;
+                unflushed = 0;
+                last_flush = Instant::now();
+            }
+        }
+        self.journal.flush()?;
+        if self.cancel.is_set() {
+            return Err(EngineError::Interrupted);
+        }
+        if !failures.is_empty() {
+            let shown: Vec<&str> = failures.iter().take(5).map(String::as_str).collect();
+            return Err(failed(format!(
+                "{} of {total} tasks failed: {}{}",
+                failures.len(),
+                shown.join(", "),
+                if failures.len() > shown.len() {
+                    ", …"
+                } else {
+                    ""
+                }
+            )));
+        }
+        Ok(StepResult {
+            summary: format!("{ran} ran, {fresh} up to date"),
+            did_work: true,
+            detail: serde_json::json!({ "total": total, "ran": ran, "up_to_date": fresh }),
+        })
+    }
+
+    /// Records `dispatched` for the next tasks without an intent, with one flush.
+    fn record_intents(
+        &self,
+        run: u64,
+        index: usize,
+        pending: &mut VecDeque<Pending>,
+    ) -> Result<(), EngineError> {
+        for item in pending.iter_mut().filter(|t| !t.intent).take(INTENT_BATCH) {
+            let mut rec = blank(&item.task.key);
+            rec.attempts = item.attempts;
+            self.journal.put_task(run, index, &rec)?;
+            item.intent = true;
+        }
+        self.journal.flush()?;
+        crate::failpoint::hit("process.after-intent");
+        Ok(())
+    }
+}
+
+fn blank(key: &str) -> TaskRecord {
+    TaskRecord {
+        key: key.to_string(),
+        state: TaskState::Dispatched,
+        attempts: 0,
+        host: None,
+        exit_code: None,
+        signal: None,
+        started_ms: None,
+        finished_ms: None,
+        stdout: None,
+        stderr: None,
+        error: None,
+    }
+}

@@ -1,0 +1,312 @@
+//! The journal: every run, step, task and side effect, kept in sled under the state directory.
+//!
+//! Writes are not durable until [`Journal::flush`]; callers flush after recording an intent and
+//! before performing the side effect it names. Any failed write is an error that stops the run:
+//! a journal that silently misses records would make resumption lie.
+
+pub mod lock;
+pub mod records;
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use lock::{LockError, StateLock};
+pub use records::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error(transparent)]
+    Locked(#[from] LockError),
+    #[error("cannot open the journal in {}", .dir.display())]
+    Open {
+        dir: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("cannot write the journal: the run stops here so that no progress goes unrecorded")]
+    Write(#[source] sled::Error),
+    #[error("journal record {what} is unreadable")]
+    Corrupt {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+type Result<T> = std::result::Result<T, JournalError>;
+
+pub struct Journal {
+    db: sled::Db,
+    runs: sled::Tree,
+    latest: sled::Tree,
+    steps: sled::Tree,
+    tasks: sled::Tree,
+    done: sled::Tree,
+    files: sled::Tree,
+    filesystems: sled::Tree,
+    dir: PathBuf,
+    _lock: StateLock,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal").field("dir", &self.dir).finish()
+    }
+}
+
+/// Keys are built from parts separated by NUL, which names and paths cannot contain.
+fn key(parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            k.push(0);
+        }
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+impl Journal {
+    /// Opens (creating) the journal in `dir`, holding the state lock while open.
+    pub fn open(dir: &Path, wait: bool) -> Result<Journal> {
+        let lock = StateLock::acquire(dir, wait)?;
+        let open_err = |source| JournalError::Open {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        let db = sled::Config::new()
+            .path(dir.join("journal"))
+            .mode(sled::Mode::LowSpace)
+            .open()
+            .map_err(open_err)?;
+        let tree = |name: &str| db.open_tree(name).map_err(open_err);
+        Ok(Journal {
+            runs: tree("runs")?,
+            latest: tree("latest")?,
+            steps: tree("steps")?,
+            tasks: tree("tasks")?,
+            done: tree("done")?,
+            files: tree("files")?,
+            filesystems: tree("filesystems")?,
+            db,
+            dir: dir.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Makes everything written so far durable.
+    pub fn flush(&self) -> Result<()> {
+        crate::failpoint::hit("journal.flush");
+        self.db.flush().map_err(JournalError::Write)?;
+        Ok(())
+    }
+
+    fn get<T: DeserializeOwned>(&self, tree: &sled::Tree, k: &[u8]) -> Result<Option<T>> {
+        match tree.get(k).map_err(JournalError::Write)? {
+            None => Ok(None),
+            Some(v) => decode(&v, k).map(Some),
+        }
+    }
+
+    fn put<T: Serialize>(&self, tree: &sled::Tree, k: &[u8], v: &T) -> Result<()> {
+        let bytes = serde_json::to_vec(v).map_err(|source| JournalError::Corrupt {
+            what: String::from_utf8_lossy(k).into_owned(),
+            source,
+        })?;
+        tree.insert(k, bytes).map_err(JournalError::Write)?;
+        Ok(())
+    }
+
+    fn scan<T: DeserializeOwned>(
+        &self,
+        tree: &sled::Tree,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, T)>> {
+        tree.scan_prefix(prefix)
+            .map(|kv| {
+                let (k, v) = kv.map_err(JournalError::Write)?;
+                Ok((k.to_vec(), decode(&v, &k)?))
+            })
+            .collect()
+    }
+
+    // ---- runs ----
+
+    pub fn new_run(&self, pipeline: &str, file: &str) -> Result<RunRecord> {
+        let id = match self.runs.last().map_err(JournalError::Write)? {
+            Some((k, _)) => u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8])) + 1,
+            None => 1,
+        };
+        let run = RunRecord {
+            id,
+            pipeline: pipeline.to_string(),
+            file: file.to_string(),
+            status: RunStatus::Running,
+            started_ms: now_ms(),
+            finished_ms: None,
+            did_work: false,
+            error: None,
+        };
+        self.put_run(&run)?;
+        self.latest
+            .insert(pipeline.as_bytes(), &id.to_be_bytes())
+            .map_err(JournalError::Write)?;
+        self.flush()?;
+        Ok(run)
+    }
+
+    pub fn put_run(&self, run: &RunRecord) -> Result<()> {
+        self.put(&self.runs, &run.id.to_be_bytes(), run)
+    }
+
+    pub fn run(&self, id: u64) -> Result<Option<RunRecord>> {
+        self.get(&self.runs, &id.to_be_bytes())
+    }
+
+    pub fn latest_run(&self, pipeline: &str) -> Result<Option<RunRecord>> {
+        match self
+            .latest
+            .get(pipeline.as_bytes())
+            .map_err(JournalError::Write)?
+        {
+            Some(v) => {
+                let id = u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]));
+                self.run(id)
+            }
+            None => Ok(None),
+        }
+    }
+
+    pub fn runs(&self) -> Result<Vec<RunRecord>> {
+        Ok(self
+            .scan(&self.runs, b"")?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect())
+    }
+
+    // ---- steps ----
+
+    fn step_key(run: u64, index: usize) -> Vec<u8> {
+        let mut k = run.to_be_bytes().to_vec();
+        k.extend_from_slice(&(index as u32).to_be_bytes());
+        k
+    }
+
+    pub fn step(&self, run: u64, index: usize) -> Result<Option<StepRecord>> {
+        self.get(&self.steps, &Self::step_key(run, index))
+    }
+
+    pub fn put_step(&self, run: u64, index: usize, step: &StepRecord) -> Result<()> {
+        self.put(&self.steps, &Self::step_key(run, index), step)
+    }
+
+    pub fn steps(&self, run: u64) -> Result<Vec<(usize, StepRecord)>> {
+        Ok(self
+            .scan(&self.steps, &run.to_be_bytes())?
+            .into_iter()
+            .map(|(k, v)| {
+                let idx = k[8..12].try_into().map(u32::from_be_bytes).unwrap_or(0);
+                (idx as usize, v)
+            })
+            .collect())
+    }
+
+    // ---- tasks ----
+
+    fn task_prefix(run: u64, step: usize) -> Vec<u8> {
+        let mut k = Self::step_key(run, step);
+        k.push(0);
+        k
+    }
+
+    pub fn put_task(&self, run: u64, step: usize, task: &TaskRecord) -> Result<()> {
+        let mut k = Self::task_prefix(run, step);
+        k.extend_from_slice(task.key.as_bytes());
+        self.put(&self.tasks, &k, task)
+    }
+
+    pub fn task(&self, run: u64, step: usize, key: &str) -> Result<Option<TaskRecord>> {
+        let mut k = Self::task_prefix(run, step);
+        k.extend_from_slice(key.as_bytes());
+        self.get(&self.tasks, &k)
+    }
+
+    pub fn tasks(&self, run: u64, step: usize) -> Result<Vec<TaskRecord>> {
+        Ok(self
+            .scan(&self.tasks, &Self::task_prefix(run, step))?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect())
+    }
+
+    // ---- completed tasks, across runs ----
+
+    pub fn done(&self, pipeline: &str, step: &str, task: &str) -> Result<Option<DoneRecord>> {
+        self.get(
+            &self.done,
+            &key(&[pipeline.as_bytes(), step.as_bytes(), task.as_bytes()]),
+        )
+    }
+
+    pub fn put_done(&self, pipeline: &str, step: &str, task: &str, rec: &DoneRecord) -> Result<()> {
+        self.put(
+            &self.done,
+            &key(&[pipeline.as_bytes(), step.as_bytes(), task.as_bytes()]),
+            rec,
+        )
+    }
+
+    pub fn done_for_step(&self, pipeline: &str, step: &str) -> Result<Vec<DoneRecord>> {
+        let mut prefix = key(&[pipeline.as_bytes(), step.as_bytes()]);
+        prefix.push(0);
+        Ok(self
+            .scan(&self.done, &prefix)?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect())
+    }
+
+    // ---- local HSM file state ----
+
+    pub fn file(&self, fs: &str, path: &str) -> Result<Option<FileRecord>> {
+        self.get(&self.files, &key(&[fs.as_bytes(), path.as_bytes()]))
+    }
+
+    pub fn put_file(&self, fs: &str, path: &str, rec: &FileRecord) -> Result<()> {
+        self.put(&self.files, &key(&[fs.as_bytes(), path.as_bytes()]), rec)
+    }
+
+    pub fn forget_files(&self, fs: &str) -> Result<()> {
+        let mut prefix = fs.as_bytes().to_vec();
+        prefix.push(0);
+        for k in self.files.scan_prefix(&prefix).keys() {
+            let k = k.map_err(JournalError::Write)?;
+            self.files.remove(k).map_err(JournalError::Write)?;
+        }
+        Ok(())
+    }
+
+    // ---- file systems ----
+
+    pub fn filesystem(&self, name: &str) -> Result<Option<FsRecord>> {
+        self.get(&self.filesystems, name.as_bytes())
+    }
+
+    pub fn put_filesystem(&self, name: &str, rec: &FsRecord) -> Result<()> {
+        self.put(&self.filesystems, name.as_bytes(), rec)
+    }
+}
+
+fn decode<T: DeserializeOwned>(v: &[u8], k: &[u8]) -> Result<T> {
+    serde_json::from_slice(v).map_err(|source| JournalError::Corrupt {
+        what: String::from_utf8_lossy(k).replace('\0', "/"),
+        source,
+    })
+}

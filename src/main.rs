@@ -1,0 +1,63 @@
+//! The `stage` binary: parse arguments, run, render any error once, exit with its code.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use stage::cli::{self, Cli, CliError};
+use stage::exit::Exit;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STAGE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(Exit::Internal as u8);
+        }
+    };
+    let code = match runtime.block_on(cli::main(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            render(&e);
+            e.exit()
+        }
+    };
+    // Tasks still running are killed by their guards; don't wait for blocking threads.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    ExitCode::from(code as u8)
+}
+
+fn render(e: &CliError) {
+    match e {
+        CliError::Spec(spec) => cli::render_spec_error(spec),
+        other => {
+            let mut msg = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(s) = source {
+                let text = s.to_string();
+                if !msg.ends_with(&text) {
+                    msg.push_str(": ");
+                    msg.push_str(&text);
+                }
+                source = s.source();
+            }
+            let prefix = if std::io::stderr().is_terminal() {
+                "\x1b[1;31merror\x1b[0m"
+            } else {
+                "error"
+            };
+            eprintln!("{prefix}: {msg}");
+        }
+    }
+}

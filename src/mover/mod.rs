@@ -1,0 +1,129 @@
+//! Moving data between the blob container and the file system, with AMLFS semantics.
+
+mod local;
+pub mod names;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+pub use local::LocalMover;
+
+use crate::journal::JournalError;
+use crate::spec::ConflictMode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MoverError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub struct ImportRequest {
+    /// Deterministic job name: a resumed run finds its job instead of starting another.
+    pub job: String,
+    pub prefixes: Vec<String>,
+    pub conflict: ConflictMode,
+    pub max_errors: i64,
+    /// Decide and count, copy nothing (for `plan`).
+    pub dry_run: bool,
+}
+
+pub struct ExportRequest {
+    pub job: String,
+    pub paths: Vec<String>,
+    /// Decide and count, copy nothing (for `plan`).
+    pub dry_run: bool,
+}
+
+/// AMLFS import job states that a finished job can be in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum JobStatus {
+    Completed,
+    CompletedPartial,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportReport {
+    pub status: JobStatus,
+    pub imported: u64,
+    pub bytes: u64,
+    pub up_to_date: u64,
+    pub conflicts_skipped: u64,
+    pub overwritten: u64,
+    pub directories: u64,
+    pub errors: Vec<String>,
+    /// Set when the job stopped on a conflict in `fail` mode.
+    pub conflict: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportReport {
+    pub exported: u64,
+    pub bytes: u64,
+    pub unchanged: u64,
+    pub verified: u64,
+    pub errors: Vec<String>,
+}
+
+/// Progress callback: files and bytes so far.
+pub type Progress = Box<dyn Fn(u64, u64) + Send + Sync>;
+
+#[async_trait]
+pub trait Mover: Send + Sync {
+    async fn import(
+        &self,
+        req: ImportRequest,
+        progress: Progress,
+    ) -> Result<ImportReport, MoverError>;
+    /// Archives new or changed files under `paths` and verifies every file it wrote.
+    async fn export(
+        &self,
+        req: ExportRequest,
+        progress: Progress,
+    ) -> Result<ExportReport, MoverError>;
+}
+
+impl ImportReport {
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "{} file{} imported ({}), {} up to date",
+            self.imported,
+            if self.imported == 1 { "" } else { "s" },
+            indicatif::HumanBytes(self.bytes),
+            self.up_to_date
+        );
+        if self.overwritten > 0 {
+            s += &format!(", {} overwritten", self.overwritten);
+        }
+        if self.conflicts_skipped > 0 {
+            s += &format!(", {} conflicts skipped", self.conflicts_skipped);
+        }
+        if !self.errors.is_empty() {
+            s += &format!(", {} errors", self.errors.len());
+        }
+        s
+    }
+    pub fn did_work(&self) -> bool {
+        self.imported > 0 || self.directories > 0
+    }
+}
+
+impl ExportReport {
+    pub fn summary(&self) -> String {
+        format!(
+            "{} file{} exported ({}), {} unchanged, {} verified",
+            self.exported,
+            if self.exported == 1 { "" } else { "s" },
+            indicatif::HumanBytes(self.bytes),
+            self.unchanged,
+            self.verified
+        )
+    }
+}

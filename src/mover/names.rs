@@ -1,0 +1,66 @@
+//! Blob and file names that are safe to turn into paths.
+//!
+//! A blob name is attacker-controlled text: `../../etc/cron.d/x`, `/abs`, `a/./b` or a NUL must
+//! never become a path outside the target directory.
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("refusing name {name:?}: {why}")]
+pub struct UnsafeName {
+    pub name: String,
+    pub why: &'static str,
+}
+
+/// Checks that `name` is a relative path of normal components.
+pub fn check(name: &str) -> Result<(), UnsafeName> {
+    let bad = |why| {
+        Err(UnsafeName {
+            name: name.to_string(),
+            why,
+        })
+    };
+    if name.is_empty() {
+        return bad("empty name");
+    }
+    if name.contains('\0') {
+        return bad("contains NUL");
+    }
+    if name.starts_with('/') {
+        return bad("absolute path");
+    }
+    if name.len() > 4096 {
+        return bad("longer than 4096 bytes");
+    }
+    for c in name.split('/') {
+        match c {
+            "" => return bad("empty path component"),
+            "." | ".." => return bad("`.` or `..` component"),
+            c if c.len() > 255 => return bad("component longer than 255 bytes"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check;
+
+    #[test]
+    fn refuses_escapes() {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a//b",
+            "a/./b",
+            "a\0b",
+            "x/..",
+        ] {
+            assert!(check(bad).is_err(), "{bad:?}");
+        }
+        for ok in ["a", "a b/c'd", "dir/..x", "ünï/\n/x", ".hidden"] {
+            assert!(check(ok).is_ok(), "{ok:?}");
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! Reporters render engine events: log lines, progress bars, or JSON.
+
+mod json;
+mod lines;
+mod progress;
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+pub use json::JsonReporter;
+pub use lines::LineReporter;
+pub use progress::ProgressReporter;
+
+use crate::engine::events::Reporter;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Progress bars on a terminal, log lines otherwise.
+    Auto,
+    /// Log lines, even on a terminal.
+    Lines,
+    /// One JSON event per line on stdout.
+    Json,
+}
+
+/// Picks the reporter: bars only when stderr is a terminal, so cron mail and CI logs stay clean.
+pub fn choose(format: OutputFormat, quiet: bool, verbose: bool) -> Arc<dyn Reporter> {
+    match format {
+        OutputFormat::Json => Arc::new(JsonReporter::default()),
+        OutputFormat::Auto if !quiet && std::io::stderr().is_terminal() => {
+            Arc::new(ProgressReporter::new(verbose))
+        }
+        _ => Arc::new(LineReporter::new(quiet, verbose)),
+    }
+}
+
+pub(crate) fn human_ms(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60)
+    }
+}

@@ -1,0 +1,145 @@
+//! Test harness: a scratch workspace holding a pipeline, its container and its state, driven
+//! through the real `stage` binary.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const STAGE: &str = env!("CARGO_BIN_EXE_stage");
+
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new() -> Self {
+        Workspace {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.path().join("state")
+    }
+
+    pub fn write(&self, rel: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, contents).unwrap();
+        p
+    }
+
+    /// Copies the repository's genomics example (pipeline and data) into the workspace.
+    pub fn genomics(&self) -> PathBuf {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        copy_dir(
+            &repo.join("pipelines/data/genomics/reference"),
+            &self.path().join("pipelines/data/genomics/reference"),
+        );
+        copy_dir(
+            &repo.join("pipelines/data/genomics/samples"),
+            &self.path().join("pipelines/data/genomics/samples"),
+        );
+        let text = std::fs::read_to_string(repo.join("pipelines/genomics.yaml")).unwrap();
+        self.write("pipelines/genomics.yaml", text)
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(STAGE);
+        c.current_dir(self.path())
+            .arg("--state-dir")
+            .arg(self.state())
+            .args(args)
+            .env_remove("STAGE_CRASH_AT")
+            .env("NO_COLOR", "1");
+        c
+    }
+
+    pub fn stage(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run stage")
+    }
+
+    /// Every file under `rel`, relative path → bytes.
+    pub fn tree(&self, rel: &str) -> BTreeMap<String, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        let base = self.path().join(rel);
+        collect(&base, &base, &mut out);
+        out
+    }
+}
+
+fn collect(base: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            collect(base, &p, out);
+        } else {
+            let rel = p.strip_prefix(base).unwrap().display().to_string();
+            out.insert(rel, std::fs::read(&p).unwrap());
+        }
+    }
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+pub fn text(o: &[u8]) -> String {
+    String::from_utf8_lossy(o).into_owned()
+}
+
+#[track_caller]
+pub fn assert_exit(o: &Output, code: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "exit status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status,
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+}
+
+/// Task states of the latest run, from `stage status --output json --tasks`.
+pub fn task_states(ws: &Workspace, pipeline: &Path) -> BTreeMap<String, String> {
+    let o = ws.stage(&[
+        "status",
+        "--output",
+        "json",
+        "--tasks",
+        pipeline.to_str().unwrap(),
+    ]);
+    assert_exit(&o, 0);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null);
+    let mut out = BTreeMap::new();
+    if let Some(steps) = v["steps"].as_array() {
+        for s in steps {
+            let step = s["step"]["name"].as_str().unwrap_or_default().to_string();
+            for t in s["tasks"].as_array().into_iter().flatten() {
+                out.insert(
+                    format!("{step}/{}", t["key"].as_str().unwrap_or_default()),
+                    t["state"].as_str().unwrap_or_default().to_string(),
+                );
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,151 @@
+//! The README's main job, end to end, on the local target.
+
+mod common;
+use common::*;
+
+#[test]
+fn genomics_runs_end_to_end_then_has_nothing_to_do() {
+    let ws = Workspace::new();
+    let p = ws.genomics();
+    let file = p.to_str().unwrap();
+
+    let first = ws.stage(&["run", file]);
+    assert_exit(&first, 0);
+    let err = text(&first.stderr);
+    assert!(err.contains("4 ran, 0 up to date"), "{err}");
+    assert!(err.contains("5 files imported"), "{err}");
+
+    // Results exported to the container, byte for byte what the golden run produced.
+    let summary = std::fs::read(
+        ws.path()
+            .join("pipelines/data/genomics/results/summary.tsv"),
+    )
+    .unwrap();
+    let golden = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/golden/genomics-summary.tsv"
+    ))
+    .unwrap();
+    assert_eq!(text(&summary), text(&golden));
+    let exported = ws.tree("pipelines/data/genomics/results");
+    assert_eq!(exported.len(), 5, "{:?}", exported.keys());
+    let lustre = ws.tree("state/lustre/genomics-scratch/results");
+    assert_eq!(exported, lustre, "export differs from the file system");
+
+    // Again: nothing to do, said plainly, exit 0, and no file touched.
+    let before = std::fs::metadata(
+        ws.path()
+            .join("pipelines/data/genomics/results/summary.tsv"),
+    )
+    .unwrap()
+    .modified()
+    .unwrap();
+    let second = ws.stage(&["run", file]);
+    assert_exit(&second, 0);
+    assert!(
+        text(&second.stderr).contains("nothing to do"),
+        "{}",
+        text(&second.stderr)
+    );
+    let after = std::fs::metadata(
+        ws.path()
+            .join("pipelines/data/genomics/results/summary.tsv"),
+    )
+    .unwrap()
+    .modified()
+    .unwrap();
+    assert_eq!(before, after);
+
+    let plan = ws.stage(&["plan", file]);
+    assert_exit(&plan, 0);
+    assert!(
+        text(&plan.stdout).contains("nothing to do"),
+        "{}",
+        text(&plan.stdout)
+    );
+}
+
+#[test]
+fn json_output_is_one_event_per_line() {
+    let ws = Workspace::new();
+    let p = ws.genomics();
+    let o = ws.stage(&["run", "--output", "json", p.to_str().unwrap()]);
+    assert_exit(&o, 0);
+    let events: Vec<serde_json::Value> = text(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"run_started"));
+    assert_eq!(kinds.last(), Some(&"run_finished"));
+    assert_eq!(kinds.iter().filter(|k| **k == "task_finished").count(), 5);
+    assert_eq!(events.last().unwrap()["status"], "succeeded");
+}
+
+#[test]
+fn quiet_prints_nothing_on_success() {
+    let ws = Workspace::new();
+    let p = ws.genomics();
+    let o = ws.stage(&["run", "-q", p.to_str().unwrap()]);
+    assert_exit(&o, 0);
+    assert_eq!(text(&o.stderr), "");
+    assert_eq!(text(&o.stdout), "");
+}
+
+#[test]
+fn teardown_deletes_only_after_export_and_rerun_starts_over() {
+    let ws = Workspace::new();
+    ws.genomics();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let p = ws.write(
+        "pipelines/checksums.yaml",
+        std::fs::read_to_string(repo.join("pipelines/checksums.yaml")).unwrap(),
+    );
+    let o = ws.stage(&["run", p.to_str().unwrap()]);
+    assert_exit(&o, 0);
+    assert!(
+        !ws.state().join("lustre/checksum-scratch").exists(),
+        "file system kept"
+    );
+    let manifest = std::fs::read_to_string(
+        ws.path()
+            .join("pipelines/data/genomics/manifest/SHA256SUMS"),
+    )
+    .unwrap();
+    assert_eq!(manifest.lines().count(), 5, "{manifest}");
+    assert!(manifest.contains("samples/S1.fastq.gz"));
+    // Checked against sha256sum run directly on the container copy.
+    let direct = std::process::Command::new("sha256sum")
+        .arg("samples/S1.fastq.gz")
+        .current_dir(ws.path().join("pipelines/data/genomics"))
+        .output()
+        .unwrap();
+    assert!(manifest.contains(text(&direct.stdout).trim()));
+}
+
+#[test]
+fn teardown_refuses_a_file_system_this_state_did_not_create() {
+    let ws = Workspace::new();
+    ws.genomics();
+    let mount = ws.path().join("existing-lustre");
+    std::fs::create_dir_all(&mount).unwrap();
+    std::fs::write(mount.join("precious"), "keep me").unwrap();
+    let p = ws.write(
+        "pipelines/tear.yaml",
+        "name: tear\nfilesystem:\n  name: fs1\n  mount: ../existing-lustre\n  hsm: { container: data/genomics }\nsteps:\n  - import: { prefixes: [reference/] }\n  - export: { paths: [reference/] }\n  - teardown: {}\n",
+    );
+    let o = ws.stage(&["run", p.to_str().unwrap()]);
+    assert_exit(&o, 1);
+    assert!(
+        text(&o.stderr).contains("not created by this state"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(mount.join("precious").exists());
+    let forced = ws.stage(&["run", "--force", p.to_str().unwrap()]);
+    assert_exit(&forced, 0);
+    assert!(!mount.exists());
+}
