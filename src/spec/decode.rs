@@ -314,12 +314,14 @@ impl<'n> MapReader<'n> {
     pub fn required(&mut self, cx: &mut Cx, key: &str, hint: &str) -> Option<&'n Node> {
         let found = self.get(key);
         if found.is_none() {
-            cx.problems.hint(
-                self.key_span(key)
-                    .unwrap_or(Span::new(self.span.start, self.span.start + 1)),
-                format!("{} is missing `{key}`", self.what),
-                hint,
-            );
+            // Point at the key if it is there with no value, else at the mapping's first key
+            // (yaml-rust2 marks a block mapping's start after its first key).
+            let at = self
+                .key_span(key)
+                .or_else(|| self.entries.first().map(|(_, k, _)| k.span))
+                .unwrap_or(Span::new(self.span.start, self.span.start + 1));
+            cx.problems
+                .hint(at, format!("{} is missing `{key}`", self.what), hint);
         }
         found
     }

@@ -521,7 +521,7 @@ fn steps(cx: &mut Cx, node: &Node) -> Vec<Step> {
         };
         let name = body_map
             .get("name")
-            .and_then(|n| resource_name(cx, n, "step name"))
+            .and_then(|n| step_name(cx, n))
             .unwrap_or_else(|| kind.to_string());
         let action = match *kind {
             "ensure" => {
@@ -561,6 +561,20 @@ fn steps(cx: &mut Cx, node: &Node) -> Vec<Step> {
     out
 }
 
+/// Step names key the journal and appear in job names: letters, digits, `-`, `_`.
+fn step_name(cx: &mut Cx, node: &Node) -> Option<String> {
+    let s = cx.nonempty_string(node, "step name")?;
+    if s.len() > 64 || !valid_ident(&s) {
+        cx.problems.hint(
+            node.span,
+            format!("`{s}` is not a valid step name"),
+            "use up to 64 letters, digits, `-` or `_`",
+        );
+        return None;
+    }
+    Some(s)
+}
+
 fn import(cx: &mut Cx, mut m: MapReader) -> Option<ImportStep> {
     let prefixes = m
         .get("prefixes")
@@ -591,7 +605,8 @@ fn export(cx: &mut Cx, mut m: MapReader, earlier: &[Step]) -> Option<ExportStep>
         .map(|n| prefixes(cx, n, "export path"))
         .unwrap_or_default();
     let mut outputs_of = Vec::new();
-    if let Some(n) = m.get("outputs_of") {
+    let named_steps = m.get("outputs_of");
+    if let Some(n) = named_steps {
         let names: Vec<(String, Span)> = match &n.value {
             Value::Seq(items) => items
                 .iter()
@@ -631,7 +646,7 @@ fn export(cx: &mut Cx, mut m: MapReader, earlier: &[Step]) -> Option<ExportStep>
         }
     }
     m.finish(cx, EXPORT_KEYS);
-    if paths.is_empty() && outputs_of.is_empty() {
+    if paths.is_empty() && named_steps.is_none() {
         cx.problems.hint(
             span,
             "the export step exports nothing",

@@ -1,0 +1,105 @@
+//! The command line itself: help, schema, completions, exit codes for bad input.
+
+mod common;
+use common::*;
+
+#[test]
+fn help_explains_commands_and_exit_codes() {
+    let o = std::process::Command::new(STAGE)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    let out = text(&o.stdout);
+    for word in [
+        "run",
+        "plan",
+        "validate",
+        "status",
+        "logs",
+        "explain",
+        "schema",
+        "completions",
+        "Exit codes",
+        "130",
+    ] {
+        assert!(out.contains(word), "--help lacks {word}:\n{out}");
+    }
+}
+
+#[test]
+fn schema_is_json_schema_naming_every_step_kind() {
+    let o = std::process::Command::new(STAGE)
+        .arg("schema")
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["$schema"].as_str().unwrap().contains("json-schema.org"));
+    let s = text(&o.stdout);
+    for kind in [
+        "ensure",
+        "import",
+        "process",
+        "export",
+        "teardown",
+        "overwrite-if-dirty",
+        "AMLFS-Durable-Premium-500",
+    ] {
+        assert!(s.contains(kind), "schema lacks {kind}");
+    }
+}
+
+#[test]
+fn completions_for_bash() {
+    let o = std::process::Command::new(STAGE)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    assert!(text(&o.stdout).contains("complete -F"));
+}
+
+#[test]
+fn a_missing_pipeline_file_is_invalid_input() {
+    let ws = Workspace::new();
+    let o = ws.stage(&["run", "nope.yaml"]);
+    assert_exit(&o, 2);
+    assert!(
+        text(&o.stderr).contains("cannot read pipeline file nope.yaml"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn the_azure_target_says_it_is_not_built_yet() {
+    let ws = Workspace::new();
+    let p = ws.write(
+        "a.yaml",
+        "name: az\ntarget: azure\nfilesystem:\n  name: fs1\n  sku: AMLFS-Durable-Premium-500\n  capacity_tib: 4\n  zone: \"1\"\n  subnet: /subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/v/subnets/amlfs\n  maintenance_window: { day: Sunday, time: \"02:00\" }\n  hsm:\n    container: https://acct.blob.core.windows.net/data\n    logging_container: https://acct.blob.core.windows.net/logs\nsteps:\n  - ensure: {}\n",
+    );
+    assert_exit(&ws.stage(&["validate", p.to_str().unwrap()]), 0);
+    let o = ws.stage(&["run", p.to_str().unwrap()]);
+    assert_exit(&o, 2);
+    assert!(
+        text(&o.stderr).contains("azure target is not available"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn status_without_runs_and_with_runs() {
+    let ws = Workspace::new();
+    let o = ws.stage(&["status"]);
+    assert_exit(&o, 0);
+    assert!(text(&o.stdout).contains("no runs recorded"));
+    let p = ws.genomics();
+    assert_exit(&ws.stage(&["run", p.to_str().unwrap()]), 0);
+    let o = ws.stage(&["status", p.to_str().unwrap()]);
+    assert_exit(&o, 0);
+    let out = text(&o.stdout);
+    assert!(out.contains("genomics run 1: succeeded"), "{out}");
+    assert!(out.contains("4 succeeded"), "{out}");
+}

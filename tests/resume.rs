@@ -1,0 +1,238 @@
+//! Crash safety: SIGKILL the real binary at chosen points and at random times, resume, and
+//! check that the result equals an uninterrupted run, that no finished task ran again and that
+//! only tasks the journal showed as possibly running at the kill ran twice.
+
+mod common;
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::*;
+
+const INPUTS: usize = 30;
+
+/// A pipeline whose tasks append their name to a counter file, so executions can be counted.
+fn crashy(ws: &Workspace) -> PathBuf {
+    for i in 0..INPUTS {
+        ws.write(
+            &format!("blob/in/f{i:02}.txt"),
+            format!("input number {i}\n"),
+        );
+    }
+    let counter = ws.path().join("counter");
+    ws.write(
+        "crashy.yaml",
+        format!(
+            r#"name: crashy
+vars:
+  counter: "{}"
+filesystem:
+  name: crashfs
+  hsm: {{ container: blob }}
+pool: {{ slots: 3 }}
+steps:
+  - ensure: {{}}
+  - import: {{ prefixes: [in/] }}
+  - process:
+      name: work
+      foreach: in/*.txt
+      outputs: ["out/{{{{stem}}}}.txt"]
+      command: echo work/{{{{rel}}}} >> {{{{vars.counter}}}} && mkdir -p out && sleep 0.01 && tr a-z A-Z < {{{{input}}}} > {{{{output}}}}
+  - process:
+      name: total
+      inputs: out/*.txt
+      outputs: [total.txt]
+      command: echo total/- >> {{{{vars.counter}}}} && cat {{{{inputs}}}} > {{{{output}}}}
+  - export:
+      outputs_of: [work, total]
+"#,
+            counter.display()
+        ),
+    )
+}
+
+fn counts(ws: &Workspace) -> BTreeMap<String, usize> {
+    let text = std::fs::read_to_string(ws.path().join("counter")).unwrap_or_default();
+    let mut m = BTreeMap::new();
+    for l in text.lines() {
+        *m.entry(l.to_string()).or_default() += 1;
+    }
+    m
+}
+
+fn possibly_running(ws: &Workspace, p: &std::path::Path) -> BTreeSet<String> {
+    task_states(ws, p)
+        .into_iter()
+        .filter(|(_, s)| s == "dispatched" || s == "running")
+        .map(|(k, _)| k)
+        .collect()
+}
+
+fn reference_outputs() -> BTreeMap<String, Vec<u8>> {
+    let ws = Workspace::new();
+    let p = crashy(&ws);
+    assert_exit(&ws.stage(&["run", p.to_str().unwrap()]), 0);
+    let c = counts(&ws);
+    assert_eq!(c.len(), INPUTS + 1);
+    assert!(
+        c.values().all(|n| *n == 1),
+        "uninterrupted run ran a task twice: {c:?}"
+    );
+    ws.tree("blob")
+}
+
+/// Resumes to completion and checks the contract; `running_at_kills` accumulates over crashes.
+fn finish_and_check(
+    ws: &Workspace,
+    p: &std::path::Path,
+    reference: &BTreeMap<String, Vec<u8>>,
+    running_at_kills: &BTreeMap<String, usize>,
+    label: &str,
+) {
+    let o = ws.stage(&["run", p.to_str().unwrap()]);
+    assert_exit(&o, 0);
+    assert_eq!(
+        &ws.tree("blob"),
+        reference,
+        "{label}: outputs differ from an uninterrupted run"
+    );
+    let c = counts(ws);
+    assert_eq!(c.len(), INPUTS + 1, "{label}: a task never ran: {c:?}");
+    for (task, n) in &c {
+        let allowed = 1 + running_at_kills.get(task).copied().unwrap_or(0);
+        assert!(
+            *n <= allowed,
+            "{label}: {task} ran {n} times but the journal showed it possibly running at only {} kill(s)",
+            allowed - 1
+        );
+    }
+    // And now there is nothing left to do.
+    let again = ws.stage(&["run", p.to_str().unwrap()]);
+    assert_exit(&again, 0);
+    assert!(
+        text(&again.stderr).contains("nothing to do"),
+        "{label}: {}",
+        text(&again.stderr)
+    );
+}
+
+fn crash_at(ws: &Workspace, p: &std::path::Path, point: &str) -> bool {
+    let o = ws
+        .cmd(&["run", p.to_str().unwrap()])
+        .env("STAGE_CRASH_AT", point)
+        .output()
+        .unwrap();
+    match o.status.signal() {
+        Some(9) => true,
+        _ => {
+            assert_exit(&o, 0);
+            false
+        }
+    }
+}
+
+#[test]
+fn killed_at_chosen_points_resumes_to_the_same_result() {
+    let reference = reference_outputs();
+    let points = [
+        "ensure.after-intent",
+        "import.after-intent",
+        "import.after-copy:1",
+        "import.after-copy:17",
+        "process.after-intent:1",
+        "process.after-intent:2",
+        "task.after-exit:1",
+        "task.after-exit:9",
+        "task.after-exit:30",
+        "task.after-exit:31",
+        "journal.flush:2",
+        "journal.flush:5",
+        "journal.flush:8",
+        "journal.flush:11",
+        "journal.flush:14",
+        "export.after-intent",
+        "export.after-copy:1",
+        "export.after-copy:20",
+        "export.after-copy:31",
+    ];
+    let mut crashed = 0;
+    for point in points {
+        let ws = Workspace::new();
+        let p = crashy(&ws);
+        let mut at_kill = BTreeMap::new();
+        if crash_at(&ws, &p, point) {
+            crashed += 1;
+            for t in possibly_running(&ws, &p) {
+                *at_kill.entry(t).or_default() += 1;
+            }
+        }
+        finish_and_check(&ws, &p, &reference, &at_kill, point);
+    }
+    assert!(
+        crashed >= points.len() - 2,
+        "only {crashed} of {} crash points were reached",
+        points.len()
+    );
+}
+
+#[test]
+fn repeated_crashes_in_one_state_still_converge() {
+    let reference = reference_outputs();
+    let ws = Workspace::new();
+    let p = crashy(&ws);
+    let mut at_kill: BTreeMap<String, usize> = BTreeMap::new();
+    for point in [
+        "import.after-copy:5",
+        "task.after-exit:4",
+        "task.after-exit:6",
+        "journal.flush:3",
+        "export.after-copy:3",
+    ] {
+        if crash_at(&ws, &p, point) {
+            for t in possibly_running(&ws, &p) {
+                *at_kill.entry(t).or_default() += 1;
+            }
+        }
+    }
+    finish_and_check(&ws, &p, &reference, &at_kill, "repeated");
+}
+
+/// Deterministic pseudo-random delays (no dependency, reproducible failures).
+fn delays(n: usize) -> Vec<Duration> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            Duration::from_millis(x % 400)
+        })
+        .collect()
+}
+
+#[test]
+fn killed_at_random_times_resumes_to_the_same_result() {
+    let reference = reference_outputs();
+    for (trial, delay) in delays(16).into_iter().enumerate() {
+        let ws = Workspace::new();
+        let p = crashy(&ws);
+        let mut child = ws.cmd(&["run", "-q", p.to_str().unwrap()]).spawn().unwrap();
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        let mut at_kill = BTreeMap::new();
+        if status.signal() == Some(9) {
+            for t in possibly_running(&ws, &p) {
+                at_kill.insert(t, 1);
+            }
+        }
+        finish_and_check(
+            &ws,
+            &p,
+            &reference,
+            &at_kill,
+            &format!("trial {trial} ({delay:?})"),
+        );
+    }
+}

@@ -1,0 +1,104 @@
+//! One run per state directory, and clean stops on SIGINT/SIGTERM.
+
+mod common;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn slow(ws: &Workspace, secs: &str) -> std::path::PathBuf {
+    for n in 0..4 {
+        ws.write(&format!("blob/in/{n}.txt"), "x");
+    }
+    ws.write(
+        "p.yaml",
+        format!(
+            "name: slow\nfilesystem:\n  name: fs1\n  mount: lustre\n  hsm: {{ container: blob }}\npool: {{ slots: 2 }}\nsteps:\n  - import: {{}}\n  - process:\n      name: nap\n      foreach: in/*.txt\n      command: echo {{{{name}}}} >> started.log; sleep {secs}\n"
+        ),
+    )
+}
+
+fn wait_for(path: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_second_run_is_refused_while_one_holds_the_state_then_waits_with_wait() {
+    let ws = Workspace::new();
+    let p = slow(&ws, "0.7");
+    let mut first = ws.cmd(&["run", "-q", p.to_str().unwrap()]).spawn().unwrap();
+    wait_for(&ws.path().join("lustre/started.log"));
+
+    let second = ws.stage(&["run", p.to_str().unwrap()]);
+    assert_exit(&second, 3);
+    let err = text(&second.stderr);
+    assert!(err.contains("another stage process"), "{err}");
+    assert!(err.contains(&format!("pid {}", first.id())), "{err}");
+
+    let waited = ws.stage(&["run", "--wait", p.to_str().unwrap()]);
+    assert!(first.wait().unwrap().success());
+    assert_exit(&waited, 0);
+    assert!(
+        text(&waited.stderr).contains("nothing to do"),
+        "{}",
+        text(&waited.stderr)
+    );
+}
+
+/// `nap` is a sleep length unique to the test, so the orphan check sees only its own tasks.
+fn interrupt_then_resume(signal: i32, nap: &str) {
+    let ws = Workspace::new();
+    let p = slow(&ws, nap);
+    let child = ws.cmd(&["run", "-q", p.to_str().unwrap()]).spawn().unwrap();
+    wait_for(&ws.path().join("lustre/started.log"));
+    std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc_kill(child.id() as i32, signal);
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", text(&o.stderr));
+    let ps = std::process::Command::new("pgrep")
+        .args(["-f", &format!("sleep {nap}")])
+        .output()
+        .unwrap();
+    assert!(
+        ps.stdout.is_empty(),
+        "tasks left running: {}",
+        text(&ps.stdout)
+    );
+    let states = task_states(&ws, &p);
+    let interrupted = states.values().filter(|s| *s == "interrupted").count();
+    assert_eq!(interrupted, 2, "{states:?}");
+
+    // Resume with fast tasks: the interrupted and the never-started ones run.
+    let fast = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace(&format!("sleep {nap}"), "true");
+    std::fs::write(&p, fast).unwrap();
+    let o = ws.stage(&["run", p.to_str().unwrap()]);
+    assert_exit(&o, 0);
+    assert!(text(&o.stderr).contains("4 to run"), "{}", text(&o.stderr));
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+#[test]
+fn sigint_stops_cleanly_and_kills_tasks() {
+    interrupt_then_resume(2, "63.25");
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_kills_tasks() {
+    interrupt_then_resume(15, "64.75");
+}

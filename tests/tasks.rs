@@ -1,0 +1,219 @@
+//! Process steps: what reruns after a change and why, retries, timeouts, quoting, logs.
+
+mod common;
+use common::*;
+
+#[test]
+fn a_changed_input_reruns_only_its_tasks_and_explain_says_why() {
+    let ws = Workspace::new();
+    let p = ws.genomics();
+    let file = p.to_str().unwrap();
+    assert_exit(&ws.stage(&["run", file]), 0);
+
+    // A new version of one sample arrives in the container.
+    std::thread::sleep(std::time::Duration::from_millis(10));
+    let s3 = ws
+        .path()
+        .join("pipelines/data/genomics/samples/S3.fastq.gz");
+    let s1 = std::fs::read(
+        ws.path()
+            .join("pipelines/data/genomics/samples/S1.fastq.gz"),
+    )
+    .unwrap();
+    std::fs::write(&s3, &s1).unwrap();
+
+    // Import brings it in (a clean file whose blob changed needs overwrite-always).
+    let text_p = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("overwrite-if-dirty", "overwrite-always");
+    std::fs::write(&p, text_p).unwrap();
+    let plan = ws.stage(&["plan", file]);
+    assert_exit(&plan, 0);
+    assert!(
+        text(&plan.stdout).contains("1 file imported"),
+        "{}",
+        text(&plan.stdout)
+    );
+
+    let o = ws.stage(&["run", file]);
+    assert_exit(&o, 0);
+    let err = text(&o.stderr);
+    assert!(err.contains("qc: 4 tasks, 3 up to date, 1 to run"), "{err}");
+    assert!(
+        err.contains("merge: 1 task, 0 up to date, 1 to run"),
+        "{err}"
+    );
+    let summary = std::fs::read_to_string(
+        ws.path()
+            .join("pipelines/data/genomics/results/summary.tsv"),
+    )
+    .unwrap();
+    assert!(
+        summary.lines().any(|l| l.starts_with("S3\t400\t")),
+        "{summary}"
+    );
+
+    // explain: touch one input in the file system, ask why.
+    std::thread::sleep(std::time::Duration::from_millis(10));
+    let lustre_s2 = ws
+        .state()
+        .join("lustre/genomics-scratch/samples/S2.fastq.gz");
+    let data = std::fs::read(&lustre_s2).unwrap();
+    std::fs::write(&lustre_s2, data).unwrap();
+    let ex = ws.stage(&["explain", file, "qc"]);
+    assert_exit(&ex, 0);
+    let out = text(&ex.stdout);
+    assert!(
+        out.contains("qc/samples/S2.fastq.gz: will run because"),
+        "{out}"
+    );
+    assert!(out.contains("input samples/S2.fastq.gz changed"), "{out}");
+    assert!(out.contains("qc/samples/S1.fastq.gz: up to date"), "{out}");
+
+    // A changed command reruns every task of the step, and explain shows the change.
+    let changed = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("min_quality: \"20\"", "min_quality: \"30\"");
+    std::fs::write(&p, changed).unwrap();
+    let ex = ws.stage(&["explain", file, "qc", "--task", "S4"]);
+    assert!(
+        text(&ex.stdout).contains("its command changed"),
+        "{}",
+        text(&ex.stdout)
+    );
+    assert!(text(&ex.stdout).contains("-v q=30"), "{}", text(&ex.stdout));
+}
+
+fn simple(ws: &Workspace, process: &str) -> std::path::PathBuf {
+    ws.write(
+        "p.yaml",
+        format!(
+            "name: tasks\nfilesystem:\n  name: fs1\n  mount: lustre\n  hsm: {{ container: blob }}\npool: {{ slots: 2 }}\nsteps:\n  - import: {{}}\n  - process:\n{process}"
+        ),
+    )
+}
+
+#[test]
+fn failures_retry_then_fail_the_run_with_the_last_lines_and_resume_runs_only_them() {
+    let ws = Workspace::new();
+    for n in ["a", "b", "c"] {
+        ws.write(&format!("blob/in/{n}.txt"), n);
+    }
+    let marker = ws.path().join("fix");
+    let p = simple(
+        &ws,
+        &format!(
+            "      name: work\n      foreach: in/*.txt\n      retries: 2\n      command: echo attempt >> {{{{stem}}}}.tries; if [ {{{{stem}}}} = b ] && [ ! -e {} ]; then echo \"b is broken\" >&2; exit 3; fi\n",
+            marker.display()
+        ),
+    );
+    let o = ws.stage(&["run", p.to_str().unwrap()]);
+    assert_exit(&o, 1);
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("work/in/b.txt on localhost, attempt 3: exit code 3"),
+        "{err}"
+    );
+    assert!(err.contains("| b is broken"), "{err}");
+    assert!(err.contains("1 of 3 tasks failed: in/b.txt"), "{err}");
+    let tries = std::fs::read_to_string(ws.path().join("lustre/b.tries")).unwrap();
+    assert_eq!(tries.lines().count(), 3, "retries: 2 means three attempts");
+
+    let logs = ws.stage(&["logs", p.to_str().unwrap(), "work/in/b.txt", "--stderr"]);
+    assert_exit(&logs, 0);
+    assert_eq!(text(&logs.stdout), "b is broken\n");
+    let states = task_states(&ws, &p);
+    assert_eq!(states["work/in/b.txt"], "failed");
+    assert_eq!(states["work/in/a.txt"], "succeeded");
+
+    // Fix the cause; resuming reruns b only.
+    std::fs::write(&marker, "").unwrap();
+    let o = ws.stage(&["run", p.to_str().unwrap()]);
+    assert_exit(&o, 0);
+    assert!(
+        text(&o.stderr).contains("resuming run 1"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(
+        text(&o.stderr).contains("3 tasks, 2 up to date, 1 to run"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("lustre/a.tries"))
+            .unwrap()
+            .lines()
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn a_timeout_kills_the_whole_process_tree() {
+    let ws = Workspace::new();
+    ws.write("blob/x", "");
+    let p = simple(
+        &ws,
+        "      name: slow\n      timeout: 1s\n      command: (sleep 61.5; echo late > late.txt) & sleep 61.5\n",
+    );
+    let o = ws.stage(&["run", p.to_str().unwrap()]);
+    assert_exit(&o, 1);
+    assert!(text(&o.stderr).contains("timed out"), "{}", text(&o.stderr));
+    let ps = std::process::Command::new("pgrep")
+        .args(["-f", "sleep 61.5"])
+        .output()
+        .unwrap();
+    assert!(ps.stdout.is_empty(), "orphans left: {}", text(&ps.stdout));
+}
+
+#[test]
+fn hostile_file_names_are_quoted_not_executed() {
+    let ws = Workspace::new();
+    let names = [
+        "with space.txt",
+        "quote'single.txt",
+        "quote\"double.txt",
+        "dollar$(touch PWNED).txt",
+        "back`touch PWNED2`tick.txt",
+        "new\nline.txt",
+        "-n.txt",
+        "semi;rm -rf x.txt",
+    ];
+    for n in names {
+        ws.write(&format!("blob/in/{n}"), n);
+    }
+    let p = simple(
+        &ws,
+        "      name: copy\n      foreach: in/*\n      outputs: [\"out/{{name}}\"]\n      command: mkdir -p out && cat -- {{input}} > {{output}} && printf '%s\\n' {{name}} >> names.log\n",
+    );
+    let o = ws.stage(&["run", p.to_str().unwrap()]);
+    assert_exit(&o, 0);
+    for n in names {
+        let got = std::fs::read_to_string(ws.path().join("lustre/out").join(n)).unwrap();
+        assert_eq!(got, n);
+    }
+    assert!(!ws.path().join("lustre/PWNED").exists());
+    assert!(!ws.path().join("lustre/PWNED2").exists());
+    let log = std::fs::read_to_string(ws.path().join("lustre/names.log")).unwrap();
+    for n in names {
+        assert!(log.contains(n), "{n:?} missing from {log:?}");
+    }
+}
+
+#[test]
+fn a_task_that_does_not_write_its_output_fails() {
+    let ws = Workspace::new();
+    ws.write("blob/x", "");
+    let p = simple(
+        &ws,
+        "      name: lazy\n      outputs: [result.txt]\n      command: \"true\"\n",
+    );
+    let o = ws.stage(&["run", p.to_str().unwrap()]);
+    assert_exit(&o, 1);
+    assert!(
+        text(&o.stderr).contains("did not write its output result.txt"),
+        "{}",
+        text(&o.stderr)
+    );
+}
