@@ -55,7 +55,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
         if list.is_empty() {
             println!("{}: no input matches {}", step.name, p.foreach.join(", "));
         }
-        for task in list {
+        for task in list.tasks() {
+            let task = task.map_err(|e| CliError::Usage(format!("step {}: {e}", step.name)))?;
             if a.task
                 .as_ref()
                 .is_some_and(|t| !task.key.contains(t.as_str()))

@@ -63,16 +63,22 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
                 let list = tasks::expand(&step.name, proc, &root, &p.vars)
                     .map_err(|e| CliError::Usage(format!("step {}: {e}", step.name)))?;
                 let total = list.len();
-                let (to_run, fresh) = tasks::triage(&journal, &p.name, &step.name, &root, list)?;
+                let (to_run, fresh) = tasks::triage(&journal, &p.name, &step.name, &root, &list)
+                    .map_err(|e| match e {
+                        tasks::TriageError::Journal(j) => CliError::Journal(j),
+                        tasks::TriageError::Expand(x) => {
+                            CliError::Usage(format!("step {}: {x}", step.name))
+                        }
+                    })?;
                 changes += to_run.len();
                 let mut s = format!(
                     "run     {} of {total} tasks ({fresh} up to date)",
                     to_run.len()
                 );
-                if let Some((t, _, why)) = to_run.first() {
+                if let Some((i, why)) = to_run.first() {
                     s += &format!(
                         "; e.g. {}: {}",
-                        t.key,
+                        list.key(*i),
                         why.to_string().lines().next().unwrap_or_default()
                     );
                 }

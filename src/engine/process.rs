@@ -26,8 +26,12 @@ const FLUSH_EVERY: usize = 512;
 const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
 
 struct Pending {
-    task: Task,
-    current: Current,
+    index: usize,
+    key: String,
+    /// Rendered when the task is first dispatched.
+    task: Option<Task>,
+    /// Input stamps taken just before the first attempt starts.
+    current: Option<Current>,
     attempts: u32,
     intent: bool,
 }
@@ -65,7 +69,13 @@ impl Engine {
             .map_err(|e| failed(e.to_string()))?;
         let total = all.len();
         let (to_run, fresh) =
-            tasks::triage(&self.journal, &self.pipeline.name, &step.name, &root, all)?;
+            tasks::triage(&self.journal, &self.pipeline.name, &step.name, &root, &all).map_err(
+                |e| match e {
+                    tasks::TriageError::Journal(j) => EngineError::Journal(j),
+                    tasks::TriageError::Expand(x) => failed(x.to_string()),
+                },
+            )?;
+
         self.emit(Event::TasksPlanned {
             step: step.name.clone(),
             total,
@@ -103,9 +113,11 @@ impl Engine {
 
         let mut pending: VecDeque<Pending> = to_run
             .into_iter()
-            .map(|(task, current, _)| Pending {
-                task,
-                current,
+            .map(|(index, _)| Pending {
+                index,
+                key: all.key(index).to_string(),
+                task: None,
+                current: None,
                 attempts: 0,
                 intent: false,
             })
@@ -138,17 +150,26 @@ impl Engine {
                     break;
                 };
                 item.attempts += 1;
+                if item.task.is_none() {
+                    item.task = Some(all.task_at(item.index).map_err(|e| failed(e.to_string()))?);
+                }
+                let Some(task) = item.task.as_ref() else {
+                    break;
+                };
+                if item.current.is_none() {
+                    item.current = Some(tasks::current(&root, task));
+                }
                 let host = hosts[slot % hosts.len()].clone();
                 let (out, err) = tasks::log_paths(
                     &self.state_dir,
                     &self.pipeline.name,
                     run.id,
                     &step.name,
-                    &item.task.key,
+                    &item.key,
                     item.attempts,
                 );
                 let cmd = TaskCommand {
-                    command: item.task.command.clone(),
+                    command: task.command.clone(),
                     cwd: root.clone(),
                     env: env.clone(),
                     timeout: p.timeout,
@@ -159,7 +180,7 @@ impl Engine {
                     run.id,
                     index,
                     &TaskRecord {
-                        key: item.task.key.clone(),
+                        key: item.key.clone(),
                         state: TaskState::Running,
                         attempts: item.attempts,
                         host: Some(host.clone()),
@@ -174,11 +195,11 @@ impl Engine {
                 )?;
                 self.emit(Event::TaskStarted {
                     step: step.name.clone(),
-                    task: item.task.key.clone(),
+                    task: item.key.clone(),
                     host: host.clone(),
                     attempt: item.attempts,
                 });
-                in_flight.insert(slot, (item.task.key.clone(), item.attempts));
+                in_flight.insert(slot, (item.key.clone(), item.attempts));
                 let executor = self.backends.executor.clone();
                 running.push(async move {
                     let started = Instant::now();
@@ -212,9 +233,10 @@ impl Engine {
             in_flight.remove(&slot);
             free.push(slot);
             crate::failpoint::hit("task.after-exit");
+            let outputs: &[String] = item.task.as_ref().map_or(&[], |t| t.outputs.as_slice());
             let outcome = match result {
                 Ok(exit) if exit.success() => {
-                    match item.task.outputs.iter().find(|o| !root.join(o).is_file()) {
+                    match outputs.iter().find(|o| !root.join(o).is_file()) {
                         Some(missing) => Err((
                             Some(exit),
                             format!("exited 0 but did not write its output {missing}"),
@@ -227,8 +249,8 @@ impl Engine {
             };
             let mut rec = self
                 .journal
-                .task(run.id, index, &item.task.key)?
-                .unwrap_or_else(|| blank(&item.task.key));
+                .task(run.id, index, &item.key)?
+                .unwrap_or_else(|| blank(&item.key));
             rec.attempts = item.attempts;
             rec.finished_ms = Some(now_ms());
             match outcome {
@@ -236,19 +258,21 @@ impl Engine {
                     rec.state = TaskState::Succeeded;
                     rec.exit_code = exit.code;
                     self.journal.put_task(run.id, index, &rec)?;
-                    let outputs = item
-                        .task
-                        .outputs
+                    let outputs = outputs
                         .iter()
                         .filter_map(|o| tasks::stamp(&root, o))
                         .collect();
                     self.journal.put_done(
                         &self.pipeline.name,
                         &step.name,
-                        &item.task.key,
+                        &item.key,
                         &DoneRecord {
-                            command: item.task.command.clone(),
-                            inputs: item.current.inputs.clone(),
+                            command: cmd.command.clone(),
+                            inputs: item
+                                .current
+                                .as_ref()
+                                .map(|c| c.inputs.clone())
+                                .unwrap_or_default(),
                             outputs,
                             run: run.id,
                             finished_ms: now_ms(),
@@ -257,7 +281,7 @@ impl Engine {
                     ran += 1;
                     self.emit(Event::TaskFinished {
                         step: step.name.clone(),
-                        task: item.task.key.clone(),
+                        task: item.key.clone(),
                         host,
                         attempt: item.attempts,
                         duration_ms: elapsed.as_millis() as u64,
@@ -281,7 +305,7 @@ impl Engine {
                     self.journal.put_task(run.id, index, &rec)?;
                     self.emit(Event::TaskFailed {
                         step: step.name.clone(),
-                        task: item.task.key.clone(),
+                        task: item.key.clone(),
                         host,
                         attempt: item.attempts,
                         exit_code: exit.code,
@@ -294,7 +318,7 @@ impl Engine {
                     if will_retry {
                         pending.push_back(item);
                     } else {
-                        failures.push(item.task.key.clone());
+                        failures.push(item.key.clone());
                     }
                 }
             }
@@ -337,7 +361,7 @@ impl Engine {
         pending: &mut VecDeque<Pending>,
     ) -> Result<(), EngineError> {
         for item in pending.iter_mut().filter(|t| !t.intent).take(INTENT_BATCH) {
-            let mut rec = blank(&item.task.key);
+            let mut rec = blank(&item.key);
             rec.attempts = item.attempts;
             self.journal.put_task(run, index, &rec)?;
             item.intent = true;

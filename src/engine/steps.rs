@@ -26,7 +26,9 @@ pub fn export_paths(
         }) = found
         {
             let expanded = tasks::expand(name, p, root, &pipeline.vars)?;
-            paths.extend(expanded.into_iter().flat_map(|t| t.outputs));
+            for task in expanded.tasks() {
+                paths.extend(task?.outputs);
+            }
         }
     }
     Ok(paths)

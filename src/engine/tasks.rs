@@ -35,41 +35,162 @@ pub enum ExpandError {
     Escape(String),
 }
 
-/// Files matched by the globs under `root`, relative, sorted and unique; directories skipped.
+/// Files matched by the globs under `root`, relative, sorted and unique.
+///
+/// A walker of our own rather than the glob crate: it reads each directory once and takes file
+/// types from the directory entries, so listing a million inputs costs no `stat` per file.
+/// `*`, `?`, `[...]` match within one path component (names starting with `.` only when the
+/// pattern does); `**` matches any number of directories.
 pub fn matches(root: &Path, globs: &[String]) -> Result<Vec<String>, ExpandError> {
-    let opts = glob::MatchOptions {
-        case_sensitive: true,
-        require_literal_separator: true,
-        require_literal_leading_dot: true,
-    };
-    let base = glob::Pattern::escape(&root.display().to_string());
     let mut out = Vec::new();
     for g in globs {
-        let pattern = format!("{base}/{g}");
-        let paths = glob::glob_with(&pattern, opts).map_err(|e| ExpandError::Glob {
-            pattern: g.clone(),
-            message: e.msg.to_string(),
-        })?;
-        for p in paths {
-            let p = p.map_err(|e| ExpandError::Glob {
-                pattern: g.clone(),
-                message: e.to_string(),
-            })?;
-            if !p.is_file() {
-                continue;
-            }
-            let rel = p.strip_prefix(root).unwrap_or(&p);
-            let Some(rel) = rel.to_str() else {
-                return Err(ExpandError::NotUtf8 {
-                    path: rel.display().to_string(),
-                });
-            };
-            out.push(rel.to_string());
-        }
+        let comps = g
+            .split('/')
+            .filter(|c| !c.is_empty())
+            .map(|c| {
+                if c == "**" {
+                    Ok(Comp::AnyDirs)
+                } else if c.contains(['*', '?', '[']) {
+                    glob::Pattern::new(c)
+                        .map(Comp::Pattern)
+                        .map_err(|e| ExpandError::Glob {
+                            pattern: g.clone(),
+                            message: e.msg.to_string(),
+                        })
+                } else {
+                    Ok(Comp::Literal(c.to_string()))
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        walk_match(root, "", &comps, &mut out)?;
     }
-    out.sort();
+    out.sort_unstable();
     out.dedup();
     Ok(out)
+}
+
+enum Comp {
+    Literal(String),
+    Pattern(glob::Pattern),
+    AnyDirs,
+}
+
+const MATCH: glob::MatchOptions = glob::MatchOptions {
+    case_sensitive: true,
+    require_literal_separator: true,
+    require_literal_leading_dot: true,
+};
+
+fn join(rel: &str, name: &str) -> String {
+    if rel.is_empty() {
+        name.to_string()
+    } else {
+        format!("{rel}/{name}")
+    }
+}
+
+/// File or directory, following symlinks only when the entry is one.
+fn kind(root: &Path, rel: &str, ft: Option<std::fs::FileType>) -> (bool, bool) {
+    match ft {
+        Some(ft) if !ft.is_symlink() => (ft.is_file(), ft.is_dir()),
+        _ => match std::fs::metadata(root.join(rel)) {
+            Ok(m) => (m.is_file(), m.is_dir()),
+            Err(_) => (false, false),
+        },
+    }
+}
+
+fn entries(root: &Path, rel: &str) -> Result<Vec<(String, std::fs::FileType)>, ExpandError> {
+    let dir = if rel.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(rel)
+    };
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for e in rd.flatten() {
+        let Ok(ft) = e.file_type() else { continue };
+        match e.file_name().into_string() {
+            Ok(name) => out.push((name, ft)),
+            Err(name) => {
+                return Err(ExpandError::NotUtf8 {
+                    path: join(rel, &name.to_string_lossy()),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn walk_match(
+    root: &Path,
+    rel: &str,
+    comps: &[Comp],
+    out: &mut Vec<String>,
+) -> Result<(), ExpandError> {
+    let Some((first, rest)) = comps.split_first() else {
+        return Ok(());
+    };
+    match first {
+        Comp::Literal(name) => {
+            let child = join(rel, name);
+            let (file, dir) = kind(root, &child, None);
+            if rest.is_empty() {
+                if file {
+                    out.push(child);
+                }
+            } else if dir {
+                walk_match(root, &child, rest, out)?;
+            }
+        }
+        Comp::Pattern(p) => {
+            for (name, ft) in entries(root, rel)? {
+                if !p.matches_with(&name, MATCH) {
+                    continue;
+                }
+                let child = join(rel, &name);
+                let (file, dir) = kind(root, &child, Some(ft));
+                if rest.is_empty() {
+                    if file {
+                        out.push(child);
+                    }
+                } else if dir {
+                    walk_match(root, &child, rest, out)?;
+                }
+            }
+        }
+        Comp::AnyDirs => {
+            if rest.is_empty() {
+                // A trailing `**`: every file below.
+                for (name, ft) in entries(root, rel)? {
+                    if name.starts_with('.') {
+                        continue;
+                    }
+                    let child = join(rel, &name);
+                    let (file, dir) = kind(root, &child, Some(ft));
+                    if file {
+                        out.push(child);
+                    } else if dir {
+                        walk_match(root, &child, comps, out)?;
+                    }
+                }
+                return Ok(());
+            }
+            walk_match(root, rel, rest, out)?;
+            for (name, ft) in entries(root, rel)? {
+                if name.starts_with('.') {
+                    continue;
+                }
+                let child = join(rel, &name);
+                if kind(root, &child, Some(ft)).1 {
+                    walk_match(root, &child, comps, out)?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn input_bindings(root: &Path, rel: &str, b: &mut Bindings) {
@@ -87,13 +208,23 @@ fn input_bindings(root: &Path, rel: &str, b: &mut Bindings) {
     b.insert("dir".into(), Binding::One(dir.to_string()));
 }
 
-/// Expands a process step into its tasks (one per `foreach` match, or one).
-pub fn expand(
+/// A process step's tasks, rendered one at a time: a million inputs cost a million keys in
+/// memory, not a million rendered commands.
+pub struct Expansion<'a> {
+    step: &'a ProcessStep,
+    root: PathBuf,
+    base: Bindings,
+    shared: Vec<String>,
+    keys: Vec<Option<String>>,
+}
+
+/// Expands a process step's globs (one task per `foreach` match, or one task).
+pub fn expand<'a>(
     step_name: &str,
-    p: &ProcessStep,
+    p: &'a ProcessStep,
     root: &Path,
     vars: &BTreeMap<String, String>,
-) -> Result<Vec<Task>, ExpandError> {
+) -> Result<Expansion<'a>, ExpandError> {
     let shared = matches(root, &p.inputs)?;
     let mut base = Bindings::new();
     base.insert("fs".into(), Binding::One(root.display().to_string()));
@@ -115,17 +246,52 @@ pub fn expand(
     } else {
         matches(root, &p.foreach)?.into_iter().map(Some).collect()
     };
-    let mut tasks = Vec::with_capacity(keys.len());
-    for key in keys {
-        let mut b = base.clone();
-        let mut inputs = Vec::with_capacity(shared.len() + 1);
-        if let Some(rel) = &key {
+    Ok(Expansion {
+        step: p,
+        root: root.to_path_buf(),
+        base,
+        shared,
+        keys,
+    })
+}
+
+impl Expansion<'_> {
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn tasks(&self) -> impl Iterator<Item = Result<Task, ExpandError>> + '_ {
+        self.keys.iter().map(|k| self.task(k.as_deref()))
+    }
+
+    /// The key of task `i` (its input's relative path, or [`SINGLE`]).
+    pub fn key(&self, i: usize) -> &str {
+        self.keys
+            .get(i)
+            .and_then(|k| k.as_deref())
+            .unwrap_or(SINGLE)
+    }
+
+    /// Task `i`, rendered.
+    pub fn task_at(&self, i: usize) -> Result<Task, ExpandError> {
+        self.task(self.keys.get(i).and_then(|k| k.as_deref()))
+    }
+
+    fn task(&self, key: Option<&str>) -> Result<Task, ExpandError> {
+        let root = &self.root;
+        let mut b = self.base.clone();
+        let mut inputs = Vec::with_capacity(self.shared.len() + 1);
+        if let Some(rel) = key {
             input_bindings(root, rel, &mut b);
-            inputs.push(rel.clone());
+            inputs.push(rel.to_string());
         }
-        inputs.extend(shared.iter().cloned());
-        let mut outputs = Vec::with_capacity(p.outputs.len());
-        for t in &p.outputs {
+        inputs.extend(self.shared.iter().cloned());
+        let mut outputs = Vec::with_capacity(self.step.outputs.len());
+        for t in &self.step.outputs {
             let out = t.render_raw(&b).map_err(ExpandError::Unbound)?;
             let out = out.trim_start_matches('/').to_string();
             if crate::mover::names::check(&out).is_err() {
@@ -141,15 +307,18 @@ pub fn expand(
             b.insert("output".into(), Binding::One(first.clone()));
         }
         b.insert("outputs".into(), Binding::Many(abs));
-        let command = p.command.render_shell(&b).map_err(ExpandError::Unbound)?;
-        tasks.push(Task {
-            key: key.unwrap_or_else(|| SINGLE.to_string()),
+        let command = self
+            .step
+            .command
+            .render_shell(&b)
+            .map_err(ExpandError::Unbound)?;
+        Ok(Task {
+            key: key.unwrap_or(SINGLE).to_string(),
             command,
             inputs,
             outputs,
-        });
+        })
     }
-    Ok(tasks)
 }
 
 pub fn stamp(root: &Path, rel: &str) -> Option<Stamp> {
@@ -280,28 +449,45 @@ pub fn reasons(root: &Path, task: &Task, now: &Current, done: Option<&DoneRecord
     why
 }
 
-/// A task to run, its current fingerprint and the first reason it must run.
-pub type ToRun = (Task, Current, Why);
+/// A task to run (its index in the expansion) and the first reason it must.
+pub type ToRun = (usize, Why);
 
-/// Tasks of a step split into those to run and the number up to date.
+/// A step's tasks split into those to run and the number up to date. A task that never
+/// completed is decided from its key alone; only the others are rendered and their inputs
+/// stat'ed, so planning a million new inputs costs a journal lookup each.
 pub fn triage(
     journal: &Journal,
     pipeline: &str,
     step: &str,
     root: &Path,
-    tasks: Vec<Task>,
-) -> Result<(Vec<ToRun>, usize), JournalError> {
+    expansion: &Expansion,
+) -> Result<(Vec<ToRun>, usize), TriageError> {
     let mut run = Vec::new();
     let mut fresh = 0;
-    for task in tasks {
-        let now = current(root, &task);
-        let done = journal.done(pipeline, step, &task.key)?;
-        match reasons(root, &task, &now, done.as_ref()).into_iter().next() {
-            Some(why) => run.push((task, now, why)),
+    for i in 0..expansion.len() {
+        let why = match journal.done(pipeline, step, expansion.key(i))? {
+            None => Some(Why::NeverRun),
+            Some(done) => {
+                let task = expansion.task_at(i)?;
+                reasons(root, &task, &current(root, &task), Some(&done))
+                    .into_iter()
+                    .next()
+            }
+        };
+        match why {
+            Some(why) => run.push((i, why)),
             None => fresh += 1,
         }
     }
     Ok((run, fresh))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TriageError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Expand(#[from] ExpandError),
 }
 
 /// Where a task attempt's output goes: `logs/<pipeline>/<run>/<step>/<task>.<attempt>.{out,err}`.
