@@ -64,7 +64,10 @@ pub fn matches(root: &Path, globs: &[String]) -> Result<Vec<String>, ExpandError
             .collect::<Result<Vec<_>, _>>()?;
         walk_match(root, "", &comps, &mut out)?;
     }
-    out.sort_unstable();
+    // One glob over uniform names comes out of the walk sorted already; checking is O(n).
+    if !out.is_sorted() {
+        out.sort_unstable();
+    }
     out.dedup();
     Ok(out)
 }
@@ -464,8 +467,28 @@ pub fn triage(
 ) -> Result<(Vec<ToRun>, usize), TriageError> {
     let mut run = Vec::new();
     let mut fresh = 0;
+    // Keys are sorted and so is the journal: walk both in step (a merge join) instead of a
+    // point lookup per task.
+    let mut done_records = journal.done_scan(pipeline, step).peekable();
     for i in 0..expansion.len() {
-        let why = match journal.done(pipeline, step, expansion.key(i))? {
+        let key = expansion.key(i);
+        let mut found = None;
+        while let Some(next) = done_records.peek() {
+            match next {
+                Ok((k, _)) if k.as_str() < key => {
+                    done_records.next();
+                }
+                Ok((k, _)) if k.as_str() == key => {
+                    found = done_records.next().transpose()?.map(|(_, d)| d);
+                    break;
+                }
+                Ok(_) => break,
+                Err(_) => {
+                    done_records.next().transpose()?;
+                }
+            }
+        }
+        let why = match found {
             None => Some(Why::NeverRun),
             Some(done) => {
                 let task = expansion.task_at(i)?;
@@ -525,4 +548,58 @@ fn log_name(key: &str) -> String {
         s.replace_range(0..1, "%2E");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(files: &[&str]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        for f in files {
+            let p = d.path().join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, "").unwrap();
+        }
+        d
+    }
+
+    fn m(root: &Path, g: &str) -> Vec<String> {
+        matches(root, &[g.to_string()]).unwrap()
+    }
+
+    #[test]
+    fn globs_match_like_a_shell_with_globstar() {
+        let d = tree(&[
+            "a/x.txt",
+            "a/y.csv",
+            "a/.hidden.txt",
+            "a/b/z.txt",
+            "a/b/c/w.txt",
+            "top.txt",
+        ]);
+        let r = d.path();
+        assert_eq!(m(r, "a/*.txt"), ["a/x.txt"]);
+        assert_eq!(m(r, "a/.*.txt"), ["a/.hidden.txt"]);
+        assert_eq!(m(r, "a/**/*.txt"), ["a/b/c/w.txt", "a/b/z.txt", "a/x.txt"]);
+        assert_eq!(
+            m(r, "a/**"),
+            ["a/b/c/w.txt", "a/b/z.txt", "a/x.txt", "a/y.csv"]
+        );
+        assert_eq!(m(r, "*/b/?.txt"), ["a/b/z.txt"]);
+        assert_eq!(m(r, "top.txt"), ["top.txt"]);
+        assert!(m(r, "a/b").is_empty(), "directories are not inputs");
+        assert!(m(r, "missing/*").is_empty());
+        assert_eq!(
+            matches(r, &["a/*.txt".into(), "a/x.*".into()]).unwrap(),
+            ["a/x.txt"]
+        );
+    }
+
+    #[test]
+    fn log_names_are_single_safe_components() {
+        assert_eq!(log_name("samples/S1.fastq.gz"), "samples%2FS1.fastq.gz");
+        assert_eq!(log_name("../x"), "%2E.%2Fx");
+        assert_eq!(log_name("a b\n"), "a%20b%0A");
+    }
 }

@@ -263,14 +263,20 @@ impl Journal {
         )
     }
 
-    pub fn done_for_step(&self, pipeline: &str, step: &str) -> Result<Vec<DoneRecord>> {
+    /// A step's completed tasks in key order, decoded as they are read.
+    pub fn done_scan(
+        &self,
+        pipeline: &str,
+        step: &str,
+    ) -> impl Iterator<Item = Result<(String, DoneRecord)>> + use<> {
         let mut prefix = key(&[pipeline.as_bytes(), step.as_bytes()]);
         prefix.push(0);
-        Ok(self
-            .scan(&self.done, &prefix)?
-            .into_iter()
-            .map(|(_, v)| v)
-            .collect())
+        let skip = prefix.len();
+        self.done.scan_prefix(prefix).map(move |kv| {
+            let (k, v) = kv.map_err(JournalError::Write)?;
+            let task = String::from_utf8_lossy(&k[skip..]).into_owned();
+            Ok((task, decode(&v, &k)?))
+        })
     }
 
     // ---- local HSM file state ----
