@@ -118,6 +118,7 @@ fn failures_retry_then_fail_the_run_with_the_last_lines_and_resume_runs_only_the
     assert!(err.contains("1 of 3 tasks failed: in/b.txt"), "{err}");
     let tries = std::fs::read_to_string(ws.path().join("lustre/b.tries")).unwrap();
     assert_eq!(tries.lines().count(), 3, "retries: 2 means three attempts");
+    assert_eq!(err.matches("(will retry)").count(), 2, "{err}");
 
     let logs = ws.stage(&["logs", p.to_str().unwrap(), "work/in/b.txt", "--stderr"]);
     assert_exit(&logs, 0);
@@ -126,12 +127,26 @@ fn failures_retry_then_fail_the_run_with_the_last_lines_and_resume_runs_only_the
     assert_eq!(states["work/in/b.txt"], "failed");
     assert_eq!(states["work/in/a.txt"], "succeeded");
 
+    // --new abandons the failed run and starts another; b still fails there.
+    let o = ws.stage(&["run", "--new", p.to_str().unwrap()]);
+    assert_exit(&o, 1);
+    assert!(
+        text(&o.stderr).contains("stage: run 2 of tasks"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(
+        text(&o.stderr).contains("3 tasks, 2 up to date, 1 to run"),
+        "{}",
+        text(&o.stderr)
+    );
+
     // Fix the cause; resuming reruns b only.
     std::fs::write(&marker, "").unwrap();
     let o = ws.stage(&["run", p.to_str().unwrap()]);
     assert_exit(&o, 0);
     assert!(
-        text(&o.stderr).contains("resuming run 1"),
+        text(&o.stderr).contains("resuming run 2"),
         "{}",
         text(&o.stderr)
     );

@@ -26,7 +26,7 @@ pub enum OutputFormat {
 /// Picks the reporter: bars only when stderr is a terminal, so cron mail and CI logs stay clean.
 pub fn choose(format: OutputFormat, quiet: bool, verbose: bool) -> Arc<dyn Reporter> {
     match format {
-        OutputFormat::Json => Arc::new(JsonReporter::default()),
+        OutputFormat::Json => Arc::new(JsonReporter),
         OutputFormat::Auto if !quiet && std::io::stderr().is_terminal() => {
             Arc::new(ProgressReporter::new(verbose))
         }
