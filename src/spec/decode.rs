@@ -97,14 +97,19 @@ impl<'e> Cx<'e> {
     }
 
     /// A string, or a list of strings (`foreach: a/*` and `foreach: [a/*, b/*]` both work).
-    pub fn strings(&mut self, node: &Node, what: &str) -> Vec<String> {
+    /// Each string keeps its own span, for errors about one item of a list.
+    pub fn strings(&mut self, node: &Node, what: &str) -> Vec<(String, Span)> {
         match &node.value {
             Value::Null => Vec::new(),
             Value::Seq(items) => items
                 .iter()
-                .filter_map(|n| self.nonempty_string(n, what))
+                .filter_map(|n| self.nonempty_string(n, what).map(|s| (s, n.span)))
                 .collect(),
-            _ => self.nonempty_string(node, what).into_iter().collect(),
+            _ => self
+                .nonempty_string(node, what)
+                .map(|s| (s, node.span))
+                .into_iter()
+                .collect(),
         }
     }
 

@@ -377,17 +377,7 @@ fn container(cx: &mut Cx, node: &Node, target: Target, base: &Path) -> Option<St
 
 /// Blob prefixes as AMLFS takes them (`/`, `/data`), stored without the leading slash.
 fn prefixes(cx: &mut Cx, node: &Node, what: &str) -> Vec<String> {
-    let items: Vec<(String, Span)> = match &node.value {
-        Value::Seq(items) => items
-            .iter()
-            .filter_map(|n| cx.string(n, what).map(|s| (s, n.span)))
-            .collect(),
-        _ => cx
-            .string(node, what)
-            .map(|s| (s, node.span))
-            .into_iter()
-            .collect(),
-    };
+    let items = cx.strings(node, what);
     items
         .into_iter()
         .filter_map(|(s, span)| relative_path(cx, &s, span, what))
@@ -607,17 +597,7 @@ fn export(cx: &mut Cx, mut m: MapReader, earlier: &[Step]) -> Option<ExportStep>
     let mut outputs_of = Vec::new();
     let named_steps = m.get("outputs_of");
     if let Some(n) = named_steps {
-        let names: Vec<(String, Span)> = match &n.value {
-            Value::Seq(items) => items
-                .iter()
-                .filter_map(|i| cx.raw_string(i, "step name").map(|s| (s, i.span)))
-                .collect(),
-            _ => cx
-                .raw_string(n, "step name")
-                .map(|s| (s, n.span))
-                .into_iter()
-                .collect(),
-        };
+        let names = cx.strings(n, "step name");
         let process_steps: Vec<&str> = earlier
             .iter()
             .filter(|s| matches!(s.action, Action::Process(_)))
@@ -773,17 +753,7 @@ fn process(cx: &mut Cx, mut m: MapReader) -> Option<ProcessStep> {
 }
 
 fn globs(cx: &mut Cx, node: &Node, what: &str) -> Vec<String> {
-    let items: Vec<(String, Span)> = match &node.value {
-        Value::Seq(items) => items
-            .iter()
-            .filter_map(|n| cx.nonempty_string(n, what).map(|s| (s, n.span)))
-            .collect(),
-        _ => cx
-            .nonempty_string(node, what)
-            .map(|s| (s, node.span))
-            .into_iter()
-            .collect(),
-    };
+    let items = cx.strings(node, what);
     let mut out = Vec::new();
     for (g, span) in items {
         let Some(rel) = relative_path(cx, &g, span, what) else {
