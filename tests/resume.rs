@@ -236,3 +236,26 @@ fn killed_at_random_times_resumes_to_the_same_result() {
         );
     }
 }
+
+#[test]
+fn a_failed_journal_write_stops_the_run_loudly_and_a_rerun_finishes() {
+    let reference = reference_outputs();
+    let ws = Workspace::new();
+    let p = crashy(&ws);
+    let o = ws
+        .cmd(&["run", p.to_str().unwrap()])
+        .env("STAGE_FAIL_AT", "journal.flush:6")
+        .output()
+        .unwrap();
+    assert_exit(&o, 4);
+    let err = text(&o.stderr);
+    assert!(err.contains("cannot write the journal"), "{err}");
+    assert!(err.contains("injected"), "{err}");
+    // It stopped: the export never ran.
+    assert!(!ws.path().join("blob/total.txt").exists());
+    let at_kill: BTreeMap<String, usize> = possibly_running(&ws, &p)
+        .into_iter()
+        .map(|t| (t, 1))
+        .collect();
+    finish_and_check(&ws, &p, &reference, &at_kill, "failed write");
+}

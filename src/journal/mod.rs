@@ -103,6 +103,10 @@ impl Journal {
     /// Makes everything written so far durable.
     pub fn flush(&self) -> Result<()> {
         crate::failpoint::hit("journal.flush");
+        if crate::failpoint::fails("journal.flush") {
+            let e = std::io::Error::other("injected by STAGE_FAIL_AT");
+            return Err(JournalError::Write(sled::Error::Io(e)));
+        }
         self.db.flush().map_err(JournalError::Write)?;
         Ok(())
     }

@@ -57,6 +57,7 @@ impl Workspace {
             .arg(self.state())
             .args(args)
             .env_remove("STAGE_CRASH_AT")
+            .env_remove("STAGE_FAIL_AT")
             .env("NO_COLOR", "1");
         c
     }
