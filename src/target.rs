@@ -4,7 +4,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::engine::Backends;
-use crate::executor::LocalExecutor;
+use crate::executor::ssh::SshOptions;
+use crate::executor::{Executor, LocalExecutor, SshExecutor};
 use crate::filesystem::LocalFileSystem;
 use crate::journal::Journal;
 use crate::mover::LocalMover;
@@ -16,6 +17,8 @@ pub enum TargetError {
         "the azure target is not available in this build yet; rehearse the pipeline with `target: local`"
     )]
     AzureUnavailable,
+    #[error("cannot prepare the state directory for SSH")]
+    State(#[source] std::io::Error),
 }
 
 /// Where the local target keeps a file system that names no `mount`.
@@ -24,6 +27,50 @@ pub fn local_root(p: &Pipeline, state_dir: &Path) -> std::path::PathBuf {
         .mount
         .clone()
         .unwrap_or_else(|| state_dir.join("lustre").join(&p.filesystem.name))
+}
+
+/// Local slots, or SSH to the pool's hosts when any of them is remote.
+fn executor(p: &Pipeline, state_dir: &Path) -> Result<Arc<dyn Executor>, TargetError> {
+    let slots = p.pool.slots as usize;
+    if p.pool.is_local() {
+        return Ok(Arc::new(LocalExecutor::new(slots)));
+    }
+    let token = state_token(state_dir).map_err(TargetError::State)?;
+    Ok(Arc::new(SshExecutor::new(
+        p.pool.hosts.clone(),
+        slots,
+        SshOptions {
+            config: p.pool.ssh_config.clone(),
+            host_keys: p.pool.host_key_checking,
+            known_hosts: state_dir.join("known_hosts"),
+            socket_dir: std::env::temp_dir().join(format!("stage-ssh-{token}")),
+            token,
+        },
+    )))
+}
+
+/// A random name for this state directory, made once: names its files on the nodes and its
+/// control sockets, which must stay short.
+fn state_token(state_dir: &Path) -> std::io::Result<String> {
+    let path = state_dir.join("token");
+    if let Ok(t) = std::fs::read_to_string(&path)
+        && !t.trim().is_empty()
+    {
+        return Ok(t.trim().to_string());
+    }
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    let token = format!("{:012x}", h.finish() & 0xffff_ffff_ffff);
+    std::fs::create_dir_all(state_dir)?;
+    std::fs::write(&path, &token)?;
+    Ok(token)
 }
 
 pub fn backends(
@@ -45,7 +92,7 @@ pub fn backends(
                     p.filesystem.hsm.container.clone().into(),
                     journal,
                 )),
-                executor: Arc::new(LocalExecutor),
+                executor: executor(p, &state_dir)?,
             })
         }
     }

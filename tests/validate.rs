@@ -154,11 +154,11 @@ const CASES: &[(&str, usize, usize, &str, &str)] = &[
         "verified export",
     ),
     (
-        "23-remote-host.yaml",
-        6,
-        10,
-        "host `compute01` is remote",
-        "localhost",
+        "23-host-key-checking.yaml",
+        7,
+        22,
+        "`sometimes` is not a valid host key checking",
+        "accept-new",
     ),
     (
         "24-sas-in-url.yaml",

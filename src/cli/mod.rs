@@ -117,6 +117,7 @@ impl From<LoadError> for CliError {
 impl CliError {
     pub fn exit(&self) -> Exit {
         match self {
+            CliError::Target(crate::target::TargetError::State(_)) => Exit::State,
             CliError::Spec(_) | CliError::Read(..) | CliError::Target(_) | CliError::Usage(_) => {
                 Exit::Invalid
             }

@@ -5,6 +5,7 @@
 
 pub mod events;
 mod process;
+mod slots;
 mod steps;
 pub use steps::export_paths;
 pub mod tasks;

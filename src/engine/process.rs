@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 
+use super::slots::Slots;
 use super::tasks::{self, Current, Task};
 use super::{Engine, EngineError, StepResult};
 use crate::engine::events::Event;
-use crate::executor::{TaskCommand, TaskExit};
+use crate::executor::{ExecError, TaskCommand, TaskExit};
 use crate::journal::{DoneRecord, RunRecord, TaskRecord, TaskState, now_ms};
 use crate::spec::{ProcessStep, Step};
 
@@ -34,6 +35,17 @@ struct Pending {
     current: Option<Current>,
     attempts: u32,
     intent: bool,
+    /// The host of the last failed attempt: a retry goes elsewhere if it can.
+    avoid: Option<String>,
+}
+
+/// The pending task to give a slot on `host`: the first that did not just fail there.
+fn pick(pending: &VecDeque<Pending>, host: &str) -> usize {
+    pending
+        .iter()
+        .take(64)
+        .position(|t| t.avoid.as_deref() != Some(host))
+        .unwrap_or(0)
 }
 
 fn tail(path: &Path, lines: usize) -> Vec<String> {
@@ -120,18 +132,18 @@ impl Engine {
                 current: None,
                 attempts: 0,
                 intent: false,
+                avoid: None,
             })
             .collect();
-        let hosts: Vec<String> = self
-            .pipeline
-            .pool
-            .hosts
-            .iter()
-            .map(|h| h.to_string())
-            .collect();
-        let mut free: Vec<usize> = (0..hosts.len() * self.pipeline.pool.slots as usize)
-            .rev()
-            .collect();
+        let executor = self.backends.executor.clone();
+        let unreachable = executor.prepare().await;
+        for (host, why) in &unreachable {
+            self.emit(Event::Warning {
+                message: format!("{host} is unreachable and gets no tasks: {why}"),
+            });
+        }
+        let unreachable: Vec<String> = unreachable.into_iter().map(|(h, _)| h).collect();
+        let mut slots = Slots::new(executor.slots(), &unreachable);
         let mut running = FuturesUnordered::new();
         let mut in_flight: HashMap<usize, (String, u32)> = HashMap::new();
         let mut unflushed = 0usize;
@@ -141,12 +153,14 @@ impl Engine {
         let env = p.env.clone();
 
         loop {
-            while !self.cancel.is_set() && !free.is_empty() && !pending.is_empty() {
-                let slot = free.pop().unwrap_or_default();
-                if !pending.front().is_some_and(|t| t.intent) {
+            while !self.cancel.is_set() && slots.has_free() && !pending.is_empty() {
+                let Some(slot) = slots.take() else { break };
+                let host = slots.host(slot).to_string();
+                let at = pick(&pending, &host);
+                if !pending.get(at).is_some_and(|t| t.intent) {
                     self.record_intents(run.id, index, &mut pending)?;
                 }
-                let Some(mut item) = pending.pop_front() else {
+                let Some(mut item) = pending.remove(at) else {
                     break;
                 };
                 item.attempts += 1;
@@ -159,7 +173,6 @@ impl Engine {
                 if item.current.is_none() {
                     item.current = Some(tasks::current(&root, task));
                 }
-                let host = hosts[slot % hosts.len()].clone();
                 let (out, err) = tasks::log_paths(
                     &self.state_dir,
                     &self.pipeline.name,
@@ -200,14 +213,22 @@ impl Engine {
                     attempt: item.attempts,
                 });
                 in_flight.insert(slot, (item.key.clone(), item.attempts));
-                let executor = self.backends.executor.clone();
+                let executor = executor.clone();
                 running.push(async move {
                     let started = Instant::now();
-                    let result = executor.run(&host, &cmd).await;
+                    let result = executor.run(slot, &cmd).await;
                     (item, slot, host, cmd, result, started.elapsed())
                 });
             }
             if running.is_empty() {
+                if !pending.is_empty() && !self.cancel.is_set() {
+                    executor.shutdown().await;
+                    self.journal.flush()?;
+                    return Err(failed(format!(
+                        "no host left to run {} remaining task(s): every host is quarantined",
+                        pending.len()
+                    )));
+                }
                 break;
             }
             let next = tokio::select! {
@@ -217,6 +238,7 @@ impl Engine {
             let Some((item, slot, host, cmd, result, elapsed)) = next else {
                 // Cancelled: dropping the futures kills every task's process group.
                 drop(running);
+                executor.shutdown().await;
                 for (_, (key, attempts)) in in_flight.drain() {
                     let mut rec = self
                         .journal
@@ -231,7 +253,34 @@ impl Engine {
                 return Err(EngineError::Interrupted);
             };
             in_flight.remove(&slot);
-            free.push(slot);
+            if let Err(ExecError::Connection { host, message }) = &result {
+                // Not the task's fault: run it elsewhere without spending an attempt.
+                if slots.lost(slot) {
+                    self.emit(Event::Warning {
+                        message: format!(
+                            "{host} quarantined after losing its connection ({message}); its tasks move to other hosts"
+                        ),
+                    });
+                }
+                let mut item = item;
+                item.attempts -= 1;
+                item.avoid = Some(host.clone());
+                pending.push_front(item);
+                continue;
+            }
+            if let Err(ExecError::Dropped { host, message }) = &result {
+                self.emit(Event::Warning {
+                    message: format!(
+                        "{host}: connection dropped ({message}); reconnected, the task runs again"
+                    ),
+                });
+                slots.give_back(slot);
+                let mut item = item;
+                item.attempts -= 1;
+                pending.push_front(item);
+                continue;
+            }
+            slots.give_back(slot);
             crate::failpoint::hit("task.after-exit");
             let outputs: &[String] = item.task.as_ref().map_or(&[], |t| t.outputs.as_slice());
             let outcome = match result {
@@ -255,6 +304,7 @@ impl Engine {
             rec.finished_ms = Some(now_ms());
             match outcome {
                 Ok(exit) => {
+                    slots.succeeded(slot);
                     rec.state = TaskState::Succeeded;
                     rec.exit_code = exit.code;
                     self.journal.put_task(run.id, index, &rec)?;
@@ -306,7 +356,7 @@ impl Engine {
                     self.emit(Event::TaskFailed {
                         step: step.name.clone(),
                         task: item.key.clone(),
-                        host,
+                        host: host.clone(),
                         attempt: item.attempts,
                         exit_code: exit.code,
                         signal: exit.signal,
@@ -315,7 +365,17 @@ impl Engine {
                         stderr_tail: tail(&cmd.stderr, 5),
                         log: cmd.stderr.display().to_string(),
                     });
+                    if let Some(q) = slots.failed(slot) {
+                        self.emit(Event::Warning {
+                            message: format!(
+                                "{q} quarantined after {} failed tasks in a row",
+                                super::slots::QUARANTINE_AFTER
+                            ),
+                        });
+                    }
                     if will_retry {
+                        let mut item = item;
+                        item.avoid = Some(host.clone());
                         pending.push_back(item);
                     } else {
                         failures.push(item.key.clone());
@@ -329,6 +389,7 @@ impl Engine {
                 last_flush = Instant::now();
             }
         }
+        executor.shutdown().await;
         self.journal.flush()?;
         if self.cancel.is_set() {
             return Err(EngineError::Interrupted);

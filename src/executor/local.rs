@@ -8,8 +8,15 @@ use async_trait::async_trait;
 use super::{ExecError, Executor, TaskCommand, TaskExit};
 
 /// Runs tasks as child processes of stage, each in its own process group.
-#[derive(Default)]
-pub struct LocalExecutor;
+pub struct LocalExecutor {
+    slots: usize,
+}
+
+impl LocalExecutor {
+    pub fn new(slots: usize) -> Self {
+        LocalExecutor { slots }
+    }
+}
 
 /// Kills the task's process group unless the task has been reaped. Runs on drop, so a
 /// cancelled or timed-out task never leaves grandchildren behind.
@@ -42,7 +49,11 @@ const GRACE: Duration = Duration::from_secs(2);
 
 #[async_trait]
 impl Executor for LocalExecutor {
-    async fn run(&self, _host: &str, cmd: &TaskCommand) -> Result<TaskExit, ExecError> {
+    fn slots(&self) -> Vec<String> {
+        vec!["localhost".to_string(); self.slots]
+    }
+
+    async fn run(&self, _slot: usize, cmd: &TaskCommand) -> Result<TaskExit, ExecError> {
         let out = File::create(&cmd.stdout).map_err(|e| ExecError::Log(cmd.stdout.clone(), e))?;
         let err = File::create(&cmd.stderr).map_err(|e| ExecError::Log(cmd.stderr.clone(), e))?;
         let mut child = tokio::process::Command::new("/bin/sh")

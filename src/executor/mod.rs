@@ -1,6 +1,7 @@
 //! Running one task's command somewhere: this machine now; SSH and Slurm later.
 
 mod local;
+pub mod ssh;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use local::LocalExecutor;
+pub use ssh::SshExecutor;
 
 pub struct TaskCommand {
     /// Shell text for `sh -c`; every substituted value is already quoted.
@@ -48,11 +50,25 @@ pub enum ExecError {
     Spawn(#[source] std::io::Error),
     #[error("cannot open the task's log {}", .0.display())]
     Log(PathBuf, #[source] std::io::Error),
+    /// The host could not be reached (after retries): its tasks go elsewhere.
+    #[error("lost connection to {host}: {message}")]
+    Connection { host: String, message: String },
+    /// The connection dropped mid-task but the host came back: run the task again.
+    #[error("connection to {host} dropped: {message}")]
+    Dropped { host: String, message: String },
 }
 
 #[async_trait]
 pub trait Executor: Send + Sync {
-    /// Runs the command on `host` and waits for it. Dropping the future kills the task's
+    /// One entry per slot, naming the host the slot runs on.
+    fn slots(&self) -> Vec<String>;
+    /// Connects to the pool before the fan-out; returns the hosts that cannot be reached.
+    async fn prepare(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+    /// Runs the command in `slot` and waits for it. Dropping the future kills the task's
     /// whole process tree: that is how cancellation reaches it.
-    async fn run(&self, host: &str, cmd: &TaskCommand) -> Result<TaskExit, ExecError>;
+    async fn run(&self, slot: usize, cmd: &TaskCommand) -> Result<TaskExit, ExecError>;
+    /// Closes connections once the step is over.
+    async fn shutdown(&self) {}
 }

@@ -106,7 +106,18 @@ impl Sku {
 pub struct Pool {
     pub hosts: Vec<Host>,
     pub slots: u32,
+    /// An ssh_config file for reaching the hosts (`ssh -F`); default: the user's own.
+    pub ssh_config: Option<PathBuf>,
+    pub host_key_checking: HostKeyChecking,
 }
+
+impl Pool {
+    pub fn is_local(&self) -> bool {
+        self.hosts.iter().all(|h| h.is_local())
+    }
+}
+
+pub use crate::executor::ssh::HostKeyChecking;
 
 #[derive(Debug, Clone)]
 pub struct Step {

@@ -97,7 +97,7 @@ pub fn decode(cx: &mut Cx, root: &Node, path: &Path) -> Option<Pipeline> {
         )
         .and_then(|n| filesystem(cx, n, target, &base));
     let pool = match top.get("pool") {
-        Some(n) => pool(cx, n, target),
+        Some(n) => pool(cx, n, &base),
         None => Some(Pool {
             hosts: vec![hostlist::Host {
                 user: None,
@@ -105,6 +105,8 @@ pub fn decode(cx: &mut Cx, root: &Node, path: &Path) -> Option<Pipeline> {
                 port: None,
             }],
             slots: default_slots(),
+            ssh_config: None,
+            host_key_checking: HostKeyChecking::AcceptNew,
         }),
     };
     let steps = top
@@ -398,7 +400,7 @@ fn relative_path(cx: &mut Cx, s: &str, span: Span, what: &str) -> Option<String>
     Some(trimmed.to_string())
 }
 
-fn pool(cx: &mut Cx, node: &Node, target: Target) -> Option<Pool> {
+fn pool(cx: &mut Cx, node: &Node, base: &Path) -> Option<Pool> {
     let mut m = cx.map(node, "`pool`")?;
     let hosts = match m.get("hosts") {
         None => Some(vec![hostlist::Host {
@@ -428,21 +430,18 @@ fn pool(cx: &mut Cx, node: &Node, target: Target) -> Option<Pool> {
             })
         }
     };
-    if let (Some(hosts), Some(n)) = (&hosts, m.get("hosts"))
-        && let Some(remote) = hosts.iter().find(|h| !h.is_local())
-    {
-        let why = match target {
-            Target::Local => "the local target runs every task on this machine",
-            Target::Azure => {
-                "this build of stage runs tasks on this machine only; the SSH executor is not built yet"
-            }
-        };
-        cx.problems.hint(
-            n.span,
-            format!("host `{remote}` is remote, and {why}"),
-            "use `hosts: localhost`, or leave `hosts` out",
-        );
-    }
+    let ssh_config = m
+        .get("ssh_config")
+        .and_then(|n| cx.nonempty_string(n, "ssh_config").map(|s| base.join(s)));
+    let host_key_checking = match m.get("host_key_checking") {
+        Some(n) => match cx.choice(n, "host key checking", &["accept-new", "yes", "no"]) {
+            Some("yes") => Some(HostKeyChecking::Yes),
+            Some("no") => Some(HostKeyChecking::No),
+            Some(_) => Some(HostKeyChecking::AcceptNew),
+            None => None,
+        },
+        None => Some(HostKeyChecking::AcceptNew),
+    };
     let slots = m
         .get("slots")
         .and_then(|n| cx.integer(n, "slots", 1, 4096).map(|s| s as u32))
@@ -451,6 +450,8 @@ fn pool(cx: &mut Cx, node: &Node, target: Target) -> Option<Pool> {
     Some(Pool {
         hosts: hosts?,
         slots: slots?,
+        ssh_config,
+        host_key_checking: host_key_checking?,
     })
 }
 

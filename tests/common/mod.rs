@@ -58,7 +58,8 @@ impl Workspace {
             .args(args)
             .env_remove("STAGE_CRASH_AT")
             .env_remove("STAGE_FAIL_AT")
-            .env("NO_COLOR", "1");
+            .env("NO_COLOR", "1")
+            .env("STAGE_LOG", std::env::var("STAGE_LOG").unwrap_or_default());
         c
     }
 

@@ -1,0 +1,257 @@
+//! Fan-out over real sshd nodes on loopback addresses.
+
+mod common;
+#[path = "common/sshd.rs"]
+mod sshd;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::*;
+use sshd::Nodes;
+
+fn fan_pipeline(
+    ws: &Workspace,
+    nodes: &Nodes,
+    hosts: &str,
+    inputs: usize,
+    extra: &str,
+    timeout: &str,
+) -> std::path::PathBuf {
+    for i in 0..inputs {
+        ws.write(&format!("blob/in/f{i:03}.txt"), format!("input {i}\n"));
+    }
+    ws.write(
+        "fan.yaml",
+        format!(
+            "name: fan\nfilesystem:\n  name: fs1\n  mount: lustre\n  hsm: {{ container: blob }}\npool:\n  hosts: \"{hosts}\"\n  slots: 3\n  ssh_config: {}\nsteps:\n  - import: {{}}\n  - process:\n      name: work\n      foreach: in/*.txt\n      outputs: [\"out/{{{{name}}}}\"]\n{timeout}      command: mkdir -p out nodes && echo $SSH_CONNECTION | cut -d' ' -f3 > nodes/{{{{name}}}} && echo {{{{rel}}}} >> counter && {extra} tr a-z A-Z < {{{{input}}}} > {{{{output}}}}\n",
+            nodes.ssh_config().display()
+        ),
+    )
+}
+
+fn nodes_used(ws: &Workspace) -> BTreeSet<String> {
+    ws.tree("lustre/nodes")
+        .values()
+        .map(|v| text(v).trim().to_string())
+        .collect()
+}
+
+fn check_outputs(ws: &Workspace, n: usize) {
+    let out = ws.tree("lustre/out");
+    assert_eq!(out.len(), n, "outputs: {:?}", out.keys());
+    for (name, body) in out {
+        let i: usize = name[1..4].parse().unwrap();
+        assert_eq!(text(&body), format!("INPUT {i}\n"));
+    }
+}
+
+#[test]
+fn tasks_fan_out_over_four_nodes() {
+    let nodes = Nodes::start(4, true);
+    let ws = Workspace::new();
+    let p = fan_pipeline(&ws, &nodes, &nodes.hostlist(), 40, "", "");
+    let o = ws.stage(&["run", p.to_str().unwrap()]);
+    assert_exit(&o, 0);
+    check_outputs(&ws, 40);
+    let used = nodes_used(&ws);
+    let expected: BTreeSet<String> = (0..4).map(|i| nodes.addr(i)).collect();
+    assert_eq!(used, expected, "every node takes work");
+    // Host keys were learned into the state directory, not the user's known_hosts.
+    let kh = std::fs::read_to_string(ws.state().join("known_hosts")).unwrap();
+    assert_eq!(kh.lines().count(), 4, "{kh}");
+    // Journal names the host of every task.
+    let o = ws.stage(&["status", "--tasks", p.to_str().unwrap()]);
+    assert!(
+        text(&o.stdout).contains(&format!("host={}", nodes.addr(2))),
+        "{}",
+        text(&o.stdout)
+    );
+    // And a rerun has nothing to do, without touching the nodes.
+    let again = ws.stage(&["run", p.to_str().unwrap()]);
+    assert_exit(&again, 0);
+    assert!(text(&again.stderr).contains("nothing to do"));
+}
+
+#[test]
+fn a_node_lost_mid_run_is_quarantined_and_its_tasks_finish_elsewhere() {
+    let mut nodes = Nodes::start(4, true);
+    let ws = Workspace::new();
+    let p = fan_pipeline(&ws, &nodes, &nodes.hostlist(), 48, "sleep 0.2 &&", "");
+    let child = ws
+        .cmd(&["run", p.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let counter = ws.path().join("lustre/counter");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_to_string(&counter)
+        .map(|c| c.lines().count())
+        .unwrap_or(0)
+        < 12
+    {
+        assert!(Instant::now() < deadline, "tasks never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nodes.kill(1);
+    let o = child.wait_with_output().unwrap();
+    assert_exit(&o, 0);
+    let err = text(&o.stderr);
+    assert!(
+        err.contains(&format!("{} quarantined", nodes.addr(1))),
+        "{err}"
+    );
+    check_outputs(&ws, 48);
+}
+
+#[test]
+fn an_unreachable_host_gets_no_tasks() {
+    let nodes = Nodes::start(2, true);
+    let ws = Workspace::new();
+    // Node 2 of the list (index 2) has no daemon.
+    let hosts = format!("{}.[2-4]", nodes.prefix);
+    let p = fan_pipeline(&ws, &nodes, &hosts, 12, "", "");
+    let o = ws.stage(&["run", p.to_str().unwrap()]);
+    assert_exit(&o, 0);
+    assert!(
+        text(&o.stderr).contains(&format!("{}.4 is unreachable", nodes.prefix)),
+        "{}",
+        text(&o.stderr)
+    );
+    check_outputs(&ws, 12);
+}
+
+#[test]
+fn a_hung_task_is_killed_on_its_node_by_the_timeout() {
+    let nodes = Nodes::start(2, true);
+    let ws = Workspace::new();
+    let p = fan_pipeline(
+        &ws,
+        &nodes,
+        &nodes.hostlist(),
+        2,
+        "sleep 61.7 &&",
+        "      timeout: 1s\n",
+    );
+    let o = ws.stage(&["run", p.to_str().unwrap()]);
+    assert_exit(&o, 1);
+    assert!(text(&o.stderr).contains("timed out"), "{}", text(&o.stderr));
+    std::thread::sleep(Duration::from_millis(300));
+    let ps = std::process::Command::new("pgrep")
+        .args(["-f", "sleep 61.7"])
+        .output()
+        .unwrap();
+    assert!(
+        ps.stdout.is_empty(),
+        "left on the node: {}",
+        text(&ps.stdout)
+    );
+}
+
+#[test]
+fn ctrl_c_kills_remote_tasks() {
+    let nodes = Nodes::start(2, true);
+    let ws = Workspace::new();
+    let p = fan_pipeline(&ws, &nodes, &nodes.hostlist(), 6, "sleep 62.3 &&", "");
+    let child = ws.cmd(&["run", "-q", p.to_str().unwrap()]).spawn().unwrap();
+    let counter = ws.path().join("lustre/counter");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !counter.exists() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130));
+    std::thread::sleep(Duration::from_millis(1500));
+    let ps = std::process::Command::new("pgrep")
+        .args(["-f", "sleep 62.3"])
+        .output()
+        .unwrap();
+    assert!(
+        ps.stdout.is_empty(),
+        "left on the node: {}",
+        text(&ps.stdout)
+    );
+}
+
+#[test]
+fn sigkill_mid_run_then_resume_completes_every_task_once_or_twice() {
+    let nodes = Nodes::start(3, true);
+    let ws = Workspace::new();
+    let p = fan_pipeline(&ws, &nodes, &nodes.hostlist(), 30, "sleep 0.1 &&", "");
+    let mut child = ws.cmd(&["run", "-q", p.to_str().unwrap()]).spawn().unwrap();
+    let counter = ws.path().join("lustre/counter");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_to_string(&counter)
+        .map(|c| c.lines().count())
+        .unwrap_or(0)
+        < 10
+    {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let running: BTreeSet<String> = task_states(&ws, &p)
+        .into_iter()
+        .filter(|(_, s)| s == "dispatched" || s == "running")
+        .map(|(k, _)| k.trim_start_matches("work/").to_string())
+        .collect();
+    let o = ws.stage(&["run", p.to_str().unwrap()]);
+    assert_exit(&o, 0);
+    check_outputs(&ws, 30);
+    let counts = std::fs::read_to_string(&counter).unwrap();
+    for i in 0..30 {
+        let key = format!("in/f{i:03}.txt");
+        let n = counts.lines().filter(|l| *l == key).count();
+        assert!(n >= 1, "{key} never ran");
+        assert!(
+            n == 1 || running.contains(&key),
+            "{key} ran {n} times but was not running at the kill"
+        );
+    }
+}
+
+#[test]
+fn hostile_names_are_safe_over_ssh() {
+    let nodes = Nodes::start(2, true);
+    let ws = Workspace::new();
+    let names = [
+        "sp ace.txt",
+        "q'uote.txt",
+        "d\"q.txt",
+        "$(touch PWNED).txt",
+        "`touch PWNED2`.txt",
+        "nl\nx.txt",
+        "-dash.txt",
+    ];
+    for n in names {
+        ws.write(&format!("blob/in/{n}"), n);
+    }
+    let p = ws.write(
+        "h.yaml",
+        format!(
+            "name: hostile\nfilesystem:\n  name: fs1\n  mount: lustre\n  hsm: {{ container: blob }}\npool:\n  hosts: \"{}\"\n  slots: 2\n  ssh_config: {}\nsteps:\n  - import: {{}}\n  - process:\n      foreach: in/*\n      outputs: [\"out/{{{{name}}}}\"]\n      env: {{ GREETING: \"it's $HOME `x`\" }}\n      command: mkdir -p out && cat -- {{{{input}}}} > {{{{output}}}} && printf '%s\\n' \"$GREETING\" > greeting\n",
+            nodes.hostlist(),
+            nodes.ssh_config().display()
+        ),
+    );
+    let o = ws.stage(&["run", p.to_str().unwrap()]);
+    assert_exit(&o, 0);
+    for n in names {
+        assert_eq!(
+            std::fs::read_to_string(ws.path().join("lustre/out").join(n)).unwrap(),
+            n
+        );
+    }
+    assert!(!ws.path().join("lustre/PWNED").exists() && !ws.path().join("lustre/PWNED2").exists());
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("lustre/greeting")).unwrap(),
+        "it's $HOME `x`\n"
+    );
+}
