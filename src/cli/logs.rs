@@ -37,13 +37,21 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
             pipeline.name
         )));
     };
-    // Search back through runs: the task may have last run in an earlier one.
+    // The latest attempt: a failure recorded in a run after the last success, or that success.
+    let done = journal.done(&pipeline.name, step, key)?;
+    let done_run = done.as_ref().map_or(0, |d| d.run);
     let mut found = None;
-    for id in (1..=run.id).rev() {
+    for id in (done_run + 1..=run.id).rev() {
         if let Some(t) = journal.task(id, index, key)? {
             found = Some((id, t));
             break;
         }
+    }
+    if found.is_none()
+        && let Some(d) = done
+        && let Some(t) = d.task
+    {
+        found = Some((d.run, t));
     }
     let Some((run_id, task)) = found else {
         return Err(CliError::Usage(format!(
@@ -52,14 +60,13 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
         )));
     };
     let attempt = a.attempt.unwrap_or(task.attempts.max(1));
-    let (out, err) = crate::engine::tasks::log_paths(
+    let dir = crate::engine::tasks::log_dir(
         &std::path::absolute(&ctx.state_dir).unwrap_or_else(|_| ctx.state_dir.clone()),
         &pipeline.name,
         run_id,
         step,
-        key,
-        attempt,
     );
+    let (out, err) = crate::engine::tasks::log_files(&dir, key, attempt);
     let path: PathBuf = if a.stderr { err } else { out };
     let bytes = std::fs::read(&path)
         .map_err(|e| CliError::Read(format!("cannot read log {}", path.display()), e))?;

@@ -85,7 +85,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
     let mut step_json = Vec::new();
     let mut lines = Vec::new();
     for (index, step) in &steps {
-        let tasks = journal.tasks(run.id, *index)?;
+        let tasks = journal.tasks(run.id, *index, &pipeline.name, &step.name)?;
         let mut counts: BTreeMap<String, usize> = BTreeMap::new();
         for t in &tasks {
             *counts

@@ -104,18 +104,7 @@ impl Engine {
                 detail: serde_json::json!({ "total": total, "ran": 0, "up_to_date": fresh }),
             });
         }
-        let log_dir = tasks::log_paths(
-            &self.state_dir,
-            &self.pipeline.name,
-            run.id,
-            &step.name,
-            "x",
-            0,
-        )
-        .0
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+        let log_dir = tasks::log_dir(&self.state_dir, &self.pipeline.name, run.id, &step.name);
         std::fs::create_dir_all(&log_dir).map_err(|e| {
             failed(format!(
                 "cannot create log directory {}: {e}",
@@ -145,7 +134,7 @@ impl Engine {
         let unreachable: Vec<String> = unreachable.into_iter().map(|(h, _)| h).collect();
         let mut slots = Slots::new(executor.slots(), &unreachable);
         let mut running = FuturesUnordered::new();
-        let mut in_flight: HashMap<usize, (String, u32)> = HashMap::new();
+        let mut in_flight: HashMap<usize, TaskRecord> = HashMap::new();
         let mut unflushed = 0usize;
         let mut last_flush = Instant::now();
         let mut ran = 0usize;
@@ -173,14 +162,7 @@ impl Engine {
                 if item.current.is_none() {
                     item.current = Some(tasks::current(&root, task));
                 }
-                let (out, err) = tasks::log_paths(
-                    &self.state_dir,
-                    &self.pipeline.name,
-                    run.id,
-                    &step.name,
-                    &item.key,
-                    item.attempts,
-                );
+                let (out, err) = tasks::log_files(&log_dir, &item.key, item.attempts);
                 let cmd = TaskCommand {
                     command: task.command.clone(),
                     cwd: root.clone(),
@@ -189,30 +171,28 @@ impl Engine {
                     stdout: out.clone(),
                     stderr: err.clone(),
                 };
-                self.journal.put_task(
-                    run.id,
-                    index,
-                    &TaskRecord {
-                        key: item.key.clone(),
-                        state: TaskState::Running,
-                        attempts: item.attempts,
-                        host: Some(host.clone()),
-                        exit_code: None,
-                        signal: None,
-                        started_ms: Some(now_ms()),
-                        finished_ms: None,
-                        stdout: Some(out.display().to_string()),
-                        stderr: Some(err.display().to_string()),
-                        error: None,
-                    },
-                )?;
+                // Not written now: the durable intent is `dispatched`; the record is written once,
+                // when the attempt ends (the state lock keeps anyone from reading it meanwhile).
+                let record = TaskRecord {
+                    key: item.key.clone(),
+                    state: TaskState::Running,
+                    attempts: item.attempts,
+                    host: Some(host.clone()),
+                    exit_code: None,
+                    signal: None,
+                    started_ms: Some(now_ms()),
+                    finished_ms: None,
+                    stdout: Some(out.display().to_string()),
+                    stderr: Some(err.display().to_string()),
+                    error: None,
+                };
                 self.emit(Event::TaskStarted {
                     step: step.name.clone(),
                     task: item.key.clone(),
                     host: host.clone(),
                     attempt: item.attempts,
                 });
-                in_flight.insert(slot, (item.key.clone(), item.attempts));
+                in_flight.insert(slot, record);
                 let executor = executor.clone();
                 running.push(async move {
                     let started = Instant::now();
@@ -239,20 +219,15 @@ impl Engine {
                 // Cancelled: dropping the futures kills every task's process group.
                 drop(running);
                 executor.shutdown().await;
-                for (_, (key, attempts)) in in_flight.drain() {
-                    let mut rec = self
-                        .journal
-                        .task(run.id, index, &key)?
-                        .unwrap_or_else(|| blank(&key));
+                for (_, mut rec) in in_flight.drain() {
                     rec.state = TaskState::Interrupted;
-                    rec.attempts = attempts;
                     rec.finished_ms = Some(now_ms());
                     self.journal.put_task(run.id, index, &rec)?;
                 }
                 self.journal.flush()?;
                 return Err(EngineError::Interrupted);
             };
-            in_flight.remove(&slot);
+            let record = in_flight.remove(&slot);
             if let Err(ExecError::Connection { host, message }) = &result {
                 // Not the task's fault: run it elsewhere without spending an attempt.
                 if slots.lost(slot) {
@@ -296,10 +271,7 @@ impl Engine {
                 Ok(exit) => Err((Some(exit), exit.describe())),
                 Err(e) => Err((None, e.to_string())),
             };
-            let mut rec = self
-                .journal
-                .task(run.id, index, &item.key)?
-                .unwrap_or_else(|| blank(&item.key));
+            let mut rec = record.unwrap_or_else(|| blank(&item.key));
             rec.attempts = item.attempts;
             rec.finished_ms = Some(now_ms());
             match outcome {
@@ -307,7 +279,7 @@ impl Engine {
                     slots.succeeded(slot);
                     rec.state = TaskState::Succeeded;
                     rec.exit_code = exit.code;
-                    self.journal.put_task(run.id, index, &rec)?;
+                    // One record for a success: the done record is also this run's task record.
                     let outputs = outputs
                         .iter()
                         .filter_map(|o| tasks::stamp(&root, o))
@@ -326,6 +298,7 @@ impl Engine {
                             outputs,
                             run: run.id,
                             finished_ms: now_ms(),
+                            task: Some(rec),
                         },
                     )?;
                     ran += 1;
@@ -421,12 +394,12 @@ impl Engine {
         index: usize,
         pending: &mut VecDeque<Pending>,
     ) -> Result<(), EngineError> {
+        let mut batch = Vec::with_capacity(INTENT_BATCH);
         for item in pending.iter_mut().filter(|t| !t.intent).take(INTENT_BATCH) {
-            let mut rec = blank(&item.key);
-            rec.attempts = item.attempts;
-            self.journal.put_task(run, index, &rec)?;
+            batch.push((item.key.clone(), item.attempts));
             item.intent = true;
         }
+        self.journal.put_intents(run, index, &batch)?;
         self.journal.flush()?;
         crate::failpoint::hit("process.after-intent");
         Ok(())
@@ -434,17 +407,5 @@ impl Engine {
 }
 
 fn blank(key: &str) -> TaskRecord {
-    TaskRecord {
-        key: key.to_string(),
-        state: TaskState::Dispatched,
-        attempts: 0,
-        host: None,
-        exit_code: None,
-        signal: None,
-        started_ms: None,
-        finished_ms: None,
-        stdout: None,
-        stderr: None,
-        error: None,
-    }
+    TaskRecord::dispatched(key.to_string(), 0)
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::journal::{DoneRecord, Journal, JournalError, Stamp};
 use crate::spec::ProcessStep;
-use crate::spec::template::{Binding, Bindings};
+use crate::spec::template::{Binding, Bindings, Layered};
 
 /// Key of the single task of a step without `foreach`.
 pub const SINGLE: &str = "-";
@@ -196,19 +196,16 @@ fn walk_match(
     Ok(())
 }
 
-fn input_bindings(root: &Path, rel: &str, b: &mut Bindings) {
+fn input_bindings(root: &Path, rel: &str, b: &mut Vec<(&'static str, Binding)>) {
     let name = rel.rsplit('/').next().unwrap_or(rel);
     let dir = rel.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
     let stem = name.split('.').next().unwrap_or(name);
     let stem = if stem.is_empty() { name } else { stem };
-    b.insert(
-        "input".into(),
-        Binding::One(root.join(rel).display().to_string()),
-    );
-    b.insert("rel".into(), Binding::One(rel.to_string()));
-    b.insert("name".into(), Binding::One(name.to_string()));
-    b.insert("stem".into(), Binding::One(stem.to_string()));
-    b.insert("dir".into(), Binding::One(dir.to_string()));
+    b.push(("input", Binding::One(root.join(rel).display().to_string())));
+    b.push(("rel", Binding::One(rel.to_string())));
+    b.push(("name", Binding::One(name.to_string())));
+    b.push(("stem", Binding::One(stem.to_string())));
+    b.push(("dir", Binding::One(dir.to_string())));
 }
 
 /// A process step's tasks, rendered one at a time: a million inputs cost a million keys in
@@ -286,15 +283,19 @@ impl Expansion<'_> {
 
     fn task(&self, key: Option<&str>) -> Result<Task, ExpandError> {
         let root = &self.root;
-        let mut b = self.base.clone();
+        let mut own: Vec<(&'static str, Binding)> = Vec::with_capacity(7);
         let mut inputs = Vec::with_capacity(self.shared.len() + 1);
         if let Some(rel) = key {
-            input_bindings(root, rel, &mut b);
+            input_bindings(root, rel, &mut own);
             inputs.push(rel.to_string());
         }
         inputs.extend(self.shared.iter().cloned());
         let mut outputs = Vec::with_capacity(self.step.outputs.len());
         for t in &self.step.outputs {
+            let b = Layered {
+                top: &own,
+                base: &self.base,
+            };
             let out = t.render_raw(&b).map_err(ExpandError::Unbound)?;
             let out = out.trim_start_matches('/').to_string();
             if crate::mover::names::check(&out).is_err() {
@@ -307,9 +308,13 @@ impl Expansion<'_> {
             .map(|o| root.join(o).display().to_string())
             .collect();
         if let Some(first) = abs.first() {
-            b.insert("output".into(), Binding::One(first.clone()));
+            own.push(("output", Binding::One(first.clone())));
         }
-        b.insert("outputs".into(), Binding::Many(abs));
+        own.push(("outputs", Binding::Many(abs)));
+        let b = Layered {
+            top: &own,
+            base: &self.base,
+        };
         let command = self
             .step
             .command
@@ -513,20 +518,17 @@ pub enum TriageError {
     Expand(#[from] ExpandError),
 }
 
-/// Where a task attempt's output goes: `logs/<pipeline>/<run>/<step>/<task>.<attempt>.{out,err}`.
-pub fn log_paths(
-    state: &Path,
-    pipeline: &str,
-    run: u64,
-    step: &str,
-    key: &str,
-    attempt: u32,
-) -> (PathBuf, PathBuf) {
-    let dir = state
+/// Where a step's task logs go: `logs/<pipeline>/<run>/<step>/`.
+pub fn log_dir(state: &Path, pipeline: &str, run: u64, step: &str) -> PathBuf {
+    state
         .join("logs")
         .join(pipeline)
         .join(run.to_string())
-        .join(step);
+        .join(step)
+}
+
+/// A task attempt's output files in its step's log directory: `<task>.<attempt>.{out,err}`.
+pub fn log_files(dir: &Path, key: &str, attempt: u32) -> (PathBuf, PathBuf) {
     let name = format!("{}.{attempt}", log_name(key));
     (
         dir.join(format!("{name}.out")),

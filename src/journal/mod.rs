@@ -242,12 +242,54 @@ impl Journal {
         self.get(&self.tasks, &k)
     }
 
-    pub fn tasks(&self, run: u64, step: usize) -> Result<Vec<TaskRecord>> {
-        Ok(self
-            .scan(&self.tasks, &Self::task_prefix(run, step))?
+    /// Every task of a step in this run: those with a record of their own, and those only
+    /// named in an intent batch (state `dispatched`), in key order.
+    pub fn tasks(
+        &self,
+        run: u64,
+        step: usize,
+        pipeline: &str,
+        step_name: &str,
+    ) -> Result<Vec<TaskRecord>> {
+        let mut by_key: std::collections::BTreeMap<String, TaskRecord> = self
+            .scan::<TaskRecord>(&self.tasks, &Self::task_prefix(run, step))?
             .into_iter()
-            .map(|(_, v)| v)
-            .collect())
+            .map(|(_, v)| (v.key.clone(), v))
+            .collect();
+        for done in self.done_scan(pipeline, step_name) {
+            let (key, d) = done?;
+            if d.run == run
+                && let Some(t) = d.task
+            {
+                by_key.insert(key, t);
+            }
+        }
+        for (_, batch) in
+            self.scan::<Vec<(String, u32)>>(&self.tasks, &Self::intent_prefix(run, step))?
+        {
+            for (key, attempts) in batch {
+                by_key
+                    .entry(key.clone())
+                    .or_insert_with(|| TaskRecord::dispatched(key, attempts));
+            }
+        }
+        Ok(by_key.into_values().collect())
+    }
+
+    fn intent_prefix(run: u64, step: usize) -> Vec<u8> {
+        let mut k = Self::step_key(run, step);
+        k.push(1);
+        k
+    }
+
+    /// Records, as one entry, that these tasks may start from now on: one write and one
+    /// flush cover a whole batch instead of one per task.
+    pub fn put_intents(&self, run: u64, step: usize, tasks: &[(String, u32)]) -> Result<()> {
+        // Unique across resumptions of the run, so a later batch never replaces an earlier one.
+        let batch = self.db.generate_id().map_err(JournalError::Write)?;
+        let mut k = Self::intent_prefix(run, step);
+        k.extend_from_slice(&batch.to_be_bytes());
+        self.put(&self.tasks, &k, &tasks)
     }
 
     // ---- completed tasks, across runs ----

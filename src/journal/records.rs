@@ -66,6 +66,25 @@ pub enum TaskState {
     Interrupted,
 }
 
+impl TaskRecord {
+    /// A task that may have started and has no outcome yet.
+    pub fn dispatched(key: String, attempts: u32) -> Self {
+        TaskRecord {
+            key,
+            state: TaskState::Dispatched,
+            attempts,
+            host: None,
+            exit_code: None,
+            signal: None,
+            started_ms: None,
+            finished_ms: None,
+            stdout: None,
+            stderr: None,
+            error: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskRecord {
     pub key: String,
@@ -101,6 +120,10 @@ pub struct DoneRecord {
     pub outputs: Vec<Stamp>,
     pub run: u64,
     pub finished_ms: u64,
+    /// The successful attempt (host, exit code, times, logs): run `run`'s record of the task,
+    /// kept here so a success costs one journal write, not two.
+    #[serde(default)]
+    pub task: Option<TaskRecord>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

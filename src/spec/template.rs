@@ -38,6 +38,34 @@ pub enum Binding {
 
 pub type Bindings = BTreeMap<String, Binding>;
 
+/// Where a template finds its variables.
+pub trait Lookup {
+    fn lookup(&self, name: &str) -> Option<&Binding>;
+}
+
+impl Lookup for Bindings {
+    fn lookup(&self, name: &str) -> Option<&Binding> {
+        self.get(name)
+    }
+}
+
+/// A task's own variables over the step's shared ones, so rendering a task copies nothing
+/// of the shared set.
+pub struct Layered<'a> {
+    pub top: &'a [(&'static str, Binding)],
+    pub base: &'a Bindings,
+}
+
+impl Lookup for Layered<'_> {
+    fn lookup(&self, name: &str) -> Option<&Binding> {
+        self.top
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+            .or_else(|| self.base.get(name))
+    }
+}
+
 impl Template {
     pub fn parse(source: &str) -> Result<Template, TemplateError> {
         let mut parts = Vec::new();
@@ -95,18 +123,18 @@ impl Template {
     }
 
     /// Substitutes raw values: for paths, where the result is never parsed by a shell.
-    pub fn render_raw(&self, b: &Bindings) -> Result<String, String> {
+    pub fn render_raw(&self, b: &impl Lookup) -> Result<String, String> {
         self.render(b, |v| v.to_string(), " ")
     }
 
     /// Substitutes shell-quoted values: for commands run by `sh -c`.
-    pub fn render_shell(&self, b: &Bindings) -> Result<String, String> {
+    pub fn render_shell(&self, b: &impl Lookup) -> Result<String, String> {
         self.render(b, shell_quote, " ")
     }
 
     fn render(
         &self,
-        b: &Bindings,
+        b: &impl Lookup,
         quote: impl Fn(&str) -> String,
         sep: &str,
     ) -> Result<String, String> {
@@ -114,7 +142,7 @@ impl Template {
         for part in &self.parts {
             match part {
                 Part::Text(t) => out.push_str(t),
-                Part::Var { name, .. } => match b.get(name) {
+                Part::Var { name, .. } => match b.lookup(name) {
                     Some(Binding::One(v)) => out.push_str(&quote(v)),
                     Some(Binding::Many(vs)) => {
                         let words: Vec<String> = vs.iter().map(|v| quote(v)).collect();
