@@ -232,3 +232,27 @@ fn a_task_that_does_not_write_its_output_fails() {
         text(&o.stderr)
     );
 }
+
+#[test]
+fn retries_wait_the_retry_delay_doubling_each_time() {
+    let ws = Workspace::new();
+    ws.write("blob/x", "");
+    let p = simple(
+        &ws,
+        "      name: flaky\n      retries: 2\n      retry_delay: 1s\n      command: date +%s%N >> attempts; [ $(wc -l < attempts) -ge 3 ]\n",
+    );
+    let o = ws.stage(&["run", p.to_str().unwrap()]);
+    assert_exit(&o, 0);
+    let times: Vec<u128> = std::fs::read_to_string(ws.path().join("lustre/attempts"))
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(times.len(), 3);
+    let gaps: Vec<u128> = times
+        .windows(2)
+        .map(|w| (w[1] - w[0]) / 1_000_000)
+        .collect();
+    assert!(gaps[0] >= 1000, "first retry after {} ms", gaps[0]);
+    assert!(gaps[1] >= 2000, "second retry after {} ms", gaps[1]);
+}

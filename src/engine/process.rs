@@ -37,6 +37,8 @@ struct Pending {
     intent: bool,
     /// The host of the last failed attempt: a retry goes elsewhere if it can.
     avoid: Option<String>,
+    /// Not before this (retry backoff).
+    ready_at: Option<Instant>,
 }
 
 /// The pending task to give a slot on `host`: the first that did not just fail there.
@@ -46,6 +48,12 @@ fn pick(pending: &VecDeque<Pending>, host: &str) -> usize {
         .take(64)
         .position(|t| t.avoid.as_deref() != Some(host))
         .unwrap_or(0)
+}
+
+/// Delay before attempt `attempt + 1`: `base` doubled per failed attempt, at most 10 minutes.
+fn backoff(base: Duration, attempt: u32) -> Duration {
+    base.saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(Duration::from_secs(600))
 }
 
 fn tail(path: &Path, lines: usize) -> Vec<String> {
@@ -122,6 +130,7 @@ impl Engine {
                 attempts: 0,
                 intent: false,
                 avoid: None,
+                ready_at: None,
             })
             .collect();
         let executor = self.backends.executor.clone();
@@ -135,6 +144,8 @@ impl Engine {
         let mut slots = Slots::new(executor.slots(), &unreachable);
         let mut running = FuturesUnordered::new();
         let mut in_flight: HashMap<usize, TaskRecord> = HashMap::new();
+        // Failed tasks waiting out their retry delay.
+        let mut delayed: Vec<Pending> = Vec::new();
         let mut unflushed = 0usize;
         let mut last_flush = Instant::now();
         let mut ran = 0usize;
@@ -182,8 +193,7 @@ impl Engine {
                     signal: None,
                     started_ms: Some(now_ms()),
                     finished_ms: None,
-                    stdout: Some(out.display().to_string()),
-                    stderr: Some(err.display().to_string()),
+
                     error: None,
                 };
                 self.emit(Event::TaskStarted {
@@ -200,7 +210,19 @@ impl Engine {
                     (item, slot, host, cmd, result, started.elapsed())
                 });
             }
-            if running.is_empty() {
+            // Retries whose delay is over rejoin the queue; the rest set the next wake-up.
+            let now = Instant::now();
+            let (ready, still): (Vec<Pending>, Vec<Pending>) = delayed
+                .drain(..)
+                .partition(|t| t.ready_at.is_none_or(|r| r <= now));
+            delayed = still;
+            let rejoined = !ready.is_empty();
+            pending.extend(ready);
+            if rejoined && slots.has_free() {
+                continue;
+            }
+            let waiting = delayed.iter().filter_map(|t| t.ready_at).min();
+            if running.is_empty() && waiting.is_none_or(|w| w <= Instant::now()) {
                 if !pending.is_empty() && !self.cancel.is_set() {
                     executor.shutdown().await;
                     self.journal.flush()?;
@@ -212,10 +234,11 @@ impl Engine {
                 break;
             }
             let next = tokio::select! {
-                next = running.next() => next,
+                next = running.next(), if !running.is_empty() => next.map(Some),
+                _ = tokio::time::sleep_until(waiting.unwrap_or_else(Instant::now).into()), if waiting.is_some() => Some(None),
                 _ = self.cancel.wait() => None,
             };
-            let Some((item, slot, host, cmd, result, elapsed)) = next else {
+            let Some(next) = next else {
                 // Cancelled: dropping the futures kills every task's process group.
                 drop(running);
                 executor.shutdown().await;
@@ -226,6 +249,10 @@ impl Engine {
                 }
                 self.journal.flush()?;
                 return Err(EngineError::Interrupted);
+            };
+            // A retry's delay is over: go back and hand it a slot.
+            let Some((item, slot, host, cmd, result, elapsed)) = next else {
+                continue;
             };
             let record = in_flight.remove(&slot);
             if let Err(ExecError::Connection { host, message }) = &result {
@@ -349,7 +376,13 @@ impl Engine {
                     if will_retry {
                         let mut item = item;
                         item.avoid = Some(host.clone());
-                        pending.push_back(item);
+                        match p.retry_delay {
+                            Some(d) => {
+                                item.ready_at = Some(Instant::now() + backoff(d, item.attempts));
+                                delayed.push(item);
+                            }
+                            None => pending.push_back(item),
+                        }
                     } else {
                         failures.push(item.key.clone());
                     }

@@ -79,6 +79,8 @@ impl Journal {
         let db = sled::Config::new()
             .path(dir.join("journal"))
             .mode(sled::Mode::LowSpace)
+            // sled caches up to 1 GiB by default; the journal's working set is far smaller.
+            .cache_capacity(64 << 20)
             .open()
             .map_err(open_err)?;
         let tree = |name: &str| db.open_tree(name).map_err(open_err);

@@ -78,8 +78,6 @@ impl TaskRecord {
             signal: None,
             started_ms: None,
             finished_ms: None,
-            stdout: None,
-            stderr: None,
             error: None,
         }
     }
@@ -92,12 +90,13 @@ pub struct TaskRecord {
     pub attempts: u32,
     pub host: Option<String>,
     pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<i32>,
     pub started_ms: Option<u64>,
     pub finished_ms: Option<u64>,
-    pub stdout: Option<String>,
-    pub stderr: Option<String>,
-    #[serde(default)]
+    /// Why the attempt failed. Logs are not recorded: `engine::tasks::log_files` derives
+    /// their paths from run, step, key and attempt, which keeps a million records small.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 

@@ -186,6 +186,8 @@ pub struct ProcessStep {
     pub command: Template,
     pub outputs: Vec<Template>,
     pub retries: u32,
+    /// Wait before a retry: doubled for each failed attempt (at most 10 minutes).
+    pub retry_delay: Option<Duration>,
     pub timeout: Option<Duration>,
     pub env: BTreeMap<String, String>,
 }

@@ -29,7 +29,15 @@ pub const ENSURE_KEYS: &[&str] = &["name"];
 pub const TEARDOWN_KEYS: &[&str] = &["name"];
 pub const IMPORT_KEYS: &[&str] = &["name", "prefixes", "conflict", "max_errors"];
 pub const PROCESS_KEYS: &[&str] = &[
-    "name", "foreach", "inputs", "command", "outputs", "retries", "timeout", "env",
+    "name",
+    "foreach",
+    "inputs",
+    "command",
+    "outputs",
+    "retries",
+    "retry_delay",
+    "timeout",
+    "env",
 ];
 pub const EXPORT_KEYS: &[&str] = &["name", "paths", "outputs_of"];
 pub const DAYS: &[&str] = &[
@@ -717,6 +725,9 @@ fn process(cx: &mut Cx, mut m: MapReader) -> Option<ProcessStep> {
         None => Some(0),
     };
     let timeout = m.get("timeout").and_then(|n| cx.duration(n, "timeout"));
+    let retry_delay = m
+        .get("retry_delay")
+        .and_then(|n| cx.duration(n, "retry_delay"));
     let mut env = BTreeMap::new();
     if let Some(n) = m.get("env")
         && let Some(mut em) = cx.map(n, "`env`")
@@ -748,6 +759,7 @@ fn process(cx: &mut Cx, mut m: MapReader) -> Option<ProcessStep> {
         command: command?,
         outputs,
         retries: retries?,
+        retry_delay,
         timeout,
         env,
     })

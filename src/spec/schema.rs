@@ -184,6 +184,8 @@ struct ProcessDoc {
     outputs: Option<StringsDoc>,
     /// Extra attempts after a failure.
     retries: Option<u32>,
+    /// Wait before a retry, doubled for each failed attempt (e.g. `10s`).
+    retry_delay: Option<String>,
     /// Per-attempt time limit, e.g. `30m`.
     timeout: Option<String>,
     /// Environment variables for the command.
