@@ -65,11 +65,7 @@ fn a_missing_pipeline_file_is_invalid_input() {
     let ws = Workspace::new();
     let o = ws.stage(&["run", "nope.yaml"]);
     assert_exit(&o, 2);
-    assert!(
-        text(&o.stderr).contains("cannot read pipeline file nope.yaml"),
-        "{}",
-        text(&o.stderr)
-    );
+    assert_has(&o.stderr, "cannot read pipeline file nope.yaml");
 }
 
 #[test]
@@ -82,11 +78,7 @@ fn the_azure_target_says_it_is_not_built_yet() {
     assert_exit(&ws.stage(&["validate", p.to_str().unwrap()]), 0);
     let o = ws.stage(&["run", p.to_str().unwrap()]);
     assert_exit(&o, 2);
-    assert!(
-        text(&o.stderr).contains("azure target is not available"),
-        "{}",
-        text(&o.stderr)
-    );
+    assert_has(&o.stderr, "azure target is not available");
 }
 
 #[test]

@@ -42,11 +42,7 @@ fn genomics_runs_end_to_end_then_has_nothing_to_do() {
     .unwrap();
     let second = ws.stage(&["run", file]);
     assert_exit(&second, 0);
-    assert!(
-        text(&second.stderr).contains("nothing to do"),
-        "{}",
-        text(&second.stderr)
-    );
+    assert_has(&second.stderr, "nothing to do");
     let after = std::fs::metadata(
         ws.path()
             .join("pipelines/data/genomics/results/summary.tsv"),
@@ -58,11 +54,7 @@ fn genomics_runs_end_to_end_then_has_nothing_to_do() {
 
     let plan = ws.stage(&["plan", file]);
     assert_exit(&plan, 0);
-    assert!(
-        text(&plan.stdout).contains("nothing to do"),
-        "{}",
-        text(&plan.stdout)
-    );
+    assert_has(&plan.stdout, "nothing to do");
 }
 
 #[test]
@@ -139,11 +131,7 @@ fn teardown_refuses_a_file_system_this_state_did_not_create() {
     );
     let o = ws.stage(&["run", p.to_str().unwrap()]);
     assert_exit(&o, 1);
-    assert!(
-        text(&o.stderr).contains("not created by this state"),
-        "{}",
-        text(&o.stderr)
-    );
+    assert_has(&o.stderr, "not created by this state");
     assert!(mount.join("precious").exists());
     let forced = ws.stage(&["run", "--force", p.to_str().unwrap()]);
     assert_exit(&forced, 0);

@@ -69,11 +69,7 @@ fn case(before: Before, mode: &str) -> After {
     let blob = std::fs::read_to_string(ws.path().join("blob/d/a.txt")).unwrap();
     match o.status.code() {
         Some(1) => {
-            assert!(
-                text(&o.stderr).contains("conflict mode `fail`"),
-                "{}",
-                text(&o.stderr)
-            );
+            assert_has(&o.stderr, "conflict mode `fail`");
             assert_eq!(now, expected_before, "a failed import changed the file");
             After::Failed
         }
@@ -126,11 +122,7 @@ fn max_errors_zero_stops_at_the_first_error() {
     let p = pipeline(&ws, "fail", 0);
     let o = ws.stage(&["run", p.to_str().unwrap()]);
     assert_exit(&o, 1);
-    assert!(
-        text(&o.stderr).contains("max_errors is 0"),
-        "{}",
-        text(&o.stderr)
-    );
+    assert_has(&o.stderr, "max_errors is 0");
 }
 
 #[test]
@@ -182,11 +174,7 @@ fn permissions_travel_both_ways_and_export_skips_unchanged_files() {
     assert_eq!(mode("lustre/d/secret.txt"), 0o640);
     assert_eq!(mode("lustre/d"), 0o750);
     assert_eq!(mode("blob/out/secret.txt"), 0o600);
-    assert!(
-        text(&o.stderr).contains("1 file exported"),
-        "{}",
-        text(&o.stderr)
-    );
+    assert_has(&o.stderr, "1 file exported");
 
     // A file changed in the file system after export is exported again, and only it.
     ws.write("lustre/out/extra.txt", "new");
@@ -196,16 +184,8 @@ fn permissions_travel_both_ways_and_export_skips_unchanged_files() {
     );
     let o = ws.stage(&["run", export_only.to_str().unwrap()]);
     assert_exit(&o, 0);
-    assert!(
-        text(&o.stderr).contains("1 file exported"),
-        "{}",
-        text(&o.stderr)
-    );
-    assert!(
-        text(&o.stderr).contains("1 unchanged"),
-        "{}",
-        text(&o.stderr)
-    );
+    assert_has(&o.stderr, "1 file exported");
+    assert_has(&o.stderr, "1 unchanged");
     assert_eq!(
         std::fs::read_to_string(ws.path().join("blob/out/extra.txt")).unwrap(),
         "new"

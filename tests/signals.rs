@@ -45,11 +45,7 @@ fn a_second_run_is_refused_while_one_holds_the_state_then_waits_with_wait() {
     let waited = ws.stage(&["run", "--wait", p.to_str().unwrap()]);
     assert!(first.wait().unwrap().success());
     assert_exit(&waited, 0);
-    assert!(
-        text(&waited.stderr).contains("nothing to do"),
-        "{}",
-        text(&waited.stderr)
-    );
+    assert_has(&waited.stderr, "nothing to do");
 }
 
 /// `nap` is a sleep length unique to the test, so the orphan check sees only its own tasks.
@@ -65,15 +61,7 @@ fn interrupt_then_resume(signal: i32, nap: &str) {
     }
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(130), "{}", text(&o.stderr));
-    let ps = std::process::Command::new("pgrep")
-        .args(["-f", &format!("sleep {nap}")])
-        .output()
-        .unwrap();
-    assert!(
-        ps.stdout.is_empty(),
-        "tasks left running: {}",
-        text(&ps.stdout)
-    );
+    assert_no_process(&format!("sleep {nap}"));
     let states = task_states(&ws, &p);
     let interrupted = states.values().filter(|s| *s == "interrupted").count();
     assert_eq!(interrupted, 2, "{states:?}");
@@ -85,7 +73,7 @@ fn interrupt_then_resume(signal: i32, nap: &str) {
     std::fs::write(&p, fast).unwrap();
     let o = ws.stage(&["run", p.to_str().unwrap()]);
     assert_exit(&o, 0);
-    assert!(text(&o.stderr).contains("4 to run"), "{}", text(&o.stderr));
+    assert_has(&o.stderr, "4 to run");
 }
 
 unsafe extern "C" {

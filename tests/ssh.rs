@@ -5,7 +5,7 @@ mod common;
 mod sshd;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use sshd::Nodes;
@@ -84,15 +84,7 @@ fn a_node_lost_mid_run_is_quarantined_and_its_tasks_finish_elsewhere() {
         .spawn()
         .unwrap();
     let counter = ws.path().join("lustre/counter");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::fs::read_to_string(&counter)
-        .map(|c| c.lines().count())
-        .unwrap_or(0)
-        < 12
-    {
-        assert!(Instant::now() < deadline, "tasks never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_lines(&counter, 12);
     nodes.kill(1);
     let o = child.wait_with_output().unwrap();
     assert_exit(&o, 0);
@@ -113,11 +105,7 @@ fn an_unreachable_host_gets_no_tasks() {
     let p = fan_pipeline(&ws, &nodes, &hosts, 12, "", "");
     let o = ws.stage(&["run", p.to_str().unwrap()]);
     assert_exit(&o, 0);
-    assert!(
-        text(&o.stderr).contains(&format!("{}.4 is unreachable", nodes.prefix)),
-        "{}",
-        text(&o.stderr)
-    );
+    assert_has(&o.stderr, &format!("{}.4 is unreachable", nodes.prefix));
     check_outputs(&ws, 12);
 }
 
@@ -135,17 +123,9 @@ fn a_hung_task_is_killed_on_its_node_by_the_timeout() {
     );
     let o = ws.stage(&["run", p.to_str().unwrap()]);
     assert_exit(&o, 1);
-    assert!(text(&o.stderr).contains("timed out"), "{}", text(&o.stderr));
+    assert_has(&o.stderr, "timed out");
     std::thread::sleep(Duration::from_millis(300));
-    let ps = std::process::Command::new("pgrep")
-        .args(["-f", "sleep 61.7"])
-        .output()
-        .unwrap();
-    assert!(
-        ps.stdout.is_empty(),
-        "left on the node: {}",
-        text(&ps.stdout)
-    );
+    assert_no_process("sleep 61.7");
 }
 
 #[test]
@@ -155,11 +135,7 @@ fn ctrl_c_kills_remote_tasks() {
     let p = fan_pipeline(&ws, &nodes, &nodes.hostlist(), 6, "sleep 62.3 &&", "");
     let child = ws.cmd(&["run", "-q", p.to_str().unwrap()]).spawn().unwrap();
     let counter = ws.path().join("lustre/counter");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !counter.exists() {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_lines(&counter, 1);
     std::thread::sleep(Duration::from_millis(300));
     std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -168,15 +144,7 @@ fn ctrl_c_kills_remote_tasks() {
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(130));
     std::thread::sleep(Duration::from_millis(1500));
-    let ps = std::process::Command::new("pgrep")
-        .args(["-f", "sleep 62.3"])
-        .output()
-        .unwrap();
-    assert!(
-        ps.stdout.is_empty(),
-        "left on the node: {}",
-        text(&ps.stdout)
-    );
+    assert_no_process("sleep 62.3");
 }
 
 #[test]
@@ -186,15 +154,7 @@ fn sigkill_mid_run_then_resume_completes_every_task_once_or_twice() {
     let p = fan_pipeline(&ws, &nodes, &nodes.hostlist(), 30, "sleep 0.1 &&", "");
     let mut child = ws.cmd(&["run", "-q", p.to_str().unwrap()]).spawn().unwrap();
     let counter = ws.path().join("lustre/counter");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::fs::read_to_string(&counter)
-        .map(|c| c.lines().count())
-        .unwrap_or(0)
-        < 10
-    {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_lines(&counter, 10);
     child.kill().unwrap();
     child.wait().unwrap();
     let running: BTreeSet<String> = task_states(&ws, &p)

@@ -29,11 +29,7 @@ fn a_changed_input_reruns_only_its_tasks_and_explain_says_why() {
     std::fs::write(&p, text_p).unwrap();
     let plan = ws.stage(&["plan", file]);
     assert_exit(&plan, 0);
-    assert!(
-        text(&plan.stdout).contains("1 file imported"),
-        "{}",
-        text(&plan.stdout)
-    );
+    assert_has(&plan.stdout, "1 file imported");
 
     let o = ws.stage(&["run", file]);
     assert_exit(&o, 0);
@@ -76,12 +72,8 @@ fn a_changed_input_reruns_only_its_tasks_and_explain_says_why() {
         .replace("min_quality: \"20\"", "min_quality: \"30\"");
     std::fs::write(&p, changed).unwrap();
     let ex = ws.stage(&["explain", file, "qc", "--task", "S4"]);
-    assert!(
-        text(&ex.stdout).contains("its command changed"),
-        "{}",
-        text(&ex.stdout)
-    );
-    assert!(text(&ex.stdout).contains("-v q=30"), "{}", text(&ex.stdout));
+    assert_has(&ex.stdout, "its command changed");
+    assert_has(&ex.stdout, "-v q=30");
 }
 
 fn simple(ws: &Workspace, process: &str) -> std::path::PathBuf {
@@ -130,31 +122,15 @@ fn failures_retry_then_fail_the_run_with_the_last_lines_and_resume_runs_only_the
     // --new abandons the failed run and starts another; b still fails there.
     let o = ws.stage(&["run", "--new", p.to_str().unwrap()]);
     assert_exit(&o, 1);
-    assert!(
-        text(&o.stderr).contains("stage: run 2 of tasks"),
-        "{}",
-        text(&o.stderr)
-    );
-    assert!(
-        text(&o.stderr).contains("3 tasks, 2 up to date, 1 to run"),
-        "{}",
-        text(&o.stderr)
-    );
+    assert_has(&o.stderr, "stage: run 2 of tasks");
+    assert_has(&o.stderr, "3 tasks, 2 up to date, 1 to run");
 
     // Fix the cause; resuming reruns b only.
     std::fs::write(&marker, "").unwrap();
     let o = ws.stage(&["run", p.to_str().unwrap()]);
     assert_exit(&o, 0);
-    assert!(
-        text(&o.stderr).contains("resuming run 2"),
-        "{}",
-        text(&o.stderr)
-    );
-    assert!(
-        text(&o.stderr).contains("3 tasks, 2 up to date, 1 to run"),
-        "{}",
-        text(&o.stderr)
-    );
+    assert_has(&o.stderr, "resuming run 2");
+    assert_has(&o.stderr, "3 tasks, 2 up to date, 1 to run");
     assert_eq!(
         std::fs::read_to_string(ws.path().join("lustre/a.tries"))
             .unwrap()
@@ -174,12 +150,8 @@ fn a_timeout_kills_the_whole_process_tree() {
     );
     let o = ws.stage(&["run", p.to_str().unwrap()]);
     assert_exit(&o, 1);
-    assert!(text(&o.stderr).contains("timed out"), "{}", text(&o.stderr));
-    let ps = std::process::Command::new("pgrep")
-        .args(["-f", "sleep 61.5"])
-        .output()
-        .unwrap();
-    assert!(ps.stdout.is_empty(), "orphans left: {}", text(&ps.stdout));
+    assert_has(&o.stderr, "timed out");
+    assert_no_process("sleep 61.5");
 }
 
 #[test]
@@ -226,11 +198,7 @@ fn a_task_that_does_not_write_its_output_fails() {
     );
     let o = ws.stage(&["run", p.to_str().unwrap()]);
     assert_exit(&o, 1);
-    assert!(
-        text(&o.stderr).contains("did not write its output result.txt"),
-        "{}",
-        text(&o.stderr)
-    );
+    assert_has(&o.stderr, "did not write its output result.txt");
 }
 
 #[test]

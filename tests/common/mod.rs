@@ -145,3 +145,42 @@ pub fn task_states(ws: &Workspace, pipeline: &Path) -> BTreeMap<String, String> 
     }
     out
 }
+
+/// Asserts that `haystack` (stdout or stderr bytes) contains `needle`, showing it if not.
+#[track_caller]
+pub fn assert_has(haystack: &[u8], needle: &str) {
+    let t = text(haystack);
+    assert!(t.contains(needle), "expected {needle:?} in:\n{t}");
+}
+
+/// Asserts that no process's command line matches `pattern` (tasks left behind).
+#[track_caller]
+pub fn assert_no_process(pattern: &str) {
+    let ps = std::process::Command::new("pgrep")
+        .args(["-f", pattern])
+        .output()
+        .expect("pgrep (apt-get install procps)");
+    assert!(
+        ps.stdout.is_empty(),
+        "still running: {pattern}: {}",
+        text(&ps.stdout)
+    );
+}
+
+/// Waits (at most 30 s) until the file has at least `n` lines.
+#[track_caller]
+pub fn wait_for_lines(path: &Path, n: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read_to_string(path)
+        .map(|c| c.lines().count())
+        .unwrap_or(0)
+        < n
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never reached {n} lines",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
