@@ -12,7 +12,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use stage::engine::events::{Event, Reporter};
 use stage::engine::{Backends, Cancel, Engine, RunOptions};
-use stage::executor::{ExecError, Executor, TaskCommand, TaskExit};
+use stage::executor::{ExecError, Executor, HostOutput, TaskCommand, TaskExit};
 use stage::filesystem::LocalFileSystem;
 use stage::journal::Journal;
 use stage::mover::LocalMover;
@@ -26,6 +26,9 @@ struct Instant0 {
 impl Executor for Instant0 {
     fn slots(&self) -> Vec<String> {
         self.slots.clone()
+    }
+    async fn broadcast(&self, _command: &str) -> Vec<HostOutput> {
+        Vec::new()
     }
     async fn run(&self, _slot: usize, _cmd: &TaskCommand) -> Result<TaskExit, ExecError> {
         Ok(TaskExit {

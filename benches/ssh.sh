@@ -3,7 +3,7 @@
 # --sshlogin over warm ControlMasters, with the test nodes' fast sshd config and with stock
 # sshd defaults. Prints tasks/s and the ratio (target: stage >= 3x GNU parallel).
 #
-#   benches/ssh.sh            TASKS=1000 NODES=4 SLOTS=8 by default
+#   benches/ssh.sh [fanout|broadcast]   TASKS=1000 NODES=4 SLOTS=8, BROADCAST_NODES=32 by default
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TASKS=${TASKS:-1000}
@@ -106,6 +106,36 @@ run_once() { # fast|stock
     "$1" "$TASKS" "$NODES" "$SLOTS" "$s" "$(echo "$TASKS / $s" | bc -l)" "$p" "$(echo "$TASKS / $p" | bc -l)" "$(echo "$p / $s" | bc -l)"
 }
 
+# Broadcast: one command on every one of BROADCAST_NODES nodes, stage exec vs pdsh vs clush.
+broadcast() {
+  local n=${BROADCAST_NODES:-32} rounds=${ROUNDS:-5}
+  NODES=$n start_nodes fast
+  sed -i "s/^  hosts: .*/  hosts: \"$PREFIX.[2-$((n + 1))]\"/" "$work/p.yaml"
+  rm -rf "$work/state"
+  # Learn host keys once, outside the timing, for all three tools.
+  "$STAGE" --state-dir "$work/state" exec "$work/p.yaml" -- true >/dev/null
+  cp "$work/state/known_hosts" "$work/known_hosts"
+  local t0 t1 t2 t3
+  t0=$(now)
+  for _ in $(seq "$rounds"); do "$STAGE" --state-dir "$work/state" exec "$work/p.yaml" -- hostname >/dev/null; done
+  t1=$(now)
+  for _ in $(seq "$rounds"); do
+    PDSH_SSH_ARGS_APPEND="-F $work/ssh_config" pdsh -R ssh -f "$n" -w "$PREFIX.[2-$((n + 1))]" hostname >/dev/null
+  done
+  t2=$(now)
+  for _ in $(seq "$rounds"); do
+    clush -f "$n" -w "$PREFIX.[2-$((n + 1))]" -o "-F $work/ssh_config" hostname >/dev/null
+  done
+  t3=$(now)
+  local s p c
+  s=$(echo "($t1 - $t0) / $rounds" | bc -l); p=$(echo "($t2 - $t1) / $rounds" | bc -l); c=$(echo "($t3 - $t2) / $rounds" | bc -l)
+  printf 'broadcast `hostname` on %d nodes, mean of %d rounds: stage exec %.2fs, pdsh %.2fs, clush %.2fs; stage/pdsh time %.2f, stage/clush time %.2f (target <= 1)\n' \
+    "$n" "$rounds" "$s" "$p" "$c" "$(echo "$s / $p" | bc -l)" "$(echo "$s / $c" | bc -l)"
+}
+
 echo "machine: $(nproc) cores; $(ssh -V 2>&1); stage $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
-run_once fast
-run_once stock
+case "${1:-all}" in
+  fanout) run_once fast; run_once stock ;;
+  broadcast) broadcast ;;
+  *) run_once fast; run_once stock; broadcast ;;
+esac

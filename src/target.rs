@@ -30,7 +30,7 @@ pub fn local_root(p: &Pipeline, state_dir: &Path) -> std::path::PathBuf {
 }
 
 /// Local slots, or SSH to the pool's hosts when any of them is remote.
-fn executor(p: &Pipeline, state_dir: &Path) -> Result<Arc<dyn Executor>, TargetError> {
+pub fn executor(p: &Pipeline, state_dir: &Path) -> Result<Arc<dyn Executor>, TargetError> {
     let slots = p.pool.slots as usize;
     if p.pool.is_local() {
         return Ok(Arc::new(LocalExecutor::new(slots)));

@@ -215,3 +215,31 @@ fn hostile_names_are_safe_over_ssh() {
         "it's $HOME `x`\n"
     );
 }
+
+#[test]
+fn exec_runs_a_command_once_on_every_host() {
+    let mut nodes = Nodes::start(3, true);
+    let ws = Workspace::new();
+    let p = fan_pipeline(&ws, &nodes, &nodes.hostlist(), 1, "", "");
+    let o = ws.stage(&[
+        "exec",
+        p.to_str().unwrap(),
+        "--",
+        "echo",
+        "$SSH_CONNECTION",
+        "|",
+        "cut",
+        "-d' '",
+        "-f3",
+    ]);
+    assert_exit(&o, 0);
+    let out = text(&o.stdout);
+    for i in 0..3 {
+        let a = nodes.addr(i);
+        assert!(out.contains(&format!("{a}: {a}\n")), "{out}");
+    }
+    nodes.kill(2);
+    let o = ws.stage(&["exec", p.to_str().unwrap(), "--", "true"]);
+    assert_exit(&o, 1);
+    assert_has(&o.stderr, "failed on 1 of 3 hosts");
+}

@@ -1,6 +1,7 @@
 //! Command line: one file per subcommand; errors are typed here and rendered once in main.
 
 mod completions;
+mod exec;
 mod explain;
 mod logs;
 mod plan;
@@ -80,6 +81,8 @@ pub enum Command {
     Logs(logs::Args),
     /// Say why each task will or will not run.
     Explain(explain::Args),
+    /// Run a command once on every host of a pipeline's pool (like pdsh).
+    Exec(exec::Args),
     /// Print the JSON Schema of pipeline files (for editors).
     Schema,
     /// Print shell completions.
@@ -162,6 +165,7 @@ pub async fn main(cli: Cli) -> Result<Exit, CliError> {
         Command::Status(a) => status::run(&ctx, a),
         Command::Logs(a) => logs::run(&ctx, a),
         Command::Explain(a) => explain::run(&ctx, a),
+        Command::Exec(a) => exec::run(&ctx, a).await,
         Command::Schema => {
             schema::run();
             Ok(Exit::Success)

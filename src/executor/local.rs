@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{ExecError, Executor, TaskCommand, TaskExit};
+use super::{ExecError, Executor, HostOutput, TaskCommand, TaskExit};
 
 /// Runs tasks as child processes of stage, each in its own process group.
 pub struct LocalExecutor {
@@ -51,6 +51,16 @@ const GRACE: Duration = Duration::from_secs(2);
 impl Executor for LocalExecutor {
     fn slots(&self) -> Vec<String> {
         vec!["localhost".to_string(); self.slots]
+    }
+
+    async fn broadcast(&self, command: &str) -> Vec<HostOutput> {
+        let out = tokio::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(command)
+            .stdin(Stdio::null())
+            .output()
+            .await;
+        vec![HostOutput::from_output("localhost".into(), out)]
     }
 
     async fn run(&self, _slot: usize, cmd: &TaskCommand) -> Result<TaskExit, ExecError> {

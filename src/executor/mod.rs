@@ -71,4 +71,39 @@ pub trait Executor: Send + Sync {
     async fn run(&self, slot: usize, cmd: &TaskCommand) -> Result<TaskExit, ExecError>;
     /// Closes connections once the step is over.
     async fn shutdown(&self) {}
+    /// Runs one command once on every host, at once (what pdsh does), capturing output.
+    async fn broadcast(&self, command: &str) -> Vec<HostOutput>;
+}
+
+/// One host's answer to a broadcast.
+pub struct HostOutput {
+    pub host: String,
+    /// The exit, or why the host could not run the command.
+    pub exit: Result<TaskExit, String>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl HostOutput {
+    fn from_output(host: String, out: std::io::Result<std::process::Output>) -> HostOutput {
+        use std::os::unix::process::ExitStatusExt;
+        match out {
+            Ok(o) => HostOutput {
+                host,
+                exit: Ok(TaskExit {
+                    code: o.status.code(),
+                    signal: o.status.signal(),
+                    timed_out: false,
+                }),
+                stdout: o.stdout,
+                stderr: o.stderr,
+            },
+            Err(e) => HostOutput {
+                host,
+                exit: Err(e.to_string()),
+                stdout: Vec::new(),
+                stderr: Vec::new(),
+            },
+        }
+    }
 }

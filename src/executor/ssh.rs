@@ -24,7 +24,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::Mutex;
 
-use super::{ExecError, Executor, TaskCommand, TaskExit};
+use super::{ExecError, Executor, HostOutput, TaskCommand, TaskExit};
 use crate::pool::hostlist::Host;
 use crate::spec::template::shell_quote;
 
@@ -474,6 +474,21 @@ impl Executor for SshExecutor {
                 }
             }
         }
+    }
+
+    /// One plain session per host, all at once: no master and no worker, since each host
+    /// runs a single command (the shape of pdsh and clush).
+    async fn broadcast(&self, command: &str) -> Vec<HostOutput> {
+        futures::future::join_all((0..self.hosts.len()).map(|h| {
+            let mut c = self.ssh(h, 0);
+            c.args(["-o", "ControlPath=none"])
+                .arg(format!("exec sh -c {}", shell_quote(command)))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let host = self.hosts[h].to_string();
+            async move { HostOutput::from_output(host, c.output().await) }
+        }))
+        .await
     }
 
     async fn shutdown(&self) {
