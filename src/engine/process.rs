@@ -22,8 +22,10 @@ use crate::executor::{ExecError, TaskCommand, TaskExit};
 use crate::journal::{DoneRecord, RunRecord, TaskRecord, TaskState, now_ms};
 use crate::spec::{ProcessStep, Step};
 
+/// Intents recorded per flush: at least this many, and two per slot so a wide pool does not
+/// flush for every few dispatches.
 const INTENT_BATCH: usize = 256;
-const FLUSH_EVERY: usize = 512;
+const FLUSH_EVERY: usize = 4096;
 const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
 
 struct Pending {
@@ -142,6 +144,7 @@ impl Engine {
         }
         let unreachable: Vec<String> = unreachable.into_iter().map(|(h, _)| h).collect();
         let mut slots = Slots::new(executor.slots(), &unreachable);
+        let intent_batch = INTENT_BATCH.max(2 * slots.len());
         let mut running = FuturesUnordered::new();
         let mut in_flight: HashMap<usize, TaskRecord> = HashMap::new();
         // Failed tasks waiting out their retry delay.
@@ -158,7 +161,7 @@ impl Engine {
                 let host = slots.host(slot).to_string();
                 let at = pick(&pending, &host);
                 if !pending.get(at).is_some_and(|t| t.intent) {
-                    self.record_intents(run.id, index, &mut pending)?;
+                    self.record_intents(run.id, index, &mut pending, intent_batch)?;
                 }
                 let Some(mut item) = pending.remove(at) else {
                     break;
@@ -426,9 +429,10 @@ impl Engine {
         run: u64,
         index: usize,
         pending: &mut VecDeque<Pending>,
+        size: usize,
     ) -> Result<(), EngineError> {
-        let mut batch = Vec::with_capacity(INTENT_BATCH);
-        for item in pending.iter_mut().filter(|t| !t.intent).take(INTENT_BATCH) {
+        let mut batch = Vec::with_capacity(size);
+        for item in pending.iter_mut().filter(|t| !t.intent).take(size) {
             batch.push((item.key.clone(), item.attempts));
             item.intent = true;
         }

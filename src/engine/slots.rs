@@ -29,6 +29,10 @@ impl Slots {
         }
     }
 
+    pub fn len(&self) -> usize {
+        self.host_of.len()
+    }
+
     pub fn host(&self, slot: usize) -> &str {
         &self.host_of[slot]
     }
