@@ -90,7 +90,7 @@ fn finish_and_check(
     running_at_kills: &BTreeMap<String, usize>,
     label: &str,
 ) {
-    let o = ws.stage(&["run", p.to_str().unwrap()]);
+    let o = ws.stage(&["run", "--wait", p.to_str().unwrap()]);
     assert_exit(&o, 0);
     assert_eq!(
         &ws.tree("blob"),

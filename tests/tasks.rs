@@ -224,3 +224,19 @@ fn retries_wait_the_retry_delay_doubling_each_time() {
     assert!(gaps[0] >= 1000, "first retry after {} ms", gaps[0]);
     assert!(gaps[1] >= 2000, "second retry after {} ms", gaps[1]);
 }
+
+#[test]
+fn a_missing_file_system_is_named_not_reported_as_a_spawn_error() {
+    let ws = Workspace::new();
+    ws.write("blob/x", "");
+    let p = ws.write(
+        "p.yaml",
+        "name: nofs\nfilesystem:\n  name: fs1\n  mount: lustre\n  hsm: { container: blob }\nsteps:\n  - process: { command: \"true\" }\n",
+    );
+    let o = ws.stage(&["run", p.to_str().unwrap()]);
+    assert_exit(&o, 1);
+    assert_has(
+        &o.stderr,
+        "does not exist; add `- ensure: {}` before this step",
+    );
+}

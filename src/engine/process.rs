@@ -87,6 +87,12 @@ impl Engine {
             step: step.name.clone(),
             message,
         };
+        if !root.is_dir() {
+            return Err(failed(format!(
+                "the file system {} does not exist; add `- ensure: {{}}` before this step",
+                self.backends.fs.describe()
+            )));
+        }
         let all = tasks::expand(&step.name, p, &root, &self.pipeline.vars)
             .map_err(|e| failed(e.to_string()))?;
         let total = all.len();

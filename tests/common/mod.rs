@@ -122,13 +122,22 @@ pub fn assert_exit(o: &Output, code: i32) {
 
 /// Task states of the latest run, from `stage status --output json --tasks`.
 pub fn task_states(ws: &Workspace, pipeline: &Path) -> BTreeMap<String, String> {
-    let o = ws.stage(&[
-        "status",
-        "--output",
-        "json",
-        "--tasks",
-        pipeline.to_str().unwrap(),
-    ]);
+    // Right after a SIGKILL the state lock can stay held for a moment: a child that was
+    // between fork and exec when stage died still has the lock's descriptor until it execs.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let o = loop {
+        let o = ws.stage(&[
+            "status",
+            "--output",
+            "json",
+            "--tasks",
+            pipeline.to_str().unwrap(),
+        ]);
+        if o.status.code() != Some(3) || std::time::Instant::now() > deadline {
+            break o;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     assert_exit(&o, 0);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null);
     let mut out = BTreeMap::new();
