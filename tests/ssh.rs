@@ -162,7 +162,7 @@ fn sigkill_mid_run_then_resume_completes_every_task_once_or_twice() {
         .filter(|(_, s)| s == "dispatched" || s == "running")
         .map(|(k, _)| k.trim_start_matches("work/").to_string())
         .collect();
-    let o = ws.stage(&["run", p.to_str().unwrap()]);
+    let o = ws.stage(&["run", "--wait", p.to_str().unwrap()]);
     assert_exit(&o, 0);
     check_outputs(&ws, 30);
     let counts = std::fs::read_to_string(&counter).unwrap();
