@@ -42,6 +42,14 @@ fn a_second_run_is_refused_while_one_holds_the_state_then_waits_with_wait() {
     assert!(err.contains("another stage process"), "{err}");
     assert!(err.contains(&format!("pid {}", first.id())), "{err}");
 
+    // status still answers, from the running process's snapshot.
+    let status = ws.stage(&["status", p.to_str().unwrap()]);
+    assert_exit(&status, 0);
+    assert_has(
+        &status.stdout,
+        &format!("slow run 1: running (pid {}), step nap", first.id()),
+    );
+
     let waited = ws.stage(&["run", "--wait", p.to_str().unwrap()]);
     assert!(first.wait().unwrap().success());
     assert_exit(&waited, 0);

@@ -29,7 +29,10 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
         pipeline,
         journal,
         state_dir: std::path::absolute(&ctx.state_dir).unwrap_or_else(|_| ctx.state_dir.clone()),
-        reporter: crate::report::choose(ctx.output, ctx.quiet, ctx.verbose),
+        reporter: std::sync::Arc::new(crate::report::Tee(vec![
+            crate::report::choose(ctx.output, ctx.quiet, ctx.verbose),
+            std::sync::Arc::new(crate::report::SnapshotReporter::new(&ctx.state_dir)),
+        ])),
         backends,
         cancel,
     };

@@ -42,7 +42,36 @@ fn time(ms: Option<u64>) -> String {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
-    let journal = ctx.open_journal(false)?;
+    let journal = match ctx.open_journal(false) {
+        Ok(j) => j,
+        Err(CliError::Journal(crate::journal::JournalError::Locked(lock))) => {
+            // A run holds the journal: show what it says about itself instead.
+            let Some(p) = crate::report::SnapshotReporter::read(&ctx.state_dir) else {
+                return Err(CliError::Journal(crate::journal::JournalError::Locked(
+                    lock,
+                )));
+            };
+            if ctx.output == OutputFormat::Json {
+                println!("{}", serde_json::to_string_pretty(&p).unwrap_or_default());
+            } else {
+                println!(
+                    "{} run {}: running (pid {}), step {}: {} of {} tasks done, {} failed; {} files, {} moved; as of {}",
+                    p.pipeline,
+                    p.run,
+                    p.pid,
+                    p.step,
+                    p.tasks_done,
+                    p.tasks_total,
+                    p.tasks_failed,
+                    p.files,
+                    indicatif::HumanBytes(p.bytes),
+                    time(Some(p.updated_ms))
+                );
+            }
+            return Ok(Exit::Success);
+        }
+        Err(e) => return Err(e),
+    };
     let json = ctx.output == OutputFormat::Json;
     let Some(file) = a.file else {
         let runs = journal.runs()?;

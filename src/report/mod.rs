@@ -3,6 +3,7 @@
 mod json;
 mod lines;
 mod progress;
+mod snapshot;
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 pub use json::JsonReporter;
 pub use lines::LineReporter;
 pub use progress::ProgressReporter;
+pub use snapshot::{Progress, SnapshotReporter};
 
 use crate::engine::events::Reporter;
 
@@ -31,6 +33,22 @@ pub fn choose(format: OutputFormat, quiet: bool, verbose: bool) -> Arc<dyn Repor
             Arc::new(ProgressReporter::new(verbose))
         }
         _ => Arc::new(LineReporter::new(quiet, verbose)),
+    }
+}
+
+/// Sends every event to several reporters.
+pub struct Tee(pub Vec<Arc<dyn Reporter>>);
+
+impl Reporter for Tee {
+    fn event(&self, event: &crate::engine::events::Event) {
+        for r in &self.0 {
+            r.event(event);
+        }
+    }
+    fn finish(&self) {
+        for r in &self.0 {
+            r.finish();
+        }
     }
 }
 
