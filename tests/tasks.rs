@@ -240,3 +240,27 @@ fn a_missing_file_system_is_named_not_reported_as_a_spawn_error() {
         "does not exist; add `- ensure: {}` before this step",
     );
 }
+
+#[test]
+fn secrets_from_the_environment_never_reach_the_journal_or_logs_of_stage() {
+    let ws = Workspace::new();
+    ws.write("blob/x", "");
+    let secret = "sv=2026-01-01&sig=VERYSECRETSIGNATURE";
+    let p = ws.write(
+        "p.yaml",
+        "name: secret\nfilesystem:\n  name: fs1\n  mount: lustre\n  hsm: { container: blob }\nsteps:\n  - import: {}\n  - process:\n      env: { SAS: \"{{env.STAGE_TEST_SAS}}\" }\n      outputs: [used]\n      command: test -n \"$SAS\" && echo ok > used\n",
+    );
+    let o = ws
+        .cmd(&["run", "--output", "json", p.to_str().unwrap()])
+        .env("STAGE_TEST_SAS", secret)
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    assert!(!text(&o.stdout).contains("VERYSECRET") && !text(&o.stderr).contains("VERYSECRET"));
+    let state = ws.tree("state");
+    assert!(!state.is_empty());
+    for (path, bytes) in state {
+        let hit = bytes.windows(19).any(|w| w == b"VERYSECRETSIGNATURE");
+        assert!(!hit, "the secret is stored in state/{path}");
+    }
+}

@@ -6,6 +6,13 @@ use common::*;
 /// (file, line, column, words the message must contain, words the hint must contain)
 const CASES: &[(&str, usize, usize, &str, &str)] = &[
     (
+        "31-env-var-in-command.yaml",
+        9,
+        24,
+        "`{{vars.token}}` in a command takes its value from the environment",
+        "not written into the journal",
+    ),
+    (
         "01-empty.yaml",
         1,
         1,

@@ -172,7 +172,12 @@ impl Engine {
             if self.cancel.is_set() {
                 return Err(EngineError::Interrupted);
             }
-            let definition = format!("{:?}", step.action);
+            // A digest, not the text: a definition holds `env` values, which may be secrets.
+            let definition = {
+                use md5::{Digest, Md5};
+                let sum = Md5::digest(format!("{:?}", step.action).as_bytes());
+                sum.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            };
             if let Some(rec) = self.journal.step(run.id, index)?
                 && rec.state == StepState::Done
                 && rec.definition == definition

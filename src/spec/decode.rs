@@ -14,6 +14,8 @@ pub struct Cx<'e> {
     pub problems: Problems,
     /// Pipeline `vars`, available as `{{vars.NAME}}`.
     pub vars: BTreeMap<String, String>,
+    /// Vars whose value comes from `{{env.X}}`: kept out of commands (and so the journal).
+    pub from_env: std::collections::BTreeSet<String>,
     env: &'e dyn Fn(&str) -> Option<String>,
 }
 
@@ -22,6 +24,7 @@ impl<'e> Cx<'e> {
         Cx {
             problems: Problems::default(),
             vars: BTreeMap::new(),
+            from_env: Default::default(),
             env,
         }
     }

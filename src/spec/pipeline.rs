@@ -81,6 +81,11 @@ pub fn decode(cx: &mut Cx, root: &Node, path: &Path) -> Option<Pipeline> {
                 );
                 continue;
             }
+            if let Value::Scalar { text, .. } = &vn.value
+                && text.contains("{{env.")
+            {
+                cx.from_env.insert(k.clone());
+            }
             if let Some(val) = cx.string(vn, &format!("variable `{k}`")) {
                 cx.vars.insert(k, val);
             }
@@ -792,8 +797,16 @@ fn check_template_vars(
 ) {
     for (name, offset) in t.vars() {
         let span = sub_span(node, &t.source, offset);
-        if name.starts_with("vars.") {
-            cx.global(name, span);
+        if let Some(var) = name.strip_prefix("vars.") {
+            if is_command && cx.from_env.contains(var) {
+                cx.problems.hint(
+                    span,
+                    format!("`{{{{vars.{var}}}}}` in a command takes its value from the environment"),
+                    "tasks inherit the environment: use the variable as \"$NAME\" in the command, so its value (maybe a secret) is not written into the journal",
+                );
+            } else {
+                cx.global(name, span);
+            }
             continue;
         }
         if let Some(var) = name.strip_prefix("env.") {
