@@ -95,3 +95,29 @@ fn status_without_runs_and_with_runs() {
     assert!(out.contains("genomics run 1: succeeded"), "{out}");
     assert!(out.contains("4 succeeded"), "{out}");
 }
+
+#[test]
+fn old_runs_are_pruned_so_cron_does_not_grow_the_state_forever() {
+    let ws = Workspace::new();
+    ws.write("blob/x", "x");
+    let p = ws.write(
+        "p.yaml",
+        "name: cronjob\nfilesystem:\n  name: fs1\n  mount: lustre\n  hsm: { container: blob }\nsteps:\n  - import: {}\n  - process: { outputs: [y], command: cp x y }\n",
+    );
+    for _ in 0..23 {
+        assert_exit(&ws.stage(&["run", "-q", p.to_str().unwrap()]), 0);
+    }
+    assert!(
+        !ws.state().join("logs/cronjob/1").exists(),
+        "logs of pruned run 1 remain"
+    );
+    let o = ws.stage(&["status", "--output", "json"]);
+    let runs: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let ids: Vec<u64> = runs.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids.len(), 20, "{ids:?}");
+    assert_eq!(ids.first(), Some(&23));
+    assert_eq!(ids.last(), Some(&4));
+    // The pruned run's success still counts: the task is up to date.
+    let o = ws.stage(&["run", p.to_str().unwrap()]);
+    assert_has(&o.stderr, "nothing to do");
+}

@@ -78,6 +78,9 @@ pub struct Engine {
     pub cancel: Cancel,
 }
 
+/// Finished runs (with their step and task records and logs) kept per pipeline.
+pub const KEEP_RUNS: usize = 20;
+
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions {
     /// Start a new run even if the latest one is unfinished.
@@ -149,6 +152,18 @@ impl Engine {
         run.error = result.as_ref().err().map(|e| e.to_string());
         self.journal.put_run(&run)?;
         self.journal.flush()?;
+        if result.is_ok() {
+            // Cron runs a pipeline every few minutes: keep the journal and logs bounded.
+            for old in self.journal.prune(&self.pipeline.name, KEEP_RUNS)? {
+                let logs = self
+                    .state_dir
+                    .join("logs")
+                    .join(&self.pipeline.name)
+                    .join(old.to_string());
+                let _ = std::fs::remove_dir_all(logs);
+            }
+            self.journal.flush()?;
+        }
         self.emit(Event::RunFinished {
             run: run.id,
             status: match run.status {

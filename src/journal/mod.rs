@@ -189,6 +189,30 @@ impl Journal {
         }
     }
 
+    /// Forgets all but the newest `keep` finished runs of a pipeline: their run, step and task
+    /// records. Done records stay (they are the pipeline's current fingerprints). Returns the
+    /// ids forgotten, so the caller can remove their logs.
+    pub fn prune(&self, pipeline: &str, keep: usize) -> Result<Vec<u64>> {
+        let finished: Vec<u64> = self
+            .runs()?
+            .into_iter()
+            .filter(|r| r.pipeline == pipeline && r.status.is_finished())
+            .map(|r| r.id)
+            .collect();
+        let old = &finished[..finished.len().saturating_sub(keep)];
+        for id in old {
+            let prefix = id.to_be_bytes();
+            for tree in [&self.steps, &self.tasks] {
+                for k in tree.scan_prefix(prefix).keys() {
+                    tree.remove(k.map_err(JournalError::Write)?)
+                        .map_err(JournalError::Write)?;
+                }
+            }
+            self.runs.remove(prefix).map_err(JournalError::Write)?;
+        }
+        Ok(old.to_vec())
+    }
+
     pub fn runs(&self) -> Result<Vec<RunRecord>> {
         Ok(self
             .scan(&self.runs, b"")?
