@@ -137,3 +137,22 @@ fn teardown_refuses_a_file_system_this_state_did_not_create() {
     assert_exit(&forced, 0);
     assert!(!mount.exists());
 }
+
+#[test]
+fn quiet_failure_is_one_line() {
+    let ws = Workspace::new();
+    ws.write("blob/x", "");
+    let p = ws.write(
+        "p.yaml",
+        "name: cronfail\nfilesystem:\n  name: fs1\n  mount: lustre\n  hsm: { container: blob }\nsteps:\n  - import: {}\n  - process: { command: \"echo broken >&2; exit 4\" }\n",
+    );
+    let o = ws.stage(&["run", "-q", p.to_str().unwrap()]);
+    assert_exit(&o, 1);
+    let err = text(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: step `process` failed: 1 of 1 tasks failed"),
+        "{err}"
+    );
+    assert_eq!(text(&o.stdout), "");
+}

@@ -55,7 +55,7 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Auto)]
     pub output: OutputFormat,
 
-    /// Print only failures (for cron).
+    /// Silent on success, one error line on failure (for cron).
     #[arg(short, long, global = true)]
     pub quiet: bool,
 

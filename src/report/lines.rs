@@ -3,7 +3,7 @@ use std::io::Write;
 use super::human_ms;
 use crate::engine::events::{Event, Reporter};
 
-/// Plain lines on stderr: for logs, cron mail and pipes. `quiet` keeps only failures.
+/// Plain lines on stderr: for logs, cron mail and pipes. `quiet` prints nothing.
 pub struct LineReporter {
     quiet: bool,
     verbose: bool,
@@ -96,21 +96,11 @@ pub(crate) fn render(event: &Event, verbose: bool) -> Option<String> {
     })
 }
 
-fn is_failure(event: &Event) -> bool {
-    matches!(
-        event,
-        Event::StepFailed { .. }
-            | Event::TaskFailed {
-                will_retry: false,
-                ..
-            }
-            | Event::Warning { .. }
-    )
-}
-
 impl Reporter for LineReporter {
     fn event(&self, event: &Event) {
-        if self.quiet && !is_failure(event) {
+        // Quiet (cron): nothing here; a failed run ends with one error line from `main`, and
+        // `stage status` has the details.
+        if self.quiet {
             return;
         }
         if let Some(text) = render(event, self.verbose) {
