@@ -115,6 +115,10 @@ fn failures_retry_then_fail_the_run_with_the_last_lines_and_resume_runs_only_the
     let logs = ws.stage(&["logs", p.to_str().unwrap(), "work/in/b.txt", "--stderr"]);
     assert_exit(&logs, 0);
     assert_eq!(text(&logs.stdout), "b is broken\n");
+    // Short names work when they are unambiguous.
+    let short = ws.stage(&["logs", p.to_str().unwrap(), "work/b", "--stderr"]);
+    assert_exit(&short, 0);
+    assert_eq!(text(&short.stdout), "b is broken\n");
     let states = task_states(&ws, &p);
     assert_eq!(states["work/in/b.txt"], "failed");
     assert_eq!(states["work/in/a.txt"], "succeeded");

@@ -18,6 +18,52 @@ pub struct Args {
     pub attempt: Option<u32>,
 }
 
+/// The task key the user means: exact, else the one task whose key ends with `/TEXT` or whose
+/// file name starts with TEXT (`qc/S1` for `qc/samples/S1.fastq.gz`).
+fn resolve_key(
+    journal: &crate::journal::Journal,
+    pipeline: &str,
+    step: &str,
+    index: usize,
+    run: u64,
+    text: &str,
+) -> Result<String, CliError> {
+    let mut keys: Vec<String> = journal
+        .done_scan(pipeline, step)
+        .filter_map(|d| d.ok().map(|(k, _)| k))
+        .collect();
+    keys.extend(
+        journal
+            .tasks(run, index, pipeline, step)?
+            .into_iter()
+            .map(|t| t.key),
+    );
+    keys.sort();
+    keys.dedup();
+    if keys.iter().any(|k| k == text) {
+        return Ok(text.to_string());
+    }
+    let name = |k: &str| k.rsplit('/').next().unwrap_or(k).to_string();
+    let hits: Vec<&String> = keys
+        .iter()
+        .filter(|k| k.ends_with(&format!("/{text}")) || name(k).starts_with(text))
+        .collect();
+    match hits.as_slice() {
+        [one] => Ok(one.to_string()),
+        [] => Ok(text.to_string()),
+        many => Err(CliError::Usage(format!(
+            "`{text}` matches {} tasks of step `{step}`: {}{}",
+            many.len(),
+            many.iter()
+                .take(5)
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            if many.len() > 5 { ", …" } else { "" }
+        ))),
+    }
+}
+
 pub fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
     let pipeline = load(&a.file)?;
     let (step, key) = a
@@ -37,6 +83,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
             pipeline.name
         )));
     };
+    let key = resolve_key(&journal, &pipeline.name, step, index, run.id, key)?;
+    let key = key.as_str();
     // The latest attempt: a failure recorded in a run after the last success, or that success.
     let done = journal.done(&pipeline.name, step, key)?;
     let done_run = done.as_ref().map_or(0, |d| d.run);
