@@ -5,6 +5,7 @@
 //! drive the same code.
 
 pub mod cli;
+pub mod digest;
 pub mod engine;
 pub mod executor;
 pub mod exit;

@@ -58,16 +58,7 @@ fn state_token(state_dir: &Path) -> std::io::Result<String> {
     {
         return Ok(t.trim().to_string());
     }
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.write_u32(std::process::id());
-    let token = format!("{:012x}", h.finish() & 0xffff_ffff_ffff);
+    let token = format!("{:012x}", crate::digest::nonce() & 0xffff_ffff_ffff);
     std::fs::create_dir_all(state_dir)?;
     std::fs::write(&path, &token)?;
     Ok(token)

@@ -188,11 +188,7 @@ impl Engine {
                 return Err(EngineError::Interrupted);
             }
             // A digest, not the text: a definition holds `env` values, which may be secrets.
-            let definition = {
-                use md5::{Digest, Md5};
-                let sum = Md5::digest(format!("{:?}", step.action).as_bytes());
-                sum.iter().map(|b| format!("{b:02x}")).collect::<String>()
-            };
+            let definition = crate::digest::md5_hex(format!("{:?}", step.action).as_bytes());
             if let Some(rec) = self.journal.step(run.id, index)?
                 && rec.state == StepState::Done
                 && rec.definition == definition

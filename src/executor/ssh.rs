@@ -275,7 +275,7 @@ async fn exchange(
     script: &str,
     pgid: &std::sync::Mutex<Option<u32>>,
 ) -> std::io::Result<TaskExit> {
-    let end = format!("__STAGE_END_{id}_{:x}__", rand_u64());
+    let end = format!("__STAGE_END_{id}_{:x}__", crate::digest::nonce());
     let limit = cmd.timeout.map(|t| t.as_secs().max(1)).unwrap_or(0);
     let mut req = format!("T {id} {limit} {end}\n{script}\n{end}\n");
     if script.lines().any(|l| l == end) {
@@ -285,6 +285,7 @@ async fn exchange(
     w.stdin.flush().await?;
     let mut out = tokio::fs::File::create(&cmd.stdout).await?;
     let mut err = tokio::fs::File::create(&cmd.stderr).await?;
+    let id_text = id.to_string();
     let mut line = String::new();
     loop {
         line.clear();
@@ -296,7 +297,7 @@ async fn exchange(
         }
         let mut parts = line.split_whitespace();
         let (kind, rid, value) = (parts.next(), parts.next(), parts.next());
-        if rid != Some(id.to_string().as_str()) {
+        if rid != Some(id_text.as_str()) {
             continue;
         }
         let n: u64 = value.and_then(|v| v.parse().ok()).unwrap_or(0);
@@ -329,13 +330,6 @@ async fn exchange(
             _ => {}
         }
     }
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(std::process::id() as u64);
-    h.finish()
 }
 
 /// The script a worker runs: working directory and environment first, all quoted.

@@ -244,10 +244,6 @@ fn md5_file(path: &Path) -> std::io::Result<(u64, [u8; 16])> {
     }
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// Carries ownership as AMLFS does with the blob's `owner`/`group` metadata. Only root may
 /// give files away; others keep their own ownership, as `cp` does.
 fn apply_owner(path: &Path, src: &Metadata) {
@@ -603,7 +599,7 @@ impl Inner {
                             blob_etag: etag(&blob),
                             size: n,
                             mtime_ns: mtime_ns(&meta),
-                            md5: Some(hex(&sum)),
+                            md5: Some(crate::digest::hex(&sum)),
                         },
                     )?;
                     report.exported += 1;
