@@ -15,7 +15,8 @@ use stage::engine::{Backends, Cancel, Engine, RunOptions};
 use stage::executor::{ExecError, Executor, HostOutput, TaskCommand, TaskExit};
 use stage::filesystem::LocalFileSystem;
 use stage::journal::Journal;
-use stage::mover::LocalMover;
+use stage::mover::BlobMover;
+use stage::store::DirStore;
 
 /// Completes every task instantly with exit 0.
 struct Instant0 {
@@ -115,11 +116,12 @@ fn main() {
     let engine = Engine {
         backends: Backends {
             fs: Arc::new(LocalFileSystem::new(root.clone())),
-            mover: Arc::new(LocalMover::new(
+            mover: Arc::new(BlobMover::new(
                 "fs1".into(),
                 root.clone(),
-                dir.join("blob"),
+                Arc::new(DirStore::new(dir.join("blob"))),
                 journal.clone(),
+                1,
             )),
             executor: Arc::new(Instant0 { slots }),
         },

@@ -5,6 +5,7 @@
 //! drive the same code.
 
 pub mod cli;
+pub mod clock;
 pub mod digest;
 pub mod engine;
 pub mod executor;
@@ -16,4 +17,5 @@ pub mod mover;
 pub mod pool;
 pub mod report;
 pub mod spec;
+pub mod store;
 pub mod target;

@@ -8,8 +8,9 @@ use crate::executor::ssh::SshOptions;
 use crate::executor::{Executor, LocalExecutor, SshExecutor};
 use crate::filesystem::LocalFileSystem;
 use crate::journal::Journal;
-use crate::mover::LocalMover;
+use crate::mover::BlobMover;
 use crate::spec::{Pipeline, Target};
+use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
@@ -19,6 +20,12 @@ pub enum TargetError {
     AzureUnavailable,
     #[error("cannot prepare the state directory for SSH")]
     State(#[source] std::io::Error),
+    #[error("container {container}: {source}")]
+    Store {
+        container: String,
+        #[source]
+        source: StoreError,
+    },
 }
 
 /// Where the local target keeps a file system that names no `mount`.
@@ -77,14 +84,31 @@ pub fn backends(
             let root = local_root(p, &state_dir);
             Ok(Backends {
                 fs: Arc::new(LocalFileSystem::new(root.clone())),
-                mover: Arc::new(LocalMover::new(
-                    p.filesystem.name.clone(),
-                    root,
-                    p.filesystem.hsm.container.clone().into(),
-                    journal,
-                )),
+                mover: Arc::new(mover(p, root, journal)?),
                 executor: executor(p, &state_dir)?,
             })
         }
     }
+}
+
+/// The local target's HSM: stage copies between the file system and the container (a
+/// directory, or a blob container URL such as Azurite's).
+fn mover(
+    p: &Pipeline,
+    root: std::path::PathBuf,
+    journal: Arc<Journal>,
+) -> Result<BlobMover, TargetError> {
+    let container = &p.filesystem.hsm.container;
+    let store = crate::store::open(container).map_err(|source| TargetError::Store {
+        container: container.clone(),
+        source,
+    })?;
+    let transfers = store.default_transfers();
+    Ok(BlobMover::new(
+        p.filesystem.name.clone(),
+        root,
+        store,
+        journal,
+        transfers,
+    ))
 }

@@ -8,6 +8,7 @@ mod plan;
 mod run;
 mod schema;
 mod status;
+mod transfer;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -83,6 +84,10 @@ pub enum Command {
     Explain(explain::Args),
     /// Run a command once on every host of a pipeline's pool (like pdsh).
     Exec(exec::Args),
+    /// Copy a blob container (or prefix) into a directory, with AMLFS conflict handling.
+    Import(transfer::ImportArgs),
+    /// Copy a directory's new and changed files into a blob container, verified.
+    Export(transfer::ExportArgs),
     /// Print the JSON Schema of pipeline files (for editors).
     Schema,
     /// Print shell completions.
@@ -103,6 +108,12 @@ pub enum CliError {
     Target(#[from] TargetError),
     #[error("{0}")]
     Usage(String),
+    #[error("{what}: {source}")]
+    Transfer {
+        what: String,
+        #[source]
+        source: crate::mover::MoverError,
+    },
 }
 
 impl From<LoadError> for CliError {
@@ -129,6 +140,11 @@ impl CliError {
             CliError::Journal(_) | CliError::Engine(EngineError::Journal(_)) => Exit::State,
             CliError::Engine(EngineError::Interrupted) => Exit::Interrupted,
             CliError::Engine(_) => Exit::Failed,
+            CliError::Transfer {
+                source: crate::mover::MoverError::Journal(_),
+                ..
+            } => Exit::State,
+            CliError::Transfer { .. } => Exit::Failed,
         }
     }
 }
@@ -166,6 +182,8 @@ pub async fn main(cli: Cli) -> Result<Exit, CliError> {
         Command::Logs(a) => logs::run(&ctx, a),
         Command::Explain(a) => explain::run(&ctx, a),
         Command::Exec(a) => exec::run(&ctx, a).await,
+        Command::Import(a) => transfer::import(&ctx, a).await,
+        Command::Export(a) => transfer::export(&ctx, a).await,
         Command::Schema => {
             schema::run();
             Ok(Exit::Success)

@@ -21,24 +21,7 @@ pub struct Args {
 /// UTC timestamp, e.g. `2026-11-25 17:01:05Z`.
 fn time(ms: Option<u64>) -> String {
     let Some(ms) = ms else { return "-".into() };
-    let secs = ms / 1000;
-    let (days, rem) = ((secs / 86400) as i64, secs % 86400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
+    crate::clock::iso8601(ms / 1000).replace('T', " ")
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {

@@ -1,12 +1,12 @@
 //! Moving data between the blob container and the file system, with AMLFS semantics.
 
-mod local;
+mod blob;
 pub mod names;
 
 use async_trait::async_trait;
 use serde::Serialize;
 
-pub use local::LocalMover;
+pub use blob::BlobMover;
 
 use crate::journal::JournalError;
 use crate::spec::ConflictMode;
@@ -15,6 +15,8 @@ use crate::spec::ConflictMode;
 pub enum MoverError {
     #[error(transparent)]
     Journal(#[from] JournalError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,

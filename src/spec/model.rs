@@ -147,7 +147,7 @@ impl Action {
 }
 
 /// AMLFS `conflictResolutionMode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum ConflictMode {
     Fail,

@@ -361,33 +361,49 @@ fn hsm(cx: &mut Cx, node: &Node, target: Target, base: &Path) -> Option<Hsm> {
     })
 }
 
+/// A blob container URL (either target: the local target can stage against Azurite or a
+/// real account), or on the local target a directory that plays one.
 fn container(cx: &mut Cx, node: &Node, target: Target, base: &Path) -> Option<String> {
     let s = cx.nonempty_string(node, "container")?;
-    match target {
-        Target::Azure => {
-            if !(s.starts_with("https://")
-                || s.starts_with("http://127.")
-                || s.starts_with("http://localhost"))
-            {
-                cx.problems.hint(
-                    node.span,
-                    "an azure container must be an https URL",
-                    "e.g. https://ACCOUNT.blob.core.windows.net/CONTAINER (plain http only for a local emulator)",
-                );
-                return None;
-            }
-            if s.contains('?') {
-                cx.problems.hint(
-                    node.span,
-                    "the container URL carries a query string (a SAS token?)",
-                    "secrets never go in pipeline files: set AZURE_STORAGE_SAS_TOKEN in the environment",
-                );
-                return None;
-            }
-            Some(s)
+    if !crate::store::is_url(&s) {
+        if target == Target::Local {
+            return Some(base.join(s).display().to_string());
         }
-        Target::Local => Some(base.join(s).display().to_string()),
+        cx.problems.hint(
+            node.span,
+            "an azure container must be an https URL",
+            "e.g. https://ACCOUNT.blob.core.windows.net/CONTAINER (plain http only for a local emulator)",
+        );
+        return None;
     }
+    if !(s.starts_with("https://")
+        || s.starts_with("http://127.")
+        || s.starts_with("http://localhost"))
+    {
+        cx.problems.hint(
+            node.span,
+            "a container URL must be https",
+            "e.g. https://ACCOUNT.blob.core.windows.net/CONTAINER (plain http only for a local emulator)",
+        );
+        return None;
+    }
+    if s.contains('?') {
+        cx.problems.hint(
+            node.span,
+            "the container URL carries a query string (a SAS token?)",
+            "secrets never go in pipeline files: set AZURE_STORAGE_SAS_TOKEN in the environment",
+        );
+        return None;
+    }
+    if let Err(e) = crate::store::azure::Location::parse(&s) {
+        cx.problems.hint(
+            node.span,
+            format!("not a usable container URL: {e}"),
+            "e.g. https://ACCOUNT.blob.core.windows.net/CONTAINER",
+        );
+        return None;
+    }
+    Some(s)
 }
 
 /// Blob prefixes as AMLFS takes them (`/`, `/data`), stored without the leading slash.

@@ -1,0 +1,229 @@
+//! `stage import` and `stage export`: one-shot copies between a blob container and a
+//! directory, shaped like `azcopy copy`, with the pipelines' AMLFS semantics and journal.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{CliError, Ctx};
+use crate::exit::Exit;
+use crate::mover::{BlobMover, ExportRequest, ImportRequest, JobStatus, Mover, Progress};
+use crate::report::OutputFormat;
+use crate::spec::ConflictMode;
+use crate::store::{self, BlobStore};
+
+const CREDENTIALS: &str = "\
+Blob side: https://ACCOUNT.blob.core.windows.net/CONTAINER[/PREFIX], or an emulator's
+http://127.0.0.1:10000/ACCOUNT/CONTAINER[/PREFIX]; a plain path is a directory that plays
+a container. Blob names are taken relative to PREFIX.
+
+Credentials, as the az CLI finds them (never on the command line):
+  AZURE_STORAGE_CONNECTION_STRING      AccountName+AccountKey, or SharedAccessSignature
+  AZURE_STORAGE_ACCOUNT, AZURE_STORAGE_KEY
+  AZURE_STORAGE_SAS_TOKEN
+  otherwise Microsoft Entra ID: workload identity, AZURE_CLIENT_SECRET, managed identity
+  (STAGE_AZURE_CREDENTIAL=managed-identity), or `az login`.";
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = CREDENTIALS)]
+pub struct ImportArgs {
+    /// Container URL (with optional prefix) to copy from.
+    pub source: String,
+    /// Directory to copy into (created if missing).
+    pub dest: PathBuf,
+    /// What to do with a path that exists and is not a clean copy of its blob (AMLFS
+    /// conflictResolutionMode).
+    #[arg(long, value_enum, default_value_t = ConflictMode::Fail)]
+    pub conflict: ConflictMode,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = CREDENTIALS)]
+pub struct ExportArgs {
+    /// Directory to copy from.
+    pub source: PathBuf,
+    /// Container URL (with optional prefix) to copy new and changed files into.
+    pub dest: String,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Common {
+    /// Errors (unusable names, failed files) tolerated before the job stops: 0 stops at the
+    /// first, -1 never stops.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub max_errors: i64,
+    /// Decide and count, copy nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Files in flight at once [default: 8 per core, 16 to 64, for a container URL; one per
+    /// core for a directory].
+    #[arg(long)]
+    pub transfers: Option<usize>,
+}
+
+fn open(container: &str) -> Result<Arc<dyn BlobStore>, CliError> {
+    store::open(container).map_err(|e| CliError::Usage(format!("{container}: {e}")))
+}
+
+/// The journal namespace for a directory: its absolute path.
+fn namespace(dir: &std::path::Path) -> String {
+    format!(
+        "dir:{}",
+        std::path::absolute(dir)
+            .unwrap_or_else(|_| dir.to_path_buf())
+            .display()
+    )
+}
+
+fn mover(
+    ctx: &Ctx,
+    dir: &std::path::Path,
+    store: Arc<dyn BlobStore>,
+    c: &Common,
+) -> Result<BlobMover, CliError> {
+    let journal = ctx.open_journal(false)?;
+    let transfers = c.transfers.unwrap_or_else(|| store.default_transfers());
+    Ok(BlobMover::new(
+        namespace(dir),
+        dir.to_path_buf(),
+        store,
+        journal,
+        transfers,
+    ))
+}
+
+/// Files, bytes and rate on a terminal; nothing otherwise (the summary says it all).
+fn progress(ctx: &Ctx, verb: &'static str) -> (Progress, Option<indicatif::ProgressBar>) {
+    if ctx.quiet || ctx.output != OutputFormat::Auto || !std::io::stderr().is_terminal() {
+        return (Box::new(|_, _| {}), None);
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let b = bar.clone();
+    let start = Instant::now();
+    (
+        Box::new(move |files, bytes| {
+            let secs = start.elapsed().as_secs_f64().max(0.001);
+            b.set_message(format!(
+                "{verb} {files} files, {} ({}/s, {:.0} files/s)",
+                indicatif::HumanBytes(bytes),
+                indicatif::HumanBytes((bytes as f64 / secs) as u64),
+                files as f64 / secs
+            ));
+        }),
+        Some(bar),
+    )
+}
+
+fn finish(
+    ctx: &Ctx,
+    json: serde_json::Value,
+    summary: String,
+    errors: &[String],
+    ok: bool,
+) -> Exit {
+    if ctx.output == OutputFormat::Json {
+        println!("{json}");
+    } else if !ctx.quiet || !ok {
+        for e in errors.iter().take(20) {
+            eprintln!("  {e}");
+        }
+        if errors.len() > 20 {
+            eprintln!("  … and {} more", errors.len() - 20);
+        }
+        eprintln!("{summary}");
+    }
+    if ok { Exit::Success } else { Exit::Failed }
+}
+
+pub async fn import(ctx: &Ctx, a: ImportArgs) -> Result<Exit, CliError> {
+    if !store::is_url(&a.source) && !std::path::Path::new(&a.source).is_dir() {
+        return Err(CliError::Usage(format!(
+            "{}: neither a container URL nor a directory",
+            a.source
+        )));
+    }
+    let store = open(&a.source)?;
+    if !a.common.dry_run {
+        std::fs::create_dir_all(&a.dest)
+            .map_err(|e| CliError::Read(format!("cannot create {}", a.dest.display()), e))?;
+    }
+    let mover = mover(ctx, &a.dest, store.clone(), &a.common)?;
+    let (cb, bar) = progress(ctx, "imported");
+    let started = Instant::now();
+    let report = mover
+        .import(
+            ImportRequest {
+                job: "stage-import".into(),
+                prefixes: vec![String::new()],
+                conflict: a.conflict,
+                max_errors: a.common.max_errors,
+                dry_run: a.common.dry_run,
+            },
+            cb,
+        )
+        .await
+        .map_err(|source| CliError::Transfer {
+            what: format!("import from {}", store.describe()),
+            source,
+        })?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let ok = report.status != JobStatus::Failed;
+    let mut summary = format!(
+        "{}: {} in {:.1}s",
+        if ok { "import done" } else { "import failed" },
+        report.summary(),
+        started.elapsed().as_secs_f64()
+    );
+    if let Some(c) = &report.conflict {
+        summary += &format!("; stopped at conflict {c} (see --conflict)");
+    }
+    let json = serde_json::json!({ "command": "import", "ok": ok, "report": report });
+    Ok(finish(ctx, json, summary, &report.errors, ok))
+}
+
+pub async fn export(ctx: &Ctx, a: ExportArgs) -> Result<Exit, CliError> {
+    if !a.source.is_dir() {
+        return Err(CliError::Usage(format!(
+            "{}: not a directory",
+            a.source.display()
+        )));
+    }
+    let store = open(&a.dest)?;
+    let mover = mover(ctx, &a.source, store.clone(), &a.common)?;
+    let (cb, bar) = progress(ctx, "exported");
+    let started = Instant::now();
+    let report = mover
+        .export(
+            ExportRequest {
+                job: "stage-export".into(),
+                paths: vec![String::new()],
+                dry_run: a.common.dry_run,
+            },
+            cb,
+        )
+        .await
+        .map_err(|source| CliError::Transfer {
+            what: format!("export to {}", store.describe()),
+            source,
+        })?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let ok = a.common.max_errors < 0 || report.errors.len() as i64 <= a.common.max_errors;
+    let summary = format!(
+        "{}: {} in {:.1}s",
+        if ok { "export done" } else { "export failed" },
+        report.summary(),
+        started.elapsed().as_secs_f64()
+    );
+    let json = serde_json::json!({ "command": "export", "ok": ok, "report": report });
+    Ok(finish(ctx, json, summary, &report.errors, ok))
+}

@@ -1,0 +1,566 @@
+//! AMLFS import and export semantics over any [`BlobStore`]: the local target's HSM (a
+//! directory plays the container) and the direct mover (stage itself copies to and from a
+//! real container) are the same code.
+//!
+//! - a path that is a clean copy of the current blob version is up to date, never a conflict;
+//! - any other existing path is a conflict, resolved by the job's conflict mode;
+//! - `maximumErrors` counts non-conflict errors (unsafe names, unreadable blobs);
+//! - export writes only new or changed files and verifies each;
+//! - the journal records intent (`importing`/`archiving`) before every batch of copies, so a
+//!   killed job resumes at file granularity and never trusts a half-written path.
+
+use std::fs::{self, Metadata};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use futures::stream;
+
+use super::names;
+use super::*;
+use crate::failpoint;
+use crate::journal::{FileRecord, FileState, Journal, mtime_ns};
+use crate::store::{self, Attrs, BlobEntry, BlobStore, Kind, Listing};
+
+/// Files per journal batch at the least: one flush covers this many intents (group commit).
+const BATCH: usize = 256;
+
+pub struct BlobMover {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    fs_name: String,
+    root: PathBuf,
+    store: Arc<dyn BlobStore>,
+    journal: Arc<Journal>,
+    transfers: usize,
+}
+
+impl BlobMover {
+    /// `fs_name` namespaces the journal's file records; `root` is the file-system side;
+    /// `transfers` is how many files move at once.
+    pub fn new(
+        fs_name: String,
+        root: PathBuf,
+        store: Arc<dyn BlobStore>,
+        journal: Arc<Journal>,
+        transfers: usize,
+    ) -> Self {
+        BlobMover {
+            inner: Arc::new(Inner {
+                fs_name,
+                root,
+                store,
+                journal,
+                transfers: transfers.max(1),
+            }),
+        }
+    }
+}
+
+#[async_trait]
+impl Mover for BlobMover {
+    async fn import(
+        &self,
+        req: ImportRequest,
+        progress: Progress,
+    ) -> Result<ImportReport, MoverError> {
+        self.inner.import(&req, &progress).await
+    }
+
+    async fn export(
+        &self,
+        req: ExportRequest,
+        progress: Progress,
+    ) -> Result<ExportReport, MoverError> {
+        self.inner.export(&req, &progress).await
+    }
+}
+
+fn io_err(what: &'static str, path: &str, source: std::io::Error) -> MoverError {
+    MoverError::Io {
+        what,
+        path: path.to_string(),
+        source,
+    }
+}
+
+#[derive(Debug, PartialEq)]
+enum Decision {
+    UpToDate,
+    Import { overwrite: bool },
+    Skip,
+    Fail(String),
+}
+
+/// What one transfer did, for the report and the journal.
+enum Moved {
+    Dir,
+    File(FileRecord),
+}
+
+fn stamp_matches(rec: &FileRecord, m: &Metadata) -> bool {
+    rec.size == m.size() && rec.mtime_ns == mtime_ns(m)
+}
+
+impl Inner {
+    fn decide(&self, blob: &BlobEntry, mode: ConflictMode) -> Result<Decision, MoverError> {
+        let dest = self.root.join(&blob.name);
+        let existing = match fs::symlink_metadata(&dest) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Decision::Import { overwrite: false });
+            }
+            Err(e) => return Err(io_err("cannot stat", &dest.display().to_string(), e)),
+        };
+        let blob_dir = blob.kind == Kind::Dir;
+        let type_conflict = existing.is_dir() != blob_dir || existing.file_type().is_symlink();
+        if blob_dir && !type_conflict {
+            return Ok(Decision::UpToDate);
+        }
+        let rec = self.journal.file(&self.fs_name, &blob.name)?;
+        let (dirty, imported) = match &rec {
+            // Our own import of this path was cut short: finish it whatever the mode.
+            Some(r) if r.state == FileState::Importing => {
+                return Ok(Decision::Import { overwrite: true });
+            }
+            Some(r) if r.state == FileState::Clean => (!stamp_matches(r, &existing), true),
+            Some(_) => (true, true),
+            None => (true, false),
+        };
+        if !type_conflict && !dirty && rec.as_ref().is_some_and(|r| r.blob_etag == blob.etag) {
+            return Ok(Decision::UpToDate);
+        }
+        Ok(match mode {
+            ConflictMode::Fail => Decision::Fail(blob.name.clone()),
+            ConflictMode::Skip => Decision::Skip,
+            ConflictMode::OverwriteIfDirty if type_conflict || dirty || !imported => {
+                Decision::Import { overwrite: true }
+            }
+            ConflictMode::OverwriteIfDirty => Decision::Skip,
+            ConflictMode::OverwriteAlways => Decision::Import { overwrite: true },
+        })
+    }
+
+    fn batch_size(&self) -> usize {
+        BATCH.max(self.transfers * 16)
+    }
+
+    async fn import(
+        &self,
+        req: &ImportRequest,
+        progress: &Progress,
+    ) -> Result<ImportReport, MoverError> {
+        let mut report = ImportReport {
+            status: JobStatus::Completed,
+            imported: 0,
+            bytes: 0,
+            up_to_date: 0,
+            conflicts_skipped: 0,
+            overwritten: 0,
+            directories: 0,
+            errors: Vec::new(),
+            conflict: None,
+        };
+        let too_many =
+            |r: &ImportReport| req.max_errors >= 0 && r.errors.len() as i64 > req.max_errors;
+        let mut batch: Vec<(BlobEntry, bool)> = Vec::with_capacity(self.batch_size());
+        for prefix in store::disjoint_prefixes(&req.prefixes) {
+            let mut listing = self.store.list(&prefix);
+            while let Some(item) = listing.next().await {
+                match item? {
+                    Listing::Unusable(msg) => report.errors.push(msg),
+                    Listing::Entry(e) => {
+                        if let Err(bad) = names::check(&e.name) {
+                            report.errors.push(bad.to_string());
+                        } else {
+                            match self.decide(&e, req.conflict)? {
+                                Decision::UpToDate => {
+                                    report.up_to_date += u64::from(e.kind == Kind::File)
+                                }
+                                Decision::Skip => report.conflicts_skipped += 1,
+                                Decision::Fail(path) => {
+                                    self.import_batch(&mut batch, &mut report, progress).await?;
+                                    report.status = JobStatus::Failed;
+                                    report.conflict = Some(path);
+                                    return Ok(report);
+                                }
+                                Decision::Import { overwrite } if req.dry_run => {
+                                    report.imported += u64::from(e.kind == Kind::File);
+                                    report.overwritten += u64::from(overwrite);
+                                    report.bytes += e.size;
+                                }
+                                Decision::Import { overwrite } => {
+                                    batch.push((e, overwrite));
+                                    if batch.len() >= self.batch_size() {
+                                        self.import_batch(&mut batch, &mut report, progress)
+                                            .await?;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                if too_many(&report) {
+                    self.import_batch(&mut batch, &mut report, progress).await?;
+                    report.status = JobStatus::Failed;
+                    return Ok(report);
+                }
+            }
+        }
+        self.import_batch(&mut batch, &mut report, progress).await?;
+        if too_many(&report) {
+            report.status = JobStatus::Failed;
+        } else if !report.errors.is_empty() || report.conflicts_skipped > 0 {
+            report.status = JobStatus::CompletedPartial;
+        }
+        Ok(report)
+    }
+
+    /// Records the batch's intents with one flush, copies concurrently, records outcomes.
+    async fn import_batch(
+        &self,
+        batch: &mut Vec<(BlobEntry, bool)>,
+        report: &mut ImportReport,
+        progress: &Progress,
+    ) -> Result<(), MoverError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        for (e, _) in batch.iter().filter(|(e, _)| e.kind == Kind::File) {
+            self.journal.put_file(
+                &self.fs_name,
+                &e.name,
+                &FileRecord {
+                    state: FileState::Importing,
+                    blob_etag: e.etag.clone(),
+                    size: e.size,
+                    mtime_ns: 0,
+                    md5: None,
+                },
+            )?;
+        }
+        self.journal.flush()?;
+        failpoint::hit("import.after-intent");
+        let mut moves = stream::iter(batch.drain(..))
+            .map(|(e, overwrite)| async move {
+                let r = self.import_one(&e, overwrite).await;
+                (e, overwrite, r)
+            })
+            .buffer_unordered(self.transfers);
+        while let Some((e, overwrite, r)) = moves.next().await {
+            match r {
+                Ok(Moved::Dir) => report.directories += 1,
+                Ok(Moved::File(rec)) => {
+                    self.journal.put_file(&self.fs_name, &e.name, &rec)?;
+                    report.imported += 1;
+                    report.overwritten += u64::from(overwrite);
+                    report.bytes += rec.size;
+                    progress(report.imported, report.bytes);
+                }
+                Err(msg) => report.errors.push(format!("{}: {msg}", e.name)),
+            }
+        }
+        drop(moves);
+        self.journal.flush()?;
+        Ok(())
+    }
+
+    async fn import_one(&self, e: &BlobEntry, overwrite: bool) -> Result<Moved, String> {
+        let dest = self.root.join(&e.name);
+        if overwrite {
+            remove_any(&dest, e.kind == Kind::Dir)
+                .map_err(|err| format!("cannot replace: {err}"))?;
+        }
+        if e.kind == Kind::Dir {
+            fs::create_dir_all(&dest)
+                .and_then(|_| e.attrs.apply(&dest, 0o755))
+                .map_err(|err| format!("cannot create directory: {err}"))?;
+            return Ok(Moved::Dir);
+        }
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent).map_err(|err| format!("cannot create directory: {err}"))?;
+        }
+        let tmp = store::dir::tmp_path(&dest);
+        let result = async {
+            let (n, sum) = self
+                .store
+                .download(e, &tmp)
+                .await
+                .map_err(|err| match err {
+                    store::StoreError::Item { message, .. } => message,
+                    other => other.to_string(),
+                })?;
+            if n != e.size {
+                return Err(format!(
+                    "blob changed while copying: listed {} bytes, read {n}",
+                    e.size
+                ));
+            }
+            if e.md5.is_some_and(|m| m != sum) {
+                return Err("MD5 of the data read does not match the blob's Content-MD5".into());
+            }
+            e.attrs
+                .apply(&tmp, 0o644)
+                .and_then(|_| fs::rename(&tmp, &dest))
+                .map_err(|err| err.to_string())
+        }
+        .await;
+        if let Err(msg) = result {
+            let _ = fs::remove_file(&tmp);
+            return Err(msg);
+        }
+        failpoint::hit("import.after-copy");
+        let now = fs::symlink_metadata(&dest).map_err(|err| err.to_string())?;
+        Ok(Moved::File(FileRecord {
+            state: FileState::Clean,
+            blob_etag: e.etag.clone(),
+            size: now.size(),
+            mtime_ns: mtime_ns(&now),
+            md5: None,
+        }))
+    }
+
+    async fn export(
+        &self,
+        req: &ExportRequest,
+        progress: &Progress,
+    ) -> Result<ExportReport, MoverError> {
+        let mut report = ExportReport {
+            exported: 0,
+            bytes: 0,
+            unchanged: 0,
+            verified: 0,
+            errors: Vec::new(),
+        };
+        let mut batch: Vec<(String, Metadata)> = Vec::new();
+        if !req.dry_run {
+            self.store.create_if_missing().await?;
+        }
+        for path in store::disjoint_paths(&req.paths) {
+            if fs::symlink_metadata(self.root.join(&path)).is_err() {
+                report
+                    .errors
+                    .push(format!("{path}: not found in the file system"));
+                continue;
+            }
+            // Walk and listing are both in name order: merge-join them, holding neither.
+            let mut listing = self.store.list(&path).peekable();
+            let mut container_dirs = std::collections::HashSet::new();
+            let mut local_dirs = Vec::new();
+            for item in store::dir::walk(&self.root, &path) {
+                let e = match item {
+                    Listing::Entry(e) => e,
+                    Listing::Unusable(msg) => {
+                        report.errors.push(msg);
+                        continue;
+                    }
+                };
+                if let Err(why) = self.store.check_name(&e.name) {
+                    report.errors.push(format!("{:?}: {why}", e.name));
+                    continue;
+                }
+                if e.kind == Kind::Dir {
+                    local_dirs.push(e.name);
+                    continue;
+                }
+                let mut matched = None;
+                while let Some(next) = std::pin::Pin::new(&mut listing).peek().await {
+                    let b = match next {
+                        Ok(Listing::Entry(b)) => b,
+                        Ok(Listing::Unusable(_)) => {
+                            listing.next().await;
+                            continue;
+                        }
+                        Err(_) => match listing.next().await {
+                            Some(Err(err)) => return Err(err.into()),
+                            _ => continue,
+                        },
+                    };
+                    if b.kind == Kind::Dir {
+                        container_dirs.insert(b.name.clone());
+                    } else if b.name.as_str() > e.name.as_str() {
+                        break;
+                    } else if b.name == e.name {
+                        matched = Some(b.clone());
+                    }
+                    listing.next().await;
+                    if matched.is_some() {
+                        break;
+                    }
+                }
+                let meta = fs::symlink_metadata(self.root.join(&e.name))
+                    .map_err(|err| io_err("cannot stat", &e.name, err))?;
+                if self
+                    .export_unchanged(&e.name, &meta, matched.as_ref())
+                    .await?
+                {
+                    report.unchanged += 1;
+                    report.verified += 1;
+                    continue;
+                }
+                if req.dry_run {
+                    report.exported += 1;
+                    report.bytes += meta.size();
+                    continue;
+                }
+                batch.push((e.name, meta));
+                if batch.len() >= self.batch_size() {
+                    self.export_batch(&mut batch, &mut report, progress).await?;
+                }
+            }
+            while let Some(item) = listing.next().await {
+                if let Listing::Entry(b) = item?
+                    && b.kind == Kind::Dir
+                {
+                    container_dirs.insert(b.name);
+                }
+            }
+            self.export_batch(&mut batch, &mut report, progress).await?;
+            if req.dry_run {
+                continue;
+            }
+            for dir in local_dirs.iter().filter(|d| !container_dirs.contains(*d)) {
+                let attrs = fs::symlink_metadata(self.root.join(dir))
+                    .map(|m| Attrs::of(&m))
+                    .unwrap_or_default();
+                if let Err(err) = self.store.put_dir(dir, &attrs).await {
+                    report.errors.push(err.to_string());
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// The container already holds this version of the file: the journal says we exported
+    /// exactly it to that blob version, or (for a container written by someone else) the
+    /// blob's length and Content-MD5 match the file's.
+    async fn export_unchanged(
+        &self,
+        name: &str,
+        meta: &Metadata,
+        blob: Option<&BlobEntry>,
+    ) -> Result<bool, MoverError> {
+        let Some(blob) = blob else {
+            return Ok(false);
+        };
+        if let Some(rec) = self.journal.file(&self.fs_name, name)?
+            && rec.state == FileState::Clean
+            && stamp_matches(&rec, meta)
+            && rec.blob_etag == blob.etag
+        {
+            return Ok(true);
+        }
+        let (Some(want), true) = (blob.md5, blob.size == meta.size()) else {
+            return Ok(false);
+        };
+        let path = self.root.join(name);
+        let (n, sum) = tokio::task::spawn_blocking(move || store::dir::md5_file(&path))
+            .await
+            .map_err(|e| io_err("cannot hash", name, std::io::Error::other(e.to_string())))?
+            .map_err(|e| io_err("cannot hash", name, e))?;
+        if n != blob.size || sum != want {
+            return Ok(false);
+        }
+        self.journal.put_file(
+            &self.fs_name,
+            name,
+            &FileRecord {
+                state: FileState::Clean,
+                blob_etag: blob.etag.clone(),
+                size: n,
+                mtime_ns: mtime_ns(meta),
+                md5: Some(crate::digest::hex(&sum)),
+            },
+        )?;
+        Ok(true)
+    }
+
+    async fn export_batch(
+        &self,
+        batch: &mut Vec<(String, Metadata)>,
+        report: &mut ExportReport,
+        progress: &Progress,
+    ) -> Result<(), MoverError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        for (rel, meta) in batch.iter() {
+            self.journal.put_file(
+                &self.fs_name,
+                rel,
+                &FileRecord {
+                    state: FileState::Archiving,
+                    blob_etag: String::new(),
+                    size: meta.size(),
+                    mtime_ns: mtime_ns(meta),
+                    md5: None,
+                },
+            )?;
+        }
+        self.journal.flush()?;
+        failpoint::hit("export.after-intent");
+        let mut moves = stream::iter(batch.drain(..))
+            .map(|(rel, meta)| async move {
+                let src = self.root.join(&rel);
+                let r = self.store.upload(&src, &rel, &Attrs::of(&meta)).await;
+                (rel, meta, r)
+            })
+            .buffer_unordered(self.transfers);
+        while let Some((rel, meta, r)) = moves.next().await {
+            let up = match r {
+                Ok(up) => up,
+                Err(store::StoreError::Item { message, .. }) => {
+                    report.errors.push(format!("{rel}: {message}"));
+                    continue;
+                }
+                Err(err) => return Err(err.into()),
+            };
+            failpoint::hit("export.after-copy");
+            // The source may have changed while we copied: record what we read.
+            let now = fs::symlink_metadata(self.root.join(&rel))
+                .map_err(|e| io_err("cannot stat", &rel, e))?;
+            let state = if now.size() == up.size && mtime_ns(&now) == mtime_ns(&meta) {
+                FileState::Clean
+            } else {
+                FileState::Archiving
+            };
+            self.journal.put_file(
+                &self.fs_name,
+                &rel,
+                &FileRecord {
+                    state,
+                    blob_etag: up.etag,
+                    size: up.size,
+                    mtime_ns: mtime_ns(&meta),
+                    md5: Some(crate::digest::hex(&up.md5)),
+                },
+            )?;
+            report.exported += 1;
+            report.verified += 1;
+            report.bytes += up.size;
+            progress(report.exported, report.bytes);
+        }
+        drop(moves);
+        self.journal.flush()?;
+        Ok(())
+    }
+}
+
+fn remove_any(path: &std::path::Path, keep_dir: bool) -> std::io::Result<()> {
+    let m = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(_) => return Ok(()),
+    };
+    if m.is_dir() {
+        if keep_dir {
+            return Ok(());
+        }
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    }
+}

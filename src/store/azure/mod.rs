@@ -1,0 +1,459 @@
+//! A blob container over the official Azure Storage SDK (`azure_storage_blob`), also against
+//! Azurite.
+//!
+//! Throughput comes from many files in flight (the mover's `transfers`); a large file moves
+//! in blocks, a few at a time, read and hashed as it streams so memory does not grow with
+//! file size. The SDK retries 429/5xx honouring `Retry-After`; this layer adds whole-file
+//! retries with jittered backoff for what the SDK cannot retry (a connection cut mid-body).
+
+pub mod credential;
+pub mod location;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::num::NonZero;
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use azure_core::http::{ClientOptions, ExponentialRetryOptions, RequestContent, RetryOptions, Url};
+use azure_storage_blob::models::{
+    BlobClientDownloadOptions, BlobContainerClientListBlobsOptions, BlobItem,
+    BlockBlobClientCommitBlockListOptions, BlockBlobClientCommitBlockListResultHeaders,
+    BlockBlobClientStageBlockOptions, BlockBlobClientUploadOptions, BlockLookupList,
+    ListBlobsIncludeItem,
+};
+use azure_storage_blob::{BlobContainerClient, BlobContainerClientOptions};
+use futures::stream::{self, BoxStream, FuturesUnordered, StreamExt};
+use md5::{Digest, Md5};
+use tokio::sync::{OnceCell, Semaphore};
+
+pub use credential::Credential;
+pub use location::Location;
+
+use super::attrs::FOLDER_KEY;
+use super::{Attrs, BlobEntry, BlobStore, Kind, Listing, StoreError, Uploaded};
+
+/// Block size for large files; files up to this size go in one request.
+const BLOCK: usize = 8 << 20;
+/// Blocks of one large file in flight at once.
+const BLOCKS_IN_FLIGHT: usize = 4;
+/// Large files moving at once: bounds memory to about 4 × 4 × 8 MiB whatever `transfers` is.
+const LARGE_FILES: usize = 4;
+/// Whole-file attempts for transient failures.
+const ATTEMPTS: u32 = 5;
+
+pub struct AzureStore {
+    loc: Location,
+    /// `loc.prefix` as a directory: blob names are relative to it.
+    root: String,
+    client: BlobContainerClient,
+    large: Semaphore,
+    container_checked: OnceCell<()>,
+}
+
+/// One line for a failed request: status and service error code, not the XML body.
+fn describe(e: &azure_core::Error) -> String {
+    let text = match e.kind() {
+        azure_core::error::ErrorKind::HttpResponse {
+            status, error_code, ..
+        } => format!(
+            "HTTP {} {}",
+            u16::from(*status),
+            error_code.as_deref().unwrap_or_default()
+        ),
+        _ => {
+            // Transport errors chain their causes: keep them, on one line.
+            let mut t = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                t += &format!(": {s}");
+                source = s.source();
+            }
+            t.replace('\n', " ")
+        }
+    };
+    super::redact::secrets(text.trim())
+}
+
+fn sdk_error(e: azure_core::Error) -> Failure {
+    use azure_core::http::StatusCode;
+    let text = describe(&e);
+    match e.http_status() {
+        Some(StatusCode::Unauthorized | StatusCode::Forbidden) => Failure::Fatal(format!(
+            "access denied ({text}); check the storage credentials"
+        )),
+        Some(s) if matches!(u16::from(s), 408 | 429 | 500..=599) => Failure::Transient(text),
+        Some(StatusCode::NotFound) if text.contains("ContainerNotFound") => {
+            Failure::Fatal(format!("container not found ({text})"))
+        }
+        Some(_) => Failure::Item(text),
+        // No response at all: connection refused or cut, timeouts.
+        None => Failure::Transient(text),
+    }
+}
+
+/// How one attempt failed, which decides whether to try again.
+enum Failure {
+    Transient(String),
+    Item(String),
+    Fatal(String),
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        Failure::Item(e.to_string())
+    }
+}
+
+impl From<azure_core::Error> for Failure {
+    fn from(e: azure_core::Error) -> Self {
+        sdk_error(e)
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or runs out of attempts; waits 0.5 s,
+/// 1 s, 2 s … (with ±50 % jitter) between tries.
+async fn with_retries<T, F, Fut>(name: &str, mut attempt: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Failure>>,
+{
+    let mut delay = Duration::from_millis(500);
+    for n in 1..=ATTEMPTS {
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(Failure::Fatal(m)) => return Err(StoreError::service(m)),
+            Err(Failure::Item(m)) => return Err(StoreError::item(name, m)),
+            Err(Failure::Transient(m)) if n == ATTEMPTS => {
+                return Err(StoreError::item(
+                    name,
+                    format!("{m} (after {ATTEMPTS} attempts)"),
+                ));
+            }
+            Err(Failure::Transient(m)) => {
+                tracing::debug!(name, attempt = n, "transient failure, retrying: {m}");
+                let jitter = 0.5 + (crate::digest::nonce() % 1000) as f64 / 1000.0;
+                tokio::time::sleep(delay.mul_f64(jitter)).await;
+                delay *= 2;
+            }
+        }
+    }
+    unreachable!("the loop returns on its last attempt")
+}
+
+fn md5_array(v: Option<&Vec<u8>>) -> Option<[u8; 16]> {
+    v.and_then(|v| <[u8; 16]>::try_from(v.as_slice()).ok())
+}
+
+fn unquote(etag: impl std::fmt::Display) -> String {
+    etag.to_string().trim_matches('"').to_string()
+}
+
+impl AzureStore {
+    /// Opens `url` with credentials from the environment (see [`credential`]).
+    pub fn from_env(url: &str) -> Result<AzureStore, StoreError> {
+        let loc = Location::parse(url).map_err(|e| StoreError::service(format!("{url}: {e}")))?;
+        let cred = credential::from_env(&loc)?;
+        AzureStore::new(loc, cred)
+    }
+
+    pub fn new(loc: Location, cred: Credential) -> Result<AzureStore, StoreError> {
+        let mut url = Url::parse(&loc.container_url())
+            .map_err(|e| StoreError::service(format!("{}: {e}", loc.display())))?;
+        let token = match cred {
+            Credential::Sas(sas) => {
+                url.set_query(Some(sas.secret()));
+                None
+            }
+            Credential::Token(t) => Some(t),
+        };
+        let options = BlobContainerClientOptions {
+            client_options: ClientOptions {
+                retry: RetryOptions::exponential(ExponentialRetryOptions {
+                    initial_delay: azure_core::time::Duration::milliseconds(400),
+                    max_retries: 4,
+                    max_total_elapsed: azure_core::time::Duration::seconds(120),
+                    max_delay: azure_core::time::Duration::seconds(30),
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let client = BlobContainerClient::new(url, token, Some(options))
+            .map_err(|e| StoreError::service(format!("{}: {e}", loc.display())))?;
+        let root = match loc.prefix.as_str() {
+            "" => String::new(),
+            p if p.ends_with('/') => p.to_string(),
+            p => format!("{p}/"),
+        };
+        Ok(AzureStore {
+            loc,
+            root,
+            client,
+            large: Semaphore::new(LARGE_FILES),
+            container_checked: OnceCell::new(),
+        })
+    }
+
+    pub fn location(&self) -> &Location {
+        &self.loc
+    }
+
+    fn entry(&self, item: BlobItem) -> Option<Listing> {
+        let full = item.name?;
+        let rel = full.strip_prefix(&self.root)?.to_string();
+        let metadata: HashMap<String, String> =
+            item.metadata.and_then(|m| m.values).unwrap_or_default();
+        let folder = metadata
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case(FOLDER_KEY) && v.eq_ignore_ascii_case("true"));
+        let props = item.properties.unwrap_or_default();
+        // Zero-length `dir/` markers written by other tools are directories too.
+        let (name, kind) = match rel.strip_suffix('/') {
+            Some(d) => (d.to_string(), Kind::Dir),
+            None if folder => (rel, Kind::Dir),
+            None => (rel, Kind::File),
+        };
+        if name.is_empty() {
+            return None;
+        }
+        Some(Listing::Entry(BlobEntry {
+            name,
+            kind,
+            size: if kind == Kind::Dir {
+                0
+            } else {
+                props.content_length.unwrap_or(0)
+            },
+            etag: props.etag.map(unquote).unwrap_or_default(),
+            md5: md5_array(props.content_md5.as_ref()),
+            attrs: Attrs::from_metadata(metadata.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        }))
+    }
+
+    /// Export creates the container if it is missing, as azcopy does.
+    async fn ensure_container(&self) -> Result<(), StoreError> {
+        self.container_checked
+            .get_or_try_init(|| async {
+                with_retries(&self.loc.container, || async {
+                    if !self.client.exists().await? {
+                        match self.client.create(None).await {
+                            Ok(_) => {}
+                            // Someone else created it meanwhile.
+                            Err(e) if e.http_status().is_some_and(|s| u16::from(s) == 409) => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                    Ok(())
+                })
+                .await
+            })
+            .await
+            .map(|_| ())
+    }
+
+    async fn download_once(&self, e: &BlobEntry, dest: &Path) -> Result<(u64, [u8; 16]), Failure> {
+        let blob = self.client.blob_client(&format!("{}{}", self.root, e.name));
+        let large = e.size > BLOCK as u64;
+        let _permit = if large {
+            self.large.acquire().await.ok()
+        } else {
+            None
+        };
+        let opts = BlobClientDownloadOptions {
+            parallel: NonZero::new(if large { BLOCKS_IN_FLIGHT } else { 1 }),
+            partition_size: NonZero::new(BLOCK),
+            ..Default::default()
+        };
+        let mut body = blob.download(Some(opts)).await?.body;
+        let mut file = std::fs::File::create(dest)?;
+        let mut hasher = Md5::new();
+        let mut n = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            hasher.update(&chunk);
+            file.write_all(&chunk)?;
+            n += chunk.len() as u64;
+        }
+        if n != e.size {
+            // A cut stream can end early without an error: try again.
+            return Err(Failure::Transient(format!(
+                "short read: {n} of {} bytes",
+                e.size
+            )));
+        }
+        Ok((n, hasher.finalize().into()))
+    }
+
+    async fn upload_once(
+        &self,
+        src: &Path,
+        name: &str,
+        attrs: &Attrs,
+    ) -> Result<Uploaded, Failure> {
+        let full = format!("{}{name}", self.root);
+        let blob = self.client.blob_client(&full).block_blob_client();
+        let size = std::fs::metadata(src)?.len();
+        let metadata = attrs.to_metadata(false);
+        if size <= BLOCK as u64 {
+            let data = std::fs::read(src)?;
+            let md5: [u8; 16] = Md5::digest(&data).into();
+            let n = data.len() as u64;
+            let opts = BlockBlobClientUploadOptions {
+                metadata: Some(metadata),
+                blob_content_md5: Some(md5.to_vec()),
+                parallel: NonZero::new(1),
+                ..Default::default()
+            };
+            let r = blob.upload(RequestContent::from(data), Some(opts)).await?;
+            // The service returns the MD5 of the body it received.
+            if let Some(got) = md5_array(r.content_md5.as_ref())
+                && got != md5
+            {
+                return Err(Failure::Transient(
+                    "MD5 returned by the service differs".into(),
+                ));
+            }
+            let etag = r.etag.map(unquote).unwrap_or_default();
+            return Ok(Uploaded { etag, size: n, md5 });
+        }
+        let _permit = self.large.acquire().await.ok();
+        let mut file = std::fs::File::open(src)?;
+        let mut whole = Md5::new();
+        let mut ids = Vec::new();
+        let mut total = 0u64;
+        let mut in_flight = FuturesUnordered::new();
+        loop {
+            let mut buf = Vec::with_capacity(BLOCK);
+            (&mut file).take(BLOCK as u64).read_to_end(&mut buf)?;
+            if buf.is_empty() {
+                break;
+            }
+            whole.update(&buf);
+            total += buf.len() as u64;
+            let id = format!("stage-block-{:08}", ids.len()).into_bytes();
+            ids.push(id.clone());
+            let block_md5 = Md5::digest(&buf).to_vec();
+            let blob = &blob;
+            in_flight.push(async move {
+                let len = buf.len() as u64;
+                let opts = BlockBlobClientStageBlockOptions {
+                    transactional_content_md5: Some(block_md5),
+                    ..Default::default()
+                };
+                blob.stage_block(&id, len, RequestContent::from(buf), Some(opts))
+                    .await
+                    .map(|_| ())
+            });
+            if in_flight.len() >= BLOCKS_IN_FLIGHT
+                && let Some(r) = in_flight.next().await
+            {
+                r?;
+            }
+        }
+        while let Some(r) = in_flight.next().await {
+            r?;
+        }
+        let md5: [u8; 16] = whole.finalize().into();
+        let list = BlockLookupList {
+            latest: Some(ids),
+            ..Default::default()
+        };
+        let opts = BlockBlobClientCommitBlockListOptions {
+            metadata: Some(metadata),
+            blob_content_md5: Some(md5.to_vec()),
+            ..Default::default()
+        };
+        let r = blob.commit_block_list(list.try_into()?, Some(opts)).await?;
+        let etag = r.etag()?.map(unquote).unwrap_or_default();
+        Ok(Uploaded {
+            etag,
+            size: total,
+            md5,
+        })
+    }
+}
+
+#[async_trait]
+impl BlobStore for AzureStore {
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxStream<'a, Result<Listing, StoreError>> {
+        let opts = BlobContainerClientListBlobsOptions {
+            include: Some(vec![ListBlobsIncludeItem::Metadata]),
+            prefix: Some(format!("{}{prefix}", self.root)),
+            ..Default::default()
+        };
+        let pager = match self.client.list_blobs(Some(opts)) {
+            Ok(p) => p,
+            Err(e) => return stream::once(async move { Err(fail_listing(e)) }).boxed(),
+        };
+        pager
+            .into_pages()
+            .flat_map(move |page| {
+                let items: Vec<Result<Listing, StoreError>> =
+                    match page.and_then(|p| p.into_model()) {
+                        Ok(model) => model
+                            .blob_items
+                            .into_iter()
+                            .filter_map(|item| self.entry(item).map(Ok))
+                            .collect(),
+                        Err(e) => vec![Err(fail_listing(e))],
+                    };
+                stream::iter(items)
+            })
+            .boxed()
+    }
+
+    async fn download(&self, e: &BlobEntry, dest: &Path) -> Result<(u64, [u8; 16]), StoreError> {
+        with_retries(&e.name, || self.download_once(e, dest)).await
+    }
+
+    async fn create_if_missing(&self) -> Result<(), StoreError> {
+        self.ensure_container().await
+    }
+
+    async fn upload(&self, src: &Path, name: &str, attrs: &Attrs) -> Result<Uploaded, StoreError> {
+        with_retries(name, || self.upload_once(src, name, attrs)).await
+    }
+
+    async fn put_dir(&self, name: &str, attrs: &Attrs) -> Result<(), StoreError> {
+        let blob = self
+            .client
+            .blob_client(&format!("{}{name}", self.root))
+            .block_blob_client();
+        with_retries(name, || async {
+            let opts = BlockBlobClientUploadOptions {
+                metadata: Some(attrs.to_metadata(true)),
+                ..Default::default()
+            };
+            blob.upload(RequestContent::from(Vec::<u8>::new()), Some(opts))
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    fn describe(&self) -> String {
+        self.loc.display()
+    }
+
+    /// URLs cannot carry control characters (they are stripped on the way), and blob names
+    /// are at most 1,024 characters.
+    fn check_name(&self, name: &str) -> Result<(), String> {
+        if name.chars().any(char::is_control) {
+            return Err("a control character (such as a newline) in the name cannot be stored in blob storage".into());
+        }
+        if self.root.chars().count() + name.chars().count() > 1024 {
+            return Err("blob names are limited to 1,024 characters".into());
+        }
+        Ok(())
+    }
+
+    fn default_transfers(&self) -> usize {
+        (super::cores() * 8).clamp(16, 64)
+    }
+}
+
+fn fail_listing(e: azure_core::Error) -> StoreError {
+    StoreError::service(format!("cannot list the container: {}", describe(&e)))
+}

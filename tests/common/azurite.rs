@@ -1,0 +1,77 @@
+//! A real Azurite blob service on a free loopback port, started per test and killed on drop.
+//! Always with `--disableTelemetry`: nothing may leave this machine.
+
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const CONNECTION_STRING: &str = "UseDevelopmentStorage=true";
+
+pub struct Azurite {
+    child: Option<Child>,
+    pub port: u16,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Azurite {
+    pub fn start() -> Azurite {
+        let mut a = Azurite {
+            child: None,
+            port: free_port(),
+        };
+        a.spawn();
+        a
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("azurite-blob")
+            .args(["--blobHost", "127.0.0.1", "--blobPort"])
+            .arg(self.port.to_string())
+            .args([
+                "--inMemoryPersistence",
+                "--loose",
+                "--skipApiVersionCheck",
+                "--disableTelemetry",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("azurite-blob (npm install -g azurite; scripts/test installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "azurite did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the service (its in-memory blobs are gone) and starts a fresh one on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Path-style URL of a container (and optional prefix) in the dev account.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}/devstoreaccount1/{path}", self.port)
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
