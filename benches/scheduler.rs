@@ -113,16 +113,18 @@ fn main() {
         .flat_map(|_| (0..hosts).map(|h| format!("sim{h:04}")))
         .collect();
     let reporter = Arc::new(Count::default());
+    let mover: Arc<dyn stage::mover::Mover> = Arc::new(BlobMover::new(
+        "fs1".into(),
+        root.clone(),
+        Arc::new(DirStore::new(dir.join("blob"))),
+        journal.clone(),
+        1,
+    ));
     let engine = Engine {
         backends: Backends {
             fs: Arc::new(LocalFileSystem::new(root.clone())),
-            mover: Arc::new(BlobMover::new(
-                "fs1".into(),
-                root.clone(),
-                Arc::new(DirStore::new(dir.join("blob"))),
-                journal.clone(),
-                1,
-            )),
+            mover: mover.clone(),
+            direct: mover,
             executor: Arc::new(Instant0 { slots }),
         },
         pipeline,

@@ -82,9 +82,12 @@ pub fn backends(
             let state_dir =
                 std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
             let root = local_root(p, &state_dir);
+            let mover: Arc<dyn crate::mover::Mover> = Arc::new(mover(p, root.clone(), journal)?);
             Ok(Backends {
                 fs: Arc::new(LocalFileSystem::new(root.clone())),
-                mover: Arc::new(mover(p, root, journal)?),
+                // On the local target the HSM emulation is stage's own copy: both are one.
+                mover: mover.clone(),
+                direct: mover,
                 executor: executor(p, &state_dir)?,
             })
         }

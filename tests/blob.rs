@@ -589,3 +589,49 @@ fn blob_service_lost_mid_export_then_a_rerun_restores_everything() {
     assert_exit(&o, 0);
     assert_eq!(digests(&ws, "dst"), digests(&ws, "src"));
 }
+
+#[test]
+fn the_genomics_pipeline_stages_through_azurite_with_the_direct_mover() {
+    let az = Azurite::start();
+    let ws = Workspace::new();
+    let p = ws.genomics();
+    let url = az.url("genomics");
+    // The inputs go into the container first, as a user would upload them.
+    assert_exit(
+        &stage_env(&ws, &["export", "pipelines/data/genomics", &url]),
+        0,
+    );
+    let text_in = std::fs::read_to_string(&p).unwrap();
+    let yaml = text_in
+        .replace("container: data/genomics ", &format!("container: {url} "))
+        .replace(
+            "conflict: overwrite-if-dirty",
+            "conflict: overwrite-if-dirty\n      mover: direct",
+        )
+        .replace(
+            "outputs_of: [qc, merge]",
+            "outputs_of: [qc, merge]\n      mover: direct",
+        );
+    assert_ne!(yaml, text_in);
+    std::fs::write(&p, yaml).unwrap();
+    let pipeline = p.to_str().unwrap();
+    let o = stage_env(&ws, &["run", pipeline]);
+    assert_exit(&o, 0);
+    assert_has(&o.stderr, "5 files imported");
+    // The results are in the container: fetch them back and compare with the golden run.
+    assert_exit(
+        &stage_env(&ws, &["import", &az.url("genomics/results"), "fetched"]),
+        0,
+    );
+    let golden = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/golden/genomics-summary.tsv"
+    ))
+    .unwrap();
+    let summary = std::fs::read(ws.path().join("fetched/summary.tsv")).unwrap();
+    assert_eq!(text(&summary), text(&golden));
+    assert_eq!(ws.tree("fetched").len(), 5);
+    let o = stage_env(&ws, &["run", pipeline]);
+    assert_exit(&o, 0);
+    assert_has(&o.stderr, "nothing to do");
+}

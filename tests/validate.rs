@@ -6,6 +6,20 @@ use common::*;
 /// (file, line, column, words the message must contain, words the hint must contain)
 const CASES: &[(&str, usize, usize, &str, &str)] = &[
     (
+        "32-mover.yaml",
+        7,
+        14,
+        "`dierct` is not a valid mover",
+        "direct",
+    ),
+    (
+        "33-plain-http-container.yaml",
+        5,
+        16,
+        "a container URL must be https",
+        "plain http only for a local emulator",
+    ),
+    (
         "31-env-var-in-command.yaml",
         9,
         24,

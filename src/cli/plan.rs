@@ -39,7 +39,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
             }
             Action::Import(i) => {
                 let r = backends
-                    .mover
+                    .mover(i.mover)
                     .import(
                         ImportRequest {
                             job: String::new(),
@@ -91,7 +91,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
                 let paths = crate::engine::export_paths(&p, e, &root)
                     .map_err(|err| CliError::Usage(format!("step {}: {err}", step.name)))?;
                 let r = backends
-                    .mover
+                    .mover(e.mover)
                     .export(
                         ExportRequest {
                             job: String::new(),

@@ -41,8 +41,20 @@ pub enum EngineError {
 /// The backends one target provides.
 pub struct Backends {
     pub fs: Arc<dyn FileSystem>,
+    /// The file system's own HSM (AMLFS jobs; on the local target, their emulation).
     pub mover: Arc<dyn Mover>,
+    /// `stage` copying by itself (`mover: direct`).
+    pub direct: Arc<dyn Mover>,
     pub executor: Arc<dyn Executor>,
+}
+
+impl Backends {
+    pub fn mover(&self, kind: crate::spec::MoverKind) -> &Arc<dyn Mover> {
+        match kind {
+            crate::spec::MoverKind::Hsm => &self.mover,
+            crate::spec::MoverKind::Direct => &self.direct,
+        }
+    }
 }
 
 /// Set by SIGINT/SIGTERM; steps stop starting work and wind down.

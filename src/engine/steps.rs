@@ -120,7 +120,7 @@ impl Engine {
         };
         let report = self
             .backends
-            .mover
+            .mover(i.mover)
             .import(req, self.progress(&step.name))
             .await?;
         let detail = serde_json::to_value(&report).unwrap_or_default();
@@ -176,7 +176,7 @@ impl Engine {
         };
         let report = self
             .backends
-            .mover
+            .mover(e.mover)
             .export(req, self.progress(&step.name))
             .await?;
         if !report.errors.is_empty() {

@@ -169,8 +169,31 @@ impl ConflictMode {
     }
 }
 
+/// Who moves the data of an import or export step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MoverKind {
+    /// The file system's own HSM: AMLFS import jobs and archive (on the local target,
+    /// its emulation).
+    #[default]
+    Hsm,
+    /// `stage` itself copies between the container and the mounted file system.
+    Direct,
+}
+
+impl MoverKind {
+    pub const NAMES: [&'static str; 2] = ["hsm", "direct"];
+    pub fn from_name(s: &str) -> Option<Self> {
+        match s {
+            "hsm" => Some(MoverKind::Hsm),
+            "direct" => Some(MoverKind::Direct),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ImportStep {
+    pub mover: MoverKind,
     pub prefixes: Vec<String>,
     pub conflict: ConflictMode,
     /// 0 stops at the first error, -1 never stops (AMLFS `maximumErrors`).
@@ -194,6 +217,7 @@ pub struct ProcessStep {
 
 #[derive(Debug, Clone)]
 pub struct ExportStep {
+    pub mover: MoverKind,
     /// Paths relative to the file system root (files or directories).
     pub paths: Vec<String>,
     /// Steps whose declared outputs are exported.

@@ -27,7 +27,7 @@ pub const POOL_KEYS: &[&str] = &["hosts", "slots"];
 pub const STEP_KINDS: &[&str] = &["ensure", "import", "process", "export", "teardown"];
 pub const ENSURE_KEYS: &[&str] = &["name"];
 pub const TEARDOWN_KEYS: &[&str] = &["name"];
-pub const IMPORT_KEYS: &[&str] = &["name", "prefixes", "conflict", "max_errors"];
+pub const IMPORT_KEYS: &[&str] = &["name", "mover", "prefixes", "conflict", "max_errors"];
 pub const PROCESS_KEYS: &[&str] = &[
     "name",
     "foreach",
@@ -39,7 +39,7 @@ pub const PROCESS_KEYS: &[&str] = &[
     "timeout",
     "env",
 ];
-pub const EXPORT_KEYS: &[&str] = &["name", "paths", "outputs_of"];
+pub const EXPORT_KEYS: &[&str] = &["name", "mover", "paths", "outputs_of"];
 pub const DAYS: &[&str] = &[
     "Monday",
     "Tuesday",
@@ -595,7 +595,17 @@ fn step_name(cx: &mut Cx, node: &Node) -> Option<String> {
     Some(s)
 }
 
+fn mover(cx: &mut Cx, m: &mut MapReader) -> Option<MoverKind> {
+    match m.get("mover") {
+        Some(n) => cx
+            .choice(n, "mover", &MoverKind::NAMES)
+            .and_then(MoverKind::from_name),
+        None => Some(MoverKind::Hsm),
+    }
+}
+
 fn import(cx: &mut Cx, mut m: MapReader) -> Option<ImportStep> {
+    let mover = mover(cx, &mut m);
     let prefixes = m
         .get("prefixes")
         .map(|n| prefixes(cx, n, "prefix"))
@@ -612,6 +622,7 @@ fn import(cx: &mut Cx, mut m: MapReader) -> Option<ImportStep> {
     };
     m.finish(cx, IMPORT_KEYS);
     Some(ImportStep {
+        mover: mover?,
         prefixes,
         conflict: conflict?,
         max_errors: max_errors?,
@@ -620,6 +631,7 @@ fn import(cx: &mut Cx, mut m: MapReader) -> Option<ImportStep> {
 
 fn export(cx: &mut Cx, mut m: MapReader, earlier: &[Step]) -> Option<ExportStep> {
     let span = m.span;
+    let mover = mover(cx, &mut m);
     let paths = m
         .get("paths")
         .map(|n| prefixes(cx, n, "export path"))
@@ -664,7 +676,11 @@ fn export(cx: &mut Cx, mut m: MapReader, earlier: &[Step]) -> Option<ExportStep>
         );
         return None;
     }
-    Some(ExportStep { paths, outputs_of })
+    Some(ExportStep {
+        mover: mover?,
+        paths,
+        outputs_of,
+    })
 }
 
 fn process(cx: &mut Cx, mut m: MapReader) -> Option<ProcessStep> {

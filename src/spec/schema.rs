@@ -152,6 +152,8 @@ struct NamedDoc {
 #[schemars(extend("additionalProperties" = false))]
 struct ImportDoc {
     name: Option<String>,
+    /// `hsm` (default): the file system's own import job; `direct`: stage copies itself.
+    mover: Option<MoverDoc>,
     /// Blob prefixes to import (default: everything).
     prefixes: Option<StringsDoc>,
     /// What to do when a path already exists in the file system (AMLFS conflictResolutionMode).
@@ -159,6 +161,13 @@ struct ImportDoc {
     /// Errors tolerated before the import fails: 0 stops at the first, -1 never stops.
     #[schemars(range(min = -1))]
     max_errors: Option<i64>,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "lowercase")]
+enum MoverDoc {
+    Hsm,
+    Direct,
 }
 
 #[derive(JsonSchema)]
@@ -196,6 +205,8 @@ struct ProcessDoc {
 #[schemars(extend("additionalProperties" = false))]
 struct ExportDoc {
     name: Option<String>,
+    /// `hsm` (default): the file system's own archive; `direct`: stage copies itself.
+    mover: Option<MoverDoc>,
     /// Files or directories relative to the file system root.
     paths: Option<StringsDoc>,
     /// Process steps whose declared outputs are exported.
