@@ -184,7 +184,7 @@ mod tests {
 
     #[test]
     fn account_sas_has_the_documented_shape() {
-        let loc = Location::parse("http://127.0.0.1:10000/devstoreaccount1/c").unwrap();
+        let loc = Location::parse("http://127.0.0.1:10000/devstoreaccount1/cont").unwrap();
         let sas = account_sas(DEV_ACCOUNT, DEV_KEY, &loc).unwrap();
         let q = sas.secret();
         for part in [
@@ -203,7 +203,7 @@ mod tests {
 
     #[test]
     fn connection_string_account_must_match_the_url() {
-        let loc = Location::parse("https://other.blob.core.windows.net/c").unwrap();
+        let loc = Location::parse("https://other.blob.core.windows.net/cont").unwrap();
         let err = from_connection_string("UseDevelopmentStorage=true", &loc).unwrap_err();
         assert!(err.to_string().contains("other"), "{err}");
         assert!(!err.to_string().contains(DEV_KEY));

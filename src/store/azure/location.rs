@@ -28,6 +28,10 @@ pub enum LocationError {
     Query,
     #[error("cannot tell the storage account from host {0}")]
     NoAccount(String),
+    #[error(
+        "`{0}` is not a valid container name (3-63 lowercase letters, digits and single hyphens, starting with a letter or digit)"
+    )]
+    ContainerName(String),
 }
 
 /// Emulator hosts put the account in the path.
@@ -74,6 +78,9 @@ impl Location {
             .filter(|c| !c.is_empty())
             .ok_or(LocationError::NoContainer)?
             .to_string();
+        if !valid_container(&container) {
+            return Err(LocationError::ContainerName(container));
+        }
         let prefix = segs.collect::<Vec<_>>().join("/");
         Ok(Location {
             service,
@@ -97,6 +104,17 @@ impl Location {
     }
 }
 
+/// Azure's rule for container names (plus the special `$root`).
+fn valid_container(c: &str) -> bool {
+    c == "$root"
+        || ((3..=63).contains(&c.len())
+            && c.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !c.starts_with('-')
+            && !c.ends_with('-')
+            && !c.contains("--"))
+}
+
 fn percent_decode(s: &str) -> String {
     percent_encoding::percent_decode_str(s)
         .decode_utf8_lossy()
@@ -115,22 +133,31 @@ mod tests {
         assert_eq!(l.account, "acct");
         assert_eq!(l.container, "genomics");
         assert_eq!(l.prefix, "samples/2026");
-        let l = Location::parse("http://127.0.0.1:10000/devstoreaccount1/c1/a%20b/").unwrap();
+        let l = Location::parse("http://127.0.0.1:10000/devstoreaccount1/cc1/a%20b/").unwrap();
         assert_eq!(l.service, "http://127.0.0.1:10000/devstoreaccount1");
         assert_eq!(l.account, "devstoreaccount1");
-        assert_eq!(l.container, "c1");
+        assert_eq!(l.container, "cc1");
         assert_eq!(l.prefix, "a b/");
         assert_eq!(
             l.container_url(),
-            "http://127.0.0.1:10000/devstoreaccount1/c1"
+            "http://127.0.0.1:10000/devstoreaccount1/cc1"
         );
         assert_eq!(
             Location::parse("https://acct.blob.core.windows.net/"),
             Err(LocationError::NoContainer)
         );
         assert_eq!(
-            Location::parse("https://acct.blob.core.windows.net/c?sv=1&sig=x"),
+            Location::parse("https://acct.blob.core.windows.net/cc1?sv=1&sig=x"),
             Err(LocationError::Query)
         );
+        for bad in ["b1", "Upper", "a--b", "-ab", &"x".repeat(64)] {
+            assert!(
+                matches!(
+                    Location::parse(&format!("https://acct.blob.core.windows.net/{bad}/p")),
+                    Err(LocationError::ContainerName(_))
+                ),
+                "{bad}"
+            );
+        }
     }
 }

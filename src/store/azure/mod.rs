@@ -20,7 +20,7 @@ use azure_core::http::{ClientOptions, ExponentialRetryOptions, RequestContent, R
 use azure_storage_blob::models::{
     BlobClientDownloadOptions, BlobContainerClientListBlobsOptions, BlobItem,
     BlockBlobClientCommitBlockListOptions, BlockBlobClientCommitBlockListResultHeaders,
-    BlockBlobClientStageBlockOptions, BlockBlobClientUploadOptions, BlockLookupList,
+    BlockBlobClientStageBlockOptions, BlockBlobClientUploadOptions, BlockLookupList, HttpRange,
     ListBlobsIncludeItem,
 };
 use azure_storage_blob::{BlobContainerClient, BlobContainerClientOptions};
@@ -34,9 +34,11 @@ pub use location::Location;
 use super::attrs::FOLDER_KEY;
 use super::{Attrs, BlobEntry, BlobStore, Kind, Listing, StoreError, Uploaded};
 
-/// Block size for large files; files up to this size go in one request.
+/// Block size for uploading large files; files up to this size go in one request.
 const BLOCK: usize = 8 << 20;
-/// Blocks of one large file in flight at once.
+/// Range size for downloading large files; blobs up to this size come in one request.
+const RANGE: u64 = 64 << 20;
+/// Blocks (or ranges) of one large file in flight at once.
 const BLOCKS_IN_FLIGHT: usize = 4;
 /// Large files moving at once: bounds memory to about 4 × 4 × 8 MiB whatever `transfers` is.
 const LARGE_FILES: usize = 4;
@@ -255,35 +257,52 @@ impl AzureStore {
 
     async fn download_once(&self, e: &BlobEntry, dest: &Path) -> Result<(u64, [u8; 16]), Failure> {
         let blob = self.client.blob_client(&format!("{}{}", self.root, e.name));
-        let large = e.size > BLOCK as u64;
-        let _permit = if large {
-            self.large.acquire().await.ok()
-        } else {
-            None
-        };
-        let opts = BlobClientDownloadOptions {
-            parallel: NonZero::new(if large { BLOCKS_IN_FLIGHT } else { 1 }),
-            partition_size: NonZero::new(BLOCK),
-            ..Default::default()
-        };
-        let mut body = blob.download(Some(opts)).await?.body;
-        let mut file = std::fs::File::create(dest)?;
-        let mut hasher = Md5::new();
-        let mut n = 0u64;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk?;
-            hasher.update(&chunk);
-            file.write_all(&chunk)?;
-            n += chunk.len() as u64;
+        if e.size <= RANGE {
+            return stream_whole(&blob, e.size, dest).await;
         }
-        if n != e.size {
-            // A cut stream can end early without an error: try again.
-            return Err(Failure::Transient(format!(
-                "short read: {n} of {} bytes",
-                e.size
-            )));
+        // Large: ranges fetched a few at a time, each streamed straight to its offset, so
+        // memory holds only chunks in flight; the MD5 is taken afterwards from the page cache.
+        let _permit = self.large.acquire().await.ok();
+        let file = std::fs::File::create(dest)?;
+        file.set_len(e.size)?;
+        let file = &file;
+        let blob = &blob;
+        let ranges = (0..e.size)
+            .step_by(RANGE as usize)
+            .map(|start| (start, RANGE.min(e.size - start)));
+        let mut fetches = stream::iter(ranges)
+            .map(|(start, len)| async move {
+                let opts = BlobClientDownloadOptions {
+                    range: Some(HttpRange::new(start, len)),
+                    parallel: NonZero::new(1),
+                    partition_size: NonZero::new(len as usize),
+                    ..Default::default()
+                };
+                let mut body = blob.download(Some(opts)).await?.body;
+                let mut pos = start;
+                while let Some(chunk) = body.next().await {
+                    let chunk = chunk?;
+                    std::os::unix::fs::FileExt::write_all_at(file, &chunk, pos)?;
+                    pos += chunk.len() as u64;
+                }
+                if pos != start + len {
+                    return Err(Failure::Transient(format!(
+                        "short read: range at {start} ended after {} of {len} bytes",
+                        pos - start
+                    )));
+                }
+                Ok(())
+            })
+            .buffer_unordered(BLOCKS_IN_FLIGHT);
+        while let Some(r) = fetches.next().await {
+            r?;
         }
-        Ok((n, hasher.finalize().into()))
+        drop(fetches);
+        let path = dest.to_path_buf();
+        tokio::task::spawn_blocking(move || super::dir::md5_file(&path))
+            .await
+            .map_err(|e| Failure::Item(e.to_string()))?
+            .map_err(Failure::from)
     }
 
     async fn upload_once(
@@ -456,4 +475,64 @@ impl BlobStore for AzureStore {
 
 fn fail_listing(e: azure_core::Error) -> StoreError {
     StoreError::service(format!("cannot list the container: {}", describe(&e)))
+}
+
+/// One GET for the whole blob; hashing and writing run on a blocking thread fed through a
+/// short queue, so the network side keeps reading while the previous chunk is hashed.
+async fn stream_whole(
+    blob: &azure_storage_blob::BlobClient,
+    size: u64,
+    dest: &Path,
+) -> Result<(u64, [u8; 16]), Failure> {
+    if size == 0 {
+        // Nothing to fetch (and ranged reads of an empty blob are malformed in some services).
+        std::fs::File::create(dest)?;
+        return Ok((0, Md5::digest(b"").into()));
+    }
+    let opts = BlobClientDownloadOptions {
+        parallel: NonZero::new(1),
+        partition_size: NonZero::new(size as usize),
+        ..Default::default()
+    };
+    let mut body = blob.download(Some(opts)).await?.body;
+    let file = std::fs::File::create(dest)?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<azure_core::Bytes>(16);
+    let sink = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, [u8; 16])> {
+        let mut file = file;
+        let mut hasher = Md5::new();
+        let mut n = 0u64;
+        for chunk in rx {
+            hasher.update(&chunk);
+            file.write_all(&chunk)?;
+            n += chunk.len() as u64;
+        }
+        Ok((n, hasher.finalize().into()))
+    });
+    let mut fed = Ok(());
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(c) => {
+                // A full queue blocks briefly: the backpressure that bounds memory.
+                let tx = tx.clone();
+                if tokio::task::block_in_place(move || tx.send(c)).is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                fed = Err(e);
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let written = sink.await.map_err(|e| Failure::Item(e.to_string()))?;
+    fed?;
+    let (n, sum) = written?;
+    if n != size {
+        // A cut stream can end early without an error: try again.
+        return Err(Failure::Transient(format!(
+            "short read: {n} of {size} bytes"
+        )));
+    }
+    Ok((n, sum))
 }
