@@ -4,9 +4,11 @@
 //! The binary (`src/main.rs`) is a thin shell over this library so that tests and benchmarks
 //! drive the same code.
 
+pub mod azure;
 pub mod cli;
 pub mod clock;
 pub mod digest;
+pub mod emulator;
 pub mod engine;
 pub mod executor;
 pub mod exit;

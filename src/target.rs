@@ -14,10 +14,8 @@ use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
-    #[error(
-        "the azure target is not available in this build yet; rehearse the pipeline with `target: local`"
-    )]
-    AzureUnavailable,
+    #[error("azure target: {0}")]
+    Azure(String),
     #[error("cannot prepare the state directory for SSH")]
     State(#[source] std::io::Error),
     #[error("container {container}: {source}")]
@@ -77,7 +75,7 @@ pub fn backends(
     journal: Arc<Journal>,
 ) -> Result<Backends, TargetError> {
     match p.target {
-        Target::Azure => Err(TargetError::AzureUnavailable),
+        Target::Azure => azure_backends(p, state_dir, journal),
         Target::Local => {
             let state_dir =
                 std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
@@ -114,4 +112,67 @@ fn mover(
         journal,
         transfers,
     ))
+}
+
+/// The ARM endpoint: `STAGE_ARM_ENDPOINT`, else the pipeline's, else Azure's public cloud.
+pub fn arm_endpoint(p: &Pipeline) -> String {
+    std::env::var("STAGE_ARM_ENDPOINT")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .or_else(|| p.azure.as_ref().and_then(|a| a.endpoint.clone()))
+        .unwrap_or_else(|| "https://management.azure.com".into())
+}
+
+fn azure_backends(
+    p: &Pipeline,
+    state_dir: &Path,
+    journal: Arc<Journal>,
+) -> Result<Backends, TargetError> {
+    use crate::azure::arm::{Arm, Auth};
+    use crate::azure::resources;
+    let bad = |e: &dyn std::fmt::Display| TargetError::Azure(e.to_string());
+    let endpoint = arm_endpoint(p);
+    // A loopback emulator takes any bearer token; everything else gets a real one.
+    let auth = if endpoint.starts_with("http://127.") || endpoint.starts_with("http://localhost") {
+        Auth::Emulator
+    } else {
+        Auth::Credential(crate::store::azure::credential::token_credential().map_err(|e| bad(&e))?)
+    };
+    let arm = Arc::new(Arm::new(&endpoint, auth).map_err(|e| bad(&e))?);
+    let fs_ref = resources::fs_ref(p).map_err(|e| bad(&e))?;
+    let desired = resources::desired(p).map_err(|e| bad(&e))?;
+    let root = p
+        .filesystem
+        .mount
+        .clone()
+        .unwrap_or_else(|| "/mnt/lustre".into());
+    let container = &p.filesystem.hsm.container;
+    let store = crate::store::open(container).map_err(|source| TargetError::Store {
+        container: container.clone(),
+        source,
+    })?;
+    let transfers = store.default_transfers();
+    let state_dir = std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+    Ok(Backends {
+        fs: Arc::new(crate::filesystem::AmlfsFileSystem::new(
+            arm.clone(),
+            fs_ref.clone(),
+            desired,
+            root.clone(),
+        )),
+        mover: Arc::new(crate::mover::HsmMover::new(
+            arm,
+            fs_ref,
+            store.clone(),
+            root.clone(),
+        )),
+        direct: Arc::new(BlobMover::new(
+            p.filesystem.name.clone(),
+            root,
+            store,
+            journal,
+            transfers,
+        )),
+        executor: executor(p, &state_dir)?,
+    })
 }

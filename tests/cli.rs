@@ -69,16 +69,24 @@ fn a_missing_pipeline_file_is_invalid_input() {
 }
 
 #[test]
-fn the_azure_target_says_it_is_not_built_yet() {
+fn an_unreachable_arm_endpoint_fails_the_run_and_names_it() {
     let ws = Workspace::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
     let p = ws.write(
         "a.yaml",
-        "name: az\ntarget: azure\nfilesystem:\n  name: fs1\n  sku: AMLFS-Durable-Premium-500\n  capacity_tib: 4\n  zone: \"1\"\n  subnet: /subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/v/subnets/amlfs\n  maintenance_window: { day: Sunday, time: \"02:00\" }\n  hsm:\n    container: https://acct.blob.core.windows.net/data\n    logging_container: https://acct.blob.core.windows.net/logs\nsteps:\n  - ensure: {}\n",
+        format!("name: az\ntarget: azure\nazure:\n  subscription: s\n  resource_group: rg\n  location: eastus\n  endpoint: http://127.0.0.1:{port}\nfilesystem:\n  name: fs1\n  sku: AMLFS-Durable-Premium-500\n  capacity_tib: 4\n  zone: \"1\"\n  subnet: /subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/v/subnets/amlfs\n  maintenance_window: {{ day: Sunday, time: \"02:00\" }}\n  hsm:\n    container: https://acct.blob.core.windows.net/data\n    logging_container: https://acct.blob.core.windows.net/logs\nsteps:\n  - ensure: {{}}\n"),
     );
     assert_exit(&ws.stage(&["validate", p.to_str().unwrap()]), 0);
-    let o = ws.stage(&["run", p.to_str().unwrap()]);
-    assert_exit(&o, 2);
-    assert_has(&o.stderr, "azure target is not available");
+    let o = ws
+        .cmd(&["run", p.to_str().unwrap()])
+        .env("AZURE_STORAGE_SAS_TOKEN", "sv=2022-11-02&sig=unused")
+        .output()
+        .unwrap();
+    assert_exit(&o, 1);
+    assert_has(&o.stderr, &format!("127.0.0.1:{port}"));
 }
 
 #[test]

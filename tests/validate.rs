@@ -265,13 +265,14 @@ fn all_problems_are_reported_at_once() {
         "subnet",
         "maintenance_window",
         "logging_container",
+        "azure",
     ] {
         assert!(
             err.contains(&format!("missing `{key}`")),
             "{key} not reported:\n{err}"
         );
     }
-    assert!(err.contains("has 6 problems"), "{err}");
+    assert!(err.contains("has 7 problems"), "{err}");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Command line: one file per subcommand; errors are typed here and rendered once in main.
 
 mod completions;
+mod emulator;
 mod exec;
 mod explain;
 mod logs;
@@ -88,6 +89,8 @@ pub enum Command {
     Import(transfer::ImportArgs),
     /// Copy a directory's new and changed files into a blob container, verified.
     Export(transfer::ExportArgs),
+    /// Serve the ARM/AMLFS emulator, to run azure-target pipelines offline.
+    Emulator(emulator::Args),
     /// Print the JSON Schema of pipeline files (for editors).
     Schema,
     /// Print shell completions.
@@ -184,6 +187,7 @@ pub async fn main(cli: Cli) -> Result<Exit, CliError> {
         Command::Exec(a) => exec::run(&ctx, a).await,
         Command::Import(a) => transfer::import(&ctx, a).await,
         Command::Export(a) => transfer::export(&ctx, a).await,
+        Command::Emulator(a) => emulator::run(&ctx, a).await,
         Command::Schema => {
             schema::run();
             Ok(Exit::Success)

@@ -75,6 +75,7 @@ impl Engine {
             updated_ms: now_ms(),
         };
         if fs.exists().await? {
+            fs.reconcile().await?;
             // Present: ours if this state created it (or started to), foreign otherwise.
             let ours = prev
                 .as_ref()

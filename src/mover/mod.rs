@@ -1,12 +1,14 @@
 //! Moving data between the blob container and the file system, with AMLFS semantics.
 
 mod blob;
+mod hsm;
 pub mod names;
 
 use async_trait::async_trait;
 use serde::Serialize;
 
 pub use blob::BlobMover;
+pub use hsm::HsmMover;
 
 use crate::journal::JournalError;
 use crate::spec::ConflictMode;
@@ -17,6 +19,8 @@ pub enum MoverError {
     Journal(#[from] JournalError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Hsm(String),
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,

@@ -16,6 +16,8 @@ use crate::pool::hostlist::Host;
 pub struct Pipeline {
     pub name: String,
     pub target: Target,
+    /// Required for the azure target.
+    pub azure: Option<AzureSettings>,
     /// The pipeline file, as given on the command line.
     pub path: PathBuf,
     pub filesystem: Filesystem,
@@ -23,6 +25,15 @@ pub struct Pipeline {
     pub steps: Vec<Step>,
     /// `vars:`, bound as `{{vars.NAME}}` in commands.
     pub vars: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AzureSettings {
+    pub subscription: String,
+    pub resource_group: String,
+    pub location: String,
+    /// ARM endpoint; `STAGE_ARM_ENDPOINT` overrides; default https://management.azure.com.
+    pub endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +62,9 @@ pub struct Hsm {
     pub container: String,
     pub logging_container: Option<String>,
     pub import_prefixes: Vec<String>,
+    /// ARM id of the storage account holding the containers (azure target); default: the
+    /// account named in the container URL, in the pipeline's resource group.
+    pub storage_account: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

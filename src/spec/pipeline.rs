@@ -10,7 +10,16 @@ use super::template::Template;
 use super::yaml::{Node, Span, Value};
 use crate::pool::hostlist;
 
-pub const PIPELINE_KEYS: &[&str] = &["name", "target", "vars", "filesystem", "pool", "steps"];
+pub const PIPELINE_KEYS: &[&str] = &[
+    "name",
+    "target",
+    "azure",
+    "vars",
+    "filesystem",
+    "pool",
+    "steps",
+];
+pub const AZURE_KEYS: &[&str] = &["subscription", "resource_group", "location", "endpoint"];
 pub const FILESYSTEM_KEYS: &[&str] = &[
     "name",
     "sku",
@@ -21,7 +30,12 @@ pub const FILESYSTEM_KEYS: &[&str] = &[
     "hsm",
     "mount",
 ];
-pub const HSM_KEYS: &[&str] = &["container", "logging_container", "import_prefixes"];
+pub const HSM_KEYS: &[&str] = &[
+    "container",
+    "logging_container",
+    "import_prefixes",
+    "storage_account",
+];
 pub const WINDOW_KEYS: &[&str] = &["day", "time"];
 pub const POOL_KEYS: &[&str] = &["hosts", "slots"];
 pub const STEP_KINDS: &[&str] = &["ensure", "import", "process", "export", "teardown"];
@@ -102,6 +116,18 @@ pub fn decode(cx: &mut Cx, root: &Node, path: &Path) -> Option<Pipeline> {
         },
         None => Target::Local,
     };
+    let azure = match (target, top.get("azure")) {
+        (_, Some(n)) => azure(cx, n).map(Some),
+        (Target::Azure, None) => {
+            top.required(
+                cx,
+                "azure",
+                "give `azure: { subscription: ID, resource_group: RG, location: eastus }`",
+            );
+            None
+        }
+        (Target::Local, None) => Some(None),
+    };
     let filesystem = top
         .required(
             cx,
@@ -135,11 +161,56 @@ pub fn decode(cx: &mut Cx, root: &Node, path: &Path) -> Option<Pipeline> {
     Some(Pipeline {
         name: name?,
         target,
+        azure: azure?,
         path: path.to_path_buf(),
         filesystem: filesystem?,
         pool: pool?,
         steps,
         vars: cx.vars.clone(),
+    })
+}
+
+/// Where the file system lives in Azure, and which ARM endpoint manages it.
+fn azure(cx: &mut Cx, node: &Node) -> Option<AzureSettings> {
+    let mut m = cx.map(node, "`azure`")?;
+    let subscription = m
+        .required(
+            cx,
+            "subscription",
+            "the subscription id, e.g. 00000000-0000-0000-0000-000000000000",
+        )
+        .and_then(|n| cx.nonempty_string(n, "subscription"));
+    let resource_group = m
+        .required(
+            cx,
+            "resource_group",
+            "the resource group of the file system",
+        )
+        .and_then(|n| cx.nonempty_string(n, "resource_group"));
+    let location = m
+        .required(cx, "location", "the Azure region, e.g. eastus")
+        .and_then(|n| cx.nonempty_string(n, "location"));
+    let endpoint = m.get("endpoint").and_then(|n| {
+        let s = cx.nonempty_string(n, "endpoint")?;
+        if !(s.starts_with("https://")
+            || s.starts_with("http://127.")
+            || s.starts_with("http://localhost"))
+        {
+            cx.problems.hint(
+                n.span,
+                "the ARM endpoint must be https",
+                "plain http only for a local emulator (http://127.0.0.1:PORT)",
+            );
+            return None;
+        }
+        Some(s.trim_end_matches('/').to_string())
+    });
+    m.finish(cx, AZURE_KEYS);
+    Some(AzureSettings {
+        subscription: subscription?,
+        resource_group: resource_group?,
+        location: location?,
+        endpoint,
     })
 }
 
@@ -246,17 +317,10 @@ fn filesystem(cx: &mut Cx, node: &Node, target: Target, base: &Path) -> Option<F
             "the blob container the file system imports from and exports to",
         )
         .and_then(|n| hsm(cx, n, target, base));
-    let mount = m.get("mount").and_then(|n| {
-        if azure {
-            cx.problems.hint(
-                n.span,
-                "`mount` applies to the local target only",
-                "on Azure the file system is mounted on the compute nodes at /mnt/lustre",
-            );
-            return None;
-        }
-        cx.nonempty_string(n, "mount").map(|s| base.join(s))
-    });
+    // On Azure: where the compute nodes mount it (default /mnt/lustre).
+    let mount = m
+        .get("mount")
+        .and_then(|n| cx.nonempty_string(n, "mount").map(|s| base.join(s)));
     m.finish(cx, FILESYSTEM_KEYS);
     Some(Filesystem {
         name: name?,
@@ -353,11 +417,25 @@ fn hsm(cx: &mut Cx, node: &Node, target: Target, base: &Path) -> Option<Hsm> {
         Some(n) => prefixes(cx, n, "import prefix"),
         None => vec![String::new()],
     };
+    let storage_account = m.get("storage_account").and_then(|n| {
+        let s = cx.nonempty_string(n, "storage_account")?;
+        let lower = s.to_ascii_lowercase();
+        if !(lower.starts_with("/subscriptions/") && lower.contains("/providers/microsoft.storage/storageaccounts/")) {
+            cx.problems.hint(
+                n.span,
+                "`storage_account` is not a storage account resource id",
+                "/subscriptions/SUB/resourceGroups/RG/providers/Microsoft.Storage/storageAccounts/ACCOUNT",
+            );
+            return None;
+        }
+        Some(s.trim_end_matches('/').to_string())
+    });
     m.finish(cx, HSM_KEYS);
     Some(Hsm {
         container: data_container?,
         logging_container,
         import_prefixes,
+        storage_account,
     })
 }
 

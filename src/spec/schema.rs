@@ -17,12 +17,28 @@ struct PipelineDoc {
     name: String,
     /// Where the pipeline runs: `local` (directories on this machine) or `azure`.
     target: Option<TargetDoc>,
+    /// Where the file system lives in Azure (required for `target: azure`).
+    azure: Option<AzureDoc>,
     /// Variables usable as `{{vars.NAME}}` in any string; values may use `{{env.NAME}}`.
     vars: Option<BTreeMap<String, String>>,
     filesystem: FilesystemDoc,
     pool: Option<PoolDoc>,
     /// Steps, run in order.
     steps: Vec<StepDoc>,
+}
+
+#[derive(JsonSchema)]
+#[schemars(extend("additionalProperties" = false))]
+struct AzureDoc {
+    /// Subscription id.
+    subscription: String,
+    /// Resource group of the file system.
+    resource_group: String,
+    /// Azure region, e.g. `eastus`.
+    location: String,
+    /// ARM endpoint (default https://management.azure.com; `STAGE_ARM_ENDPOINT` overrides),
+    /// e.g. `stage emulator`'s http://127.0.0.1:PORT.
+    endpoint: Option<String>,
 }
 
 #[derive(JsonSchema)]
@@ -105,6 +121,9 @@ struct HsmDoc {
     logging_container: Option<String>,
     /// Prefixes imported when the file system is created (default: everything).
     import_prefixes: Option<StringsDoc>,
+    /// ARM id of the storage account holding the containers (Azure; default: the account in
+    /// the container URL, in the pipeline's resource group).
+    storage_account: Option<String>,
 }
 
 /// The machines tasks run on.

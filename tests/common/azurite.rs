@@ -1,5 +1,6 @@
 //! A real Azurite blob service on a free loopback port, started per test and killed on drop.
 //! Always with `--disableTelemetry`: nothing may leave this machine.
+#![allow(dead_code)]
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};

@@ -150,7 +150,7 @@ pub fn account_sas(account: &str, key: &str, loc: &Location) -> Result<Secret, S
 /// A Microsoft Entra credential: workload identity (AKS), a service principal's secret,
 /// managed identity (on Azure VMs, selected with `STAGE_AZURE_CREDENTIAL=managed-identity` or
 /// found through `IDENTITY_ENDPOINT`), else the developer tools (`az login`, `azd auth login`).
-fn token_credential() -> Result<Arc<dyn TokenCredential>, StoreError> {
+pub fn token_credential() -> Result<Arc<dyn TokenCredential>, StoreError> {
     let fail =
         |e: azure_core::Error| StoreError::service(format!("cannot set up Azure credentials: {e}"));
     let choice = var("STAGE_AZURE_CREDENTIAL").unwrap_or_default();

@@ -1,0 +1,88 @@
+//! `stage emulator`: the ARM/AMLFS emulator, for rehearsing azure-target pipelines offline
+//! and for the tests.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{CliError, Ctx};
+use crate::emulator::{Faults, Options};
+use crate::exit::Exit;
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Point a pipeline at it with `azure: { endpoint: http://127.0.0.1:PORT, … }` or
+STAGE_ARM_ENDPOINT; it accepts any bearer token. Blob data lives in the service given by
+--blob-endpoint (Azurite: http://127.0.0.1:10000/devstoreaccount1), reached with the
+credentials in AZURE_STORAGE_CONNECTION_STRING; each file system's Lustre namespace is a
+directory under DATA_DIR/filesystems/ (set the pipeline's filesystem.mount to it).")]
+pub struct Args {
+    /// Address to serve on (loopback only).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+    /// Directory for the file systems' namespaces and the emulator's journal.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Blob service holding the HSM containers.
+    #[arg(long)]
+    pub blob_endpoint: Option<String>,
+    /// How long creating a file system takes (Azure: 10-20 minutes).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub provision_delay: Duration,
+    /// How long deleting a file system takes.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub delete_delay: Duration,
+    /// Answer every Nth request with 429 Too Many Requests.
+    #[arg(long)]
+    pub throttle_every: Option<u64>,
+    /// Answer every Nth request with 500 Internal Server Error.
+    #[arg(long)]
+    pub error_every: Option<u64>,
+    /// Make every import job fail.
+    #[arg(long)]
+    pub fail_jobs: bool,
+    /// Never finish creating a file system (a stuck long-running operation).
+    #[arg(long)]
+    pub stuck_create: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let ms = s
+        .strip_suffix("ms")
+        .and_then(|n| n.parse().ok())
+        .map(Duration::from_millis);
+    ms.or_else(|| crate::spec::decode::parse_duration(s))
+        .ok_or_else(|| format!("`{s}` is not a duration like 500ms, 2s or 1m"))
+}
+
+pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
+    if !a.listen.ip().is_loopback() {
+        return Err(CliError::Usage(format!(
+            "{}: the emulator serves on loopback addresses only",
+            a.listen
+        )));
+    }
+    let opts = Options {
+        listen: a.listen,
+        data_dir: a.data_dir,
+        blob_endpoint: a.blob_endpoint,
+        provision_delay: a.provision_delay,
+        delete_delay: a.delete_delay,
+        faults: Faults {
+            throttle_every: a.throttle_every,
+            error_every: a.error_every,
+            fail_jobs: a.fail_jobs,
+            stuck_create: a.stuck_create,
+        },
+    };
+    if !ctx.quiet {
+        eprintln!("stage emulator: ARM endpoint http://{}", opts.listen);
+    }
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    crate::emulator::serve(opts, shutdown)
+        .await
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    Ok(Exit::Success)
+}

@@ -1,0 +1,84 @@
+//! An ARM/AMLFS emulator: the `amlFilesystems`, `importJobs`, `archive` and async-operation
+//! calls of api-version 2026-01-01, served on loopback so the azure target runs offline.
+//!
+//! It is not a mock: a file system is a directory, import jobs copy blobs from a real blob
+//! service (Azurite) into it and archive copies back, through the same AMLFS semantics as
+//! `stage`'s own mover (conflict modes, maximum errors, metadata). What it emulates is the
+//! control plane: long-running operations, job states, the one-HSM-job-at-a-time rule,
+//! provisioning delays (seconds, not minutes) and injectable faults.
+
+mod handlers;
+mod paths;
+mod state;
+mod work;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use state::Faults;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Blob service holding the HSM containers, e.g. Azurite's
+    /// `http://127.0.0.1:10000/devstoreaccount1`; default `https://ACCOUNT.blob.core.windows.net`.
+    pub blob_endpoint: Option<String>,
+    pub provision_delay: Duration,
+    pub delete_delay: Duration,
+    pub faults: Faults,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
+    #[error("server: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Serves until `shutdown` resolves. Prints nothing; the caller says where it listens.
+pub async fn serve(
+    opts: Options,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), EmulatorError> {
+    std::fs::create_dir_all(opts.data_dir.join("filesystems")).map_err(|source| {
+        EmulatorError::DataDir {
+            path: opts.data_dir.clone(),
+            source,
+        }
+    })?;
+    let journal = Arc::new(crate::journal::Journal::open(
+        &opts.data_dir.join("journal"),
+        false,
+    )?);
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|source| EmulatorError::Listen {
+            addr: opts.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(EmulatorError::Serve)?;
+    let state = Arc::new(state::State::new(opts, journal, format!("http://{addr}")));
+    let app = axum::Router::new()
+        .fallback(handlers::dispatch)
+        .with_state(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(EmulatorError::Serve)
+}

@@ -1,0 +1,144 @@
+//! ARM paths, matched case-insensitively as ARM does (`resourceGroups` and `resourcegroups`
+//! are the same resource), with names kept as given.
+
+/// What a request path addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Filesystem { fs: FsKey },
+    Archive { fs: FsKey },
+    CancelArchive { fs: FsKey },
+    ImportJobs { fs: FsKey },
+    ImportJob { fs: FsKey, job: String },
+    Operation { id: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsKey {
+    pub subscription: String,
+    pub group: String,
+    pub name: String,
+}
+
+impl FsKey {
+    pub fn id(&self) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.StorageCache/amlFilesystems/{}",
+            self.subscription, self.group, self.name
+        )
+    }
+    /// ARM names compare case-insensitively.
+    pub fn key(&self) -> String {
+        self.id().to_ascii_lowercase()
+    }
+}
+
+pub fn parse(path: &str) -> Option<Target> {
+    let segs: Vec<String> = path
+        .trim_matches('/')
+        .split('/')
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect();
+    let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let eq = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+    match s.as_slice() {
+        [sub, subscription, prov, ns, loc, _, ops, id]
+            if eq(sub, "subscriptions")
+                && eq(prov, "providers")
+                && eq(ns, "Microsoft.StorageCache")
+                && eq(loc, "locations")
+                && (eq(ops, "ascOperations") || eq(ops, "azureAsyncOperation")) =>
+        {
+            let _ = subscription;
+            Some(Target::Operation { id: id.to_string() })
+        }
+        [
+            sub,
+            subscription,
+            rgs,
+            group,
+            prov,
+            ns,
+            kind,
+            name,
+            rest @ ..,
+        ] if eq(sub, "subscriptions")
+            && eq(rgs, "resourceGroups")
+            && eq(prov, "providers")
+            && eq(ns, "Microsoft.StorageCache")
+            && eq(kind, "amlFilesystems") =>
+        {
+            let fs = FsKey {
+                subscription: subscription.to_string(),
+                group: group.to_string(),
+                name: name.to_string(),
+            };
+            match rest {
+                [] => Some(Target::Filesystem { fs }),
+                [a] if eq(a, "archive") => Some(Target::Archive { fs }),
+                [a] if eq(a, "cancelArchive") => Some(Target::CancelArchive { fs }),
+                [a] if eq(a, "importJobs") => Some(Target::ImportJobs { fs }),
+                [a, job] if eq(a, "importJobs") => Some(Target::ImportJob {
+                    fs,
+                    job: job.to_string(),
+                }),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// `…/storageAccounts/ACCOUNT/blobServices/default/containers/CONTAINER` → (account, container).
+pub fn container_id(id: &str) -> Option<(String, String)> {
+    let s: Vec<&str> = id.trim_matches('/').split('/').collect();
+    let pos = s
+        .iter()
+        .position(|p| p.eq_ignore_ascii_case("storageAccounts"))?;
+    match &s[pos..] {
+        [_, account, bs, _default, cs, container]
+            if bs.eq_ignore_ascii_case("blobServices") && cs.eq_ignore_ascii_case("containers") =>
+        {
+            Some((account.to_string(), container.to_string()))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_match_case_insensitively() {
+        let t = parse("/subscriptions/s1/resourcegroups/RG/providers/Microsoft.StorageCache/amlfilesystems/fs1/importJobs/job1").unwrap();
+        match t {
+            Target::ImportJob { fs, job } => {
+                assert_eq!(
+                    (fs.group.as_str(), fs.name.as_str(), job.as_str()),
+                    ("RG", "fs1", "job1")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(
+                "/subscriptions/s/providers/Microsoft.StorageCache/locations/eastus/ascOperations/abc"
+            ),
+            Some(Target::Operation { .. })
+        ));
+        assert_eq!(
+            parse("/subscriptions/s/resourceGroups/r/providers/Other/x/y"),
+            None
+        );
+        assert_eq!(
+            container_id(
+                "/subscriptions/s/resourceGroups/r/providers/Microsoft.Storage/storageAccounts/acct/blobServices/default/containers/data"
+            ),
+            Some(("acct".into(), "data".into()))
+        );
+    }
+}

@@ -1,0 +1,121 @@
+//! The emulator's resources: file systems, import jobs, async operations, and the per-file-
+//! system HSM lock that makes jobs queue rather than run side by side.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::azure::models::{AmlFilesystem, AsyncOperation, ErrorDetail, ImportJob};
+use crate::journal::Journal;
+
+use super::Options;
+
+/// Faults to inject, for tests of the client's resilience.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Answer every Nth request with 429 and `Retry-After: 1`.
+    pub throttle_every: Option<u64>,
+    /// Answer every Nth request with 500.
+    pub error_every: Option<u64>,
+    /// Import jobs end `Failed`.
+    pub fail_jobs: bool,
+    /// Creating a file system never finishes.
+    pub stuck_create: bool,
+}
+
+pub struct FsEntry {
+    pub resource: AmlFilesystem,
+    pub dir: PathBuf,
+    /// Held by the running HSM job (import or archive): one at a time per file system.
+    pub hsm: Arc<tokio::sync::Mutex<()>>,
+    pub archive: Option<tokio::task::AbortHandle>,
+}
+
+pub struct JobEntry {
+    pub fs_key: String,
+    pub resource: ImportJob,
+    pub task: Option<tokio::task::AbortHandle>,
+}
+
+#[derive(Default)]
+pub struct Inner {
+    pub filesystems: HashMap<String, FsEntry>,
+    pub jobs: HashMap<String, JobEntry>,
+    pub operations: HashMap<String, AsyncOperation>,
+}
+
+pub struct State {
+    pub opts: Options,
+    pub journal: Arc<Journal>,
+    /// `http://ADDR` as clients reach it, for async-operation URLs.
+    pub base_url: String,
+    inner: Mutex<Inner>,
+    requests: AtomicU64,
+}
+
+impl State {
+    pub fn new(opts: Options, journal: Arc<Journal>, base_url: String) -> State {
+        State {
+            opts,
+            journal,
+            base_url,
+            inner: Mutex::new(Inner::default()),
+            requests: AtomicU64::new(0),
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves consistent-enough data for an emulator.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a request; says which fault, if any, it should get.
+    pub fn next_request(&self) -> u64 {
+        self.requests.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Starts an async operation and returns its id.
+    pub fn start_operation(&self) -> String {
+        start_operation(&mut self.lock())
+    }
+
+    pub fn finish_operation(&self, id: &str, error: Option<ErrorDetail>) {
+        if let Some(op) = self.lock().operations.get_mut(id) {
+            op.status = if error.is_some() {
+                "Failed"
+            } else {
+                "Succeeded"
+            }
+            .into();
+            op.end_time = Some(crate::clock::iso8601(crate::clock::now_secs()));
+            op.error = error;
+        }
+    }
+
+    /// The status URL of an operation, as `Azure-AsyncOperation` names it.
+    pub fn operation_url(&self, subscription: &str, location: &str, id: &str) -> String {
+        format!(
+            "{}/subscriptions/{subscription}/providers/Microsoft.StorageCache/locations/{location}/ascOperations/{id}?api-version={}",
+            self.base_url,
+            crate::azure::models::API_VERSION
+        )
+    }
+}
+
+/// Starts an async operation under a lock the caller already holds.
+pub fn start_operation(inner: &mut Inner) -> String {
+    let id = format!("{:032x}", crate::digest::nonce());
+    inner.operations.insert(
+        id.clone(),
+        AsyncOperation {
+            id: None,
+            name: Some(id.clone()),
+            status: "InProgress".into(),
+            start_time: Some(crate::clock::iso8601(crate::clock::now_secs())),
+            end_time: None,
+            error: None,
+        },
+    );
+    id
+}

@@ -1,0 +1,351 @@
+//! The emulator's background work: provisioning, deletion, import jobs and archives. Jobs of
+//! one file system take its HSM lock, so they queue as AMLFS runs them: one at a time.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::handlers::set_archive;
+use super::paths::{self, FsKey};
+use super::state::{JobEntry, State};
+use crate::azure::models::*;
+use crate::mover::{BlobMover, ExportRequest, ImportRequest, JobStatus, Mover};
+use crate::spec::{ConflictMode, Sku as SpecSku};
+use crate::store::{AzureStore, BlobStore};
+
+/// Name of the import job AMLFS starts by itself when a file system with HSM is created.
+pub const INITIAL_JOB: &str = "importJobInitialAmlfsPut";
+
+pub async fn provision(state: Arc<State>, fs: FsKey, op: String) {
+    tokio::time::sleep(state.opts.provision_delay).await;
+    if state.opts.faults.stuck_create {
+        return;
+    }
+    let key = fs.key();
+    let initial = {
+        let mut inner = state.lock();
+        let Some(e) = inner.filesystems.get_mut(&key) else {
+            return;
+        };
+        if let Err(err) = std::fs::create_dir_all(&e.dir) {
+            e.resource.properties.provisioning_state = Some("Failed".into());
+            drop(inner);
+            state.finish_operation(
+                &op,
+                Some(ErrorDetail {
+                    code: "InternalServerError".into(),
+                    message: format!("cannot create the file system directory: {err}"),
+                    ..Default::default()
+                }),
+            );
+            return;
+        }
+        let p = &mut e.resource.properties;
+        p.provisioning_state = Some("Succeeded".into());
+        p.health = Some(Health {
+            state: Some("Available".into()),
+            status_description: Some("amlFilesystem is ok.".into()),
+            ..Default::default()
+        });
+        let sku = e
+            .resource
+            .sku
+            .as_ref()
+            .map(|s| s.name.clone())
+            .unwrap_or_default();
+        let per_tib = SpecSku::ALL
+            .iter()
+            .find(|s| s.name() == sku)
+            .map_or(0.0, |s| f64::from(s.mb_per_tib()));
+        p.throughput_mbps = p.storage_capacity_tib.map(|c| c * per_tib);
+        p.client_info = Some(ClientInfo {
+            mgs_address: Some("127.0.0.1".into()),
+            mount_command: Some(format!(
+                "mount -t lustre 127.0.0.1@tcp:/lustrefs {}",
+                e.dir.display()
+            )),
+            lustre_version: Some("2.15.0".into()),
+            ..Default::default()
+        });
+        p.extra.insert(
+            "currentStorageCapacityTiB".into(),
+            json!(p.storage_capacity_tib),
+        );
+        p.hsm.as_ref().and_then(|h| h.settings.as_ref()).map(|s| {
+            s.import_prefixes_initial
+                .clone()
+                .unwrap_or_else(|| vec!["/".into()])
+        })
+    };
+    state.finish_operation(&op, None);
+    // With HSM settings, AMLFS imports the initial prefixes by itself.
+    if let Some(prefixes) = initial {
+        let job_key = format!("{}/importjobs/{}", key, INITIAL_JOB.to_ascii_lowercase());
+        let location = state
+            .lock()
+            .filesystems
+            .get(&key)
+            .and_then(|e| e.resource.location.clone());
+        let resource = ImportJob {
+            id: Some(format!("{}/importJobs/{INITIAL_JOB}", fs.id())),
+            name: Some(INITIAL_JOB.into()),
+            kind: Some("Microsoft.StorageCache/amlFilesystem/importJob".into()),
+            location,
+            properties: ImportJobProperties {
+                admin_status: Some("Active".into()),
+                provisioning_state: Some("Succeeded".into()),
+                import_prefixes: Some(prefixes),
+                conflict_resolution_mode: Some("Fail".into()),
+                maximum_errors: Some(0),
+                status: Some(JobStatusBody {
+                    state: Some("InProgress".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        state.lock().jobs.insert(
+            job_key.clone(),
+            JobEntry {
+                fs_key: key.clone(),
+                resource,
+                task: None,
+            },
+        );
+        let op = state.start_operation();
+        let task = tokio::spawn(import_job(state.clone(), fs, job_key.clone(), op));
+        if let Some(j) = state.lock().jobs.get_mut(&job_key) {
+            j.task = Some(task.abort_handle());
+        }
+    }
+}
+
+pub async fn delete(state: Arc<State>, fs: FsKey, op: String) {
+    tokio::time::sleep(state.opts.delete_delay).await;
+    let key = fs.key();
+    let removed = {
+        let mut inner = state.lock();
+        inner.jobs.retain(|_, j| j.fs_key != key);
+        inner.filesystems.remove(&key)
+    };
+    if let Some(e) = removed {
+        let _ = std::fs::remove_dir_all(&e.dir);
+    }
+    state.finish_operation(&op, None);
+}
+
+/// The blob store behind an HSM container id.
+fn store(state: &State, container_id: &str) -> Result<Arc<dyn BlobStore>, String> {
+    let (account, container) = paths::container_id(container_id)
+        .ok_or_else(|| format!("not a container id: {container_id}"))?;
+    let endpoint = state
+        .opts
+        .blob_endpoint
+        .clone()
+        .unwrap_or_else(|| format!("https://{account}.blob.core.windows.net"));
+    let url = format!("{}/{container}", endpoint.trim_end_matches('/'));
+    AzureStore::from_env(&url)
+        .map(|s| Arc::new(s) as Arc<dyn BlobStore>)
+        .map_err(|e| e.to_string())
+}
+
+/// The HSM container, the directory and the HSM lock of a ready file system.
+fn hsm_of(
+    state: &State,
+    fs_key: &str,
+) -> Result<(String, std::path::PathBuf, Arc<tokio::sync::Mutex<()>>), String> {
+    let inner = state.lock();
+    let e = inner
+        .filesystems
+        .get(fs_key)
+        .ok_or("the file system is gone")?;
+    let container = e
+        .resource
+        .properties
+        .hsm
+        .as_ref()
+        .and_then(|h| h.settings.as_ref())
+        .map(|s| s.container.clone())
+        .ok_or("the file system has no HSM settings")?;
+    Ok((container, e.dir.clone(), e.hsm.clone()))
+}
+
+fn mover(
+    state: &State,
+    fs_key: &str,
+    container: &str,
+    dir: std::path::PathBuf,
+) -> Result<BlobMover, String> {
+    let store = store(state, container)?;
+    let transfers = store.default_transfers();
+    Ok(BlobMover::new(
+        format!("emulator:{fs_key}"),
+        dir,
+        store,
+        state.journal.clone(),
+        transfers,
+    ))
+}
+
+fn update_job(state: &State, key: &str, f: impl FnOnce(&mut ImportJobProperties)) {
+    if let Some(j) = state.lock().jobs.get_mut(key) {
+        f(&mut j.resource.properties);
+    }
+}
+
+pub async fn import_job(state: Arc<State>, fs: FsKey, key: String, op: String) {
+    // The PUT's operation ends in seconds; the job runs on.
+    update_job(&state, &key, |p| {
+        p.provisioning_state = Some("Succeeded".into())
+    });
+    state.finish_operation(&op, None);
+    let (container, dir, hsm) = match hsm_of(&state, &fs.key()) {
+        Ok(v) => v,
+        Err(msg) => return fail_job(&state, &key, &msg),
+    };
+    let _turn = hsm.lock().await;
+    let now = crate::clock::iso8601(crate::clock::now_secs());
+    let mut req = None;
+    update_job(&state, &key, |p| {
+        let status = p.status.get_or_insert_with(Default::default);
+        status.state = Some("InProgress".into());
+        status.status_message = Some("Import job is running.".into());
+        status.extra.insert("lastStartedTime".into(), json!(now));
+        let mode = match p.conflict_resolution_mode.as_deref() {
+            Some("Skip") => ConflictMode::Skip,
+            Some("OverwriteIfDirty") => ConflictMode::OverwriteIfDirty,
+            Some("OverwriteAlways") => ConflictMode::OverwriteAlways,
+            _ => ConflictMode::Fail,
+        };
+        req = Some(ImportRequest {
+            job: key.clone(),
+            prefixes: p
+                .import_prefixes
+                .clone()
+                .unwrap_or_else(|| vec!["/".into()])
+                .iter()
+                .map(|s| s.trim_start_matches('/').to_string())
+                .collect(),
+            conflict: mode,
+            max_errors: p.maximum_errors.unwrap_or(0),
+            dry_run: false,
+        });
+    });
+    let Some(req) = req else { return };
+    if state.opts.faults.fail_jobs {
+        return fail_job(&state, &key, "injected failure");
+    }
+    let mover = match mover(&state, &fs.key(), &container, dir) {
+        Ok(m) => m,
+        Err(msg) => return fail_job(&state, &key, &msg),
+    };
+    match mover.import(req, Box::new(|_, _| {})).await {
+        Ok(report) => update_job(&state, &key, |p| {
+            let status = p.status.get_or_insert_with(Default::default);
+            status.state = Some(
+                match report.status {
+                    JobStatus::Completed => "Completed",
+                    JobStatus::CompletedPartial => "CompletedPartial",
+                    JobStatus::Failed => "Failed",
+                }
+                .into(),
+            );
+            status.status_message = Some(report.summary());
+            status.total_blobs_imported = Some(report.imported as f64);
+            status.total_conflicts = Some(report.conflicts_skipped as f64);
+            status.total_errors = Some(report.errors.len() as f64);
+            status
+                .extra
+                .insert("importedFiles".into(), json!(report.imported));
+            status
+                .extra
+                .insert("importedDirectories".into(), json!(report.directories));
+            status.extra.insert(
+                "lastCompletionTime".into(),
+                json!(crate::clock::iso8601(crate::clock::now_secs())),
+            );
+            if let Some(c) = &report.conflict {
+                status.error_code = Some("ConflictDetected".into());
+                status.error_message = Some(format!("conflict at {c}"));
+            }
+        }),
+        Err(e) => fail_job(&state, &key, &e.to_string()),
+    }
+}
+
+fn fail_job(state: &State, key: &str, msg: &str) {
+    update_job(state, key, |p| {
+        let status = p.status.get_or_insert_with(Default::default);
+        status.state = Some("Failed".into());
+        status.status_message = Some(msg.into());
+        status.error_code = Some("ImportJobFailed".into());
+        status.error_message = Some(msg.into());
+    });
+}
+
+pub async fn archive(state: Arc<State>, fs: FsKey, path: String) {
+    let key = fs.key();
+    let finish = |st: &str, detail: Option<JobStatusBody>| {
+        if let Some(e) = state.lock().filesystems.get_mut(&key) {
+            set_archive(e, &path, st, detail);
+            e.archive = None;
+        }
+    };
+    let (container, dir, hsm) = match hsm_of(&state, &key) {
+        Ok(v) => v,
+        Err(msg) => {
+            return finish(
+                "Failed",
+                Some(JobStatusBody {
+                    error_message: Some(msg),
+                    ..Default::default()
+                }),
+            );
+        }
+    };
+    let _turn = hsm.lock().await;
+    let mover = match mover(&state, &key, &container, dir) {
+        Ok(m) => m,
+        Err(msg) => {
+            return finish(
+                "Failed",
+                Some(JobStatusBody {
+                    error_message: Some(msg),
+                    ..Default::default()
+                }),
+            );
+        }
+    };
+    let req = ExportRequest {
+        job: format!("archive:{path}"),
+        paths: vec![path.trim_start_matches('/').to_string()],
+        dry_run: false,
+    };
+    match mover.export(req, Box::new(|_, _| {})).await {
+        Ok(r) if r.errors.is_empty() => finish(
+            "Completed",
+            Some(JobStatusBody {
+                percent_complete: Some(100.0),
+                ..Default::default()
+            }),
+        ),
+        Ok(r) => finish(
+            "Failed",
+            Some(JobStatusBody {
+                percent_complete: Some(100.0),
+                error_code: Some("ArchiveErrors".into()),
+                error_message: Some(r.errors.join("; ")),
+                ..Default::default()
+            }),
+        ),
+        Err(e) => finish(
+            "Failed",
+            Some(JobStatusBody {
+                error_code: Some("ArchiveFailed".into()),
+                error_message: Some(e.to_string()),
+                ..Default::default()
+            }),
+        ),
+    }
+}

@@ -1,0 +1,131 @@
+//! Azure Managed Lustre over ARM: ensure (create, wait, refuse drift), exists, delete.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use reqwest::Method;
+
+use super::{FileSystem, FsError};
+use crate::azure::arm::Arm;
+use crate::azure::models::AmlFilesystem;
+use crate::azure::resources::{FsRef, drift};
+
+pub struct AmlfsFileSystem {
+    arm: Arc<Arm>,
+    fs: FsRef,
+    desired: AmlFilesystem,
+    /// Where the compute nodes mount it.
+    mount: PathBuf,
+}
+
+impl AmlfsFileSystem {
+    pub fn new(arm: Arc<Arm>, fs: FsRef, desired: AmlFilesystem, mount: PathBuf) -> Self {
+        AmlfsFileSystem {
+            arm,
+            fs,
+            desired,
+            mount,
+        }
+    }
+
+    async fn get(&self) -> Result<Option<AmlFilesystem>, FsError> {
+        Ok(self.arm.get::<AmlFilesystem>(&self.fs.path()).await?)
+    }
+
+    /// Polls until provisioning ends; a file system that failed to provision is an error.
+    async fn wait_ready(&self) -> Result<AmlFilesystem, FsError> {
+        loop {
+            let Some(r) = self.get().await? else {
+                return Err(FsError::Azure(format!(
+                    "{} disappeared while provisioning",
+                    self.describe()
+                )));
+            };
+            match r.properties.provisioning_state.as_deref() {
+                Some("Succeeded") => return Ok(r),
+                Some("Failed" | "Canceled") => {
+                    return Err(FsError::Azure(format!(
+                        "{} failed to provision; delete it (stage run --force with a teardown step, or the portal) and run again",
+                        self.describe()
+                    )));
+                }
+                _ => tokio::time::sleep(self.arm.poll_interval()).await,
+            }
+        }
+    }
+
+    fn check_drift(&self, have: &AmlFilesystem) -> Result<(), FsError> {
+        let d = drift(&self.desired, have);
+        if d.is_empty() {
+            return Ok(());
+        }
+        Err(FsError::Drift {
+            name: self.describe(),
+            diffs: d,
+        })
+    }
+}
+
+#[async_trait]
+impl FileSystem for AmlfsFileSystem {
+    fn describe(&self) -> String {
+        format!(
+            "AMLFS {} in {}/{}",
+            self.fs.name, self.fs.group, self.fs.location
+        )
+    }
+
+    fn root(&self) -> PathBuf {
+        self.mount.clone()
+    }
+
+    async fn exists(&self) -> Result<bool, FsError> {
+        Ok(self
+            .get()
+            .await?
+            .is_some_and(|r| r.properties.provisioning_state.as_deref() == Some("Succeeded")))
+    }
+
+    async fn ensure(&self) -> Result<bool, FsError> {
+        if let Some(have) = self.get().await? {
+            self.check_drift(&have)?;
+            let creating = have.properties.provisioning_state.as_deref() != Some("Succeeded");
+            // A run killed while the file system was provisioning waits for it, never makes
+            // a second one.
+            self.wait_ready().await?;
+            if have.properties.maintenance_window != self.desired.properties.maintenance_window {
+                let patch = serde_json::json!({
+                    "properties": { "maintenanceWindow": self.desired.properties.maintenance_window }
+                });
+                let r = self
+                    .arm
+                    .call_lro(Method::PATCH, &self.fs.path(), Some(&patch), || {})
+                    .await?;
+                Arm::check(&Method::PATCH, &self.fs.path(), r)?;
+            }
+            return Ok(creating);
+        }
+        // Accepted is enough: provisioning is followed on the resource itself, which a
+        // resumed run can do too (the operation URL is not journaled).
+        let reply = self
+            .arm
+            .send(Method::PUT, &self.fs.path(), Some(&self.desired))
+            .await?;
+        Arm::check(&Method::PUT, &self.fs.path(), reply)?;
+        crate::failpoint::hit("amlfs.after-create");
+        self.wait_ready().await?;
+        Ok(true)
+    }
+
+    async fn reconcile(&self) -> Result<(), FsError> {
+        self.ensure().await.map(|_| ())
+    }
+
+    async fn delete(&self) -> Result<(), FsError> {
+        self.arm
+            .call_lro(Method::DELETE, &self.fs.path(), None::<&()>, || {})
+            .await?;
+        Ok(())
+    }
+}

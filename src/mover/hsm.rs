@@ -1,0 +1,423 @@
+//! AMLFS's own HSM over ARM: import jobs and archive, then verification of what archive wrote
+//! against the container.
+//!
+//! Job names are derived from the run and step, so a resumed run finds its job instead of
+//! starting another; a job already running on the file system (including the automatic
+//! `importJobInitialAmlfsPut`) is waited for, never collided with.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use reqwest::Method;
+
+use super::*;
+use crate::azure::arm::Arm;
+use crate::azure::models::{
+    AmlFilesystem, ArchiveRequest, ImportJob, ImportJobList, ImportJobProperties, job_finished,
+};
+use crate::azure::resources::FsRef;
+use crate::store::{self, BlobStore, Kind, Listing};
+
+pub struct HsmMover {
+    arm: Arc<Arm>,
+    fs: FsRef,
+    /// The HSM container, read directly to plan imports and verify exports.
+    store: Arc<dyn BlobStore>,
+    root: PathBuf,
+}
+
+impl HsmMover {
+    pub fn new(arm: Arc<Arm>, fs: FsRef, store: Arc<dyn BlobStore>, root: PathBuf) -> Self {
+        HsmMover {
+            arm,
+            fs,
+            store,
+            root,
+        }
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> MoverError {
+        MoverError::Hsm(e.to_string())
+    }
+
+    /// Waits until no import job of the file system is running (AMLFS runs one HSM job at a time).
+    async fn wait_for_other_jobs(&self, mine: &str) -> Result<(), MoverError> {
+        loop {
+            let path = format!("{}/importJobs", self.fs.path());
+            let list: ImportJobList = self
+                .arm
+                .get(&path)
+                .await
+                .map_err(|e| self.err(e))?
+                .unwrap_or_default();
+            let busy = list.value.iter().any(|j| {
+                j.name
+                    .as_deref()
+                    .is_some_and(|n| !n.eq_ignore_ascii_case(mine))
+                    && !j
+                        .properties
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.state.as_deref())
+                        .is_some_and(job_finished)
+            });
+            if !busy {
+                return Ok(());
+            }
+            tokio::time::sleep(self.arm.poll_interval()).await;
+        }
+    }
+
+    /// What an import would bring: every blob under the prefixes (AMLFS decides conflicts).
+    async fn plan_import(&self, req: &ImportRequest) -> Result<ImportReport, MoverError> {
+        let mut report = empty_import();
+        for prefix in store::disjoint_prefixes(&req.prefixes) {
+            let mut listing = self.store.list(&prefix);
+            while let Some(item) = listing.next().await {
+                if let Listing::Entry(e) = item?
+                    && e.kind == Kind::File
+                {
+                    report.imported += 1;
+                    report.bytes += e.size;
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+fn empty_import() -> ImportReport {
+    ImportReport {
+        status: JobStatus::Completed,
+        imported: 0,
+        bytes: 0,
+        up_to_date: 0,
+        conflicts_skipped: 0,
+        overwritten: 0,
+        directories: 0,
+        errors: Vec::new(),
+        conflict: None,
+    }
+}
+
+/// ARM job names: letters, digits, `-` and `_`, at most 80.
+fn job_name(job: &str) -> String {
+    let mut s: String = job
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    s.truncate(80);
+    s.trim_end_matches(['-', '_']).to_string()
+}
+
+fn mode_name(m: ConflictMode) -> &'static str {
+    match m {
+        ConflictMode::Fail => "Fail",
+        ConflictMode::Skip => "Skip",
+        ConflictMode::OverwriteIfDirty => "OverwriteIfDirty",
+        ConflictMode::OverwriteAlways => "OverwriteAlways",
+    }
+}
+
+#[async_trait]
+impl Mover for HsmMover {
+    async fn import(
+        &self,
+        req: ImportRequest,
+        progress: Progress,
+    ) -> Result<ImportReport, MoverError> {
+        if req.dry_run {
+            return self.plan_import(&req).await;
+        }
+        let name = job_name(&req.job);
+        let path = self.fs.import_job_path(&name);
+        let existing: Option<ImportJob> = self.arm.get(&path).await.map_err(|e| self.err(e))?;
+        if existing.is_none() {
+            self.wait_for_other_jobs(&name).await?;
+            let body = ImportJob {
+                location: Some(self.fs.location.clone()),
+                properties: ImportJobProperties {
+                    import_prefixes: Some(req.prefixes.iter().map(|p| format!("/{p}")).collect()),
+                    conflict_resolution_mode: Some(mode_name(req.conflict).into()),
+                    maximum_errors: Some(req.max_errors),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            self.arm
+                .call_lro(Method::PUT, &path, Some(&body), || {})
+                .await
+                .map_err(|e| self.err(e))?;
+            crate::failpoint::hit("hsm.after-import-job");
+        }
+        loop {
+            let job: ImportJob = self
+                .arm
+                .get(&path)
+                .await
+                .map_err(|e| self.err(e))?
+                .ok_or_else(|| self.err(format!("import job {name} disappeared")))?;
+            let status = job.properties.status.clone().unwrap_or_default();
+            let imported = status.total_blobs_imported.unwrap_or(0.0) as u64;
+            progress(imported, 0);
+            let state = status.state.clone().unwrap_or_default();
+            if !job_finished(&state) {
+                tokio::time::sleep(self.arm.poll_interval()).await;
+                continue;
+            }
+            let mut report = empty_import();
+            report.imported = imported;
+            report.conflicts_skipped = status.total_conflicts.unwrap_or(0.0) as u64;
+            let errors = status.total_errors.unwrap_or(0.0) as u64;
+            let message = status.status_message.clone().unwrap_or_default();
+            report.errors = (0..errors.min(1))
+                .map(|_| format!("{errors} error(s) reported by import job {name}: {message}"))
+                .collect();
+            report.status = match state.as_str() {
+                "Completed" => JobStatus::Completed,
+                "CompletedPartial" => JobStatus::CompletedPartial,
+                _ => {
+                    if report.errors.is_empty() {
+                        report
+                            .errors
+                            .push(format!("import job {name} ended {state}: {message}"));
+                    }
+                    if status.error_code.as_deref() == Some("ConflictDetected") {
+                        report.conflict = status.error_message.clone();
+                    }
+                    JobStatus::Failed
+                }
+            };
+            return Ok(report);
+        }
+    }
+
+    async fn export(
+        &self,
+        req: ExportRequest,
+        progress: Progress,
+    ) -> Result<ExportReport, MoverError> {
+        let mut report = ExportReport {
+            exported: 0,
+            bytes: 0,
+            unchanged: 0,
+            verified: 0,
+            errors: Vec::new(),
+        };
+        for path in store::disjoint_paths(&req.paths) {
+            // What differs from the container now is what archive will write; when nothing
+            // does, no HSM job is started at all.
+            let mut before = ExportReport {
+                exported: 0,
+                bytes: 0,
+                unchanged: 0,
+                verified: 0,
+                errors: Vec::new(),
+            };
+            self.verify(&path, &mut before, true).await?;
+            if req.dry_run || before.exported == 0 {
+                report.exported += if req.dry_run { before.exported } else { 0 };
+                report.bytes += if req.dry_run { before.bytes } else { 0 };
+                report.unchanged += before.unchanged;
+                report.verified += before.verified;
+                report.errors.extend(before.errors);
+                continue;
+            }
+            self.archive(&path).await?;
+            let mut after = ExportReport {
+                exported: 0,
+                bytes: 0,
+                unchanged: 0,
+                verified: 0,
+                errors: Vec::new(),
+            };
+            self.verify(&path, &mut after, false).await?;
+            report.exported += before.exported;
+            report.bytes += before.bytes;
+            report.unchanged += before.unchanged;
+            report.verified += after.verified;
+            report.errors.extend(after.errors);
+            progress(report.verified, report.bytes);
+        }
+        Ok(report)
+    }
+}
+
+impl HsmMover {
+    fn archive_state(fs: &AmlFilesystem) -> Option<String> {
+        fs.properties
+            .hsm
+            .as_ref()?
+            .archive_status
+            .as_ref()?
+            .first()?
+            .status
+            .as_ref()?
+            .state
+            .clone()
+    }
+
+    async fn fs_now(&self) -> Result<AmlFilesystem, MoverError> {
+        self.arm
+            .get(&self.fs.path())
+            .await
+            .map_err(|e| self.err(e))?
+            .ok_or_else(|| self.err(format!("file system {} not found", self.fs.name)))
+    }
+
+    /// Archives `path` and waits for it, after any archive already running.
+    async fn archive(&self, path: &str) -> Result<(), MoverError> {
+        let body = ArchiveRequest {
+            filesystem_path: Some(format!("/{path}")),
+        };
+        let archive = format!("{}/archive", self.fs.path());
+        loop {
+            if Self::archive_state(&self.fs_now().await?).as_deref() == Some("InProgress") {
+                tokio::time::sleep(self.arm.poll_interval()).await;
+                continue;
+            }
+            let reply = self
+                .arm
+                .send(Method::POST, &archive, Some(&body))
+                .await
+                .map_err(|e| self.err(e))?;
+            if reply.status.as_u16() == 409 {
+                // Another HSM job holds the file system: wait our turn.
+                tokio::time::sleep(self.arm.poll_interval()).await;
+                continue;
+            }
+            Arm::check(&Method::POST, &archive, reply).map_err(|e| self.err(e))?;
+            crate::failpoint::hit("hsm.after-archive");
+            break;
+        }
+        loop {
+            tokio::time::sleep(self.arm.poll_interval()).await;
+            let fs = self.fs_now().await?;
+            match Self::archive_state(&fs).as_deref() {
+                Some("Completed") => return Ok(()),
+                Some(s @ ("Failed" | "Canceled")) => {
+                    let msg = fs
+                        .properties
+                        .hsm
+                        .as_ref()
+                        .and_then(|h| h.archive_status.as_ref())
+                        .and_then(|a| a.first())
+                        .and_then(|a| a.status.as_ref())
+                        .and_then(|s| s.error_message.clone())
+                        .unwrap_or_default();
+                    return Err(self.err(format!("archive of /{path} ended {s}: {msg}")));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Every file under `path` must be in the container with its length, and its MD5 where
+    /// the blob records one.
+    async fn verify(
+        &self,
+        path: &str,
+        report: &mut ExportReport,
+        dry_run: bool,
+    ) -> Result<(), MoverError> {
+        let mut blobs: HashMap<String, (u64, Option<[u8; 16]>)> = HashMap::new();
+        let mut listing = self.store.list(path);
+        while let Some(item) = listing.next().await {
+            if let Listing::Entry(e) = item?
+                && e.kind == Kind::File
+            {
+                blobs.insert(e.name, (e.size, e.md5));
+            }
+        }
+        drop(listing);
+        for item in store::dir::walk(&self.root, path) {
+            let e = match item {
+                Listing::Entry(e) if e.kind == Kind::File => e,
+                Listing::Entry(_) => continue,
+                Listing::Unusable(m) => {
+                    report.errors.push(m);
+                    continue;
+                }
+            };
+            let local = self.root.join(&e.name);
+            let size = std::fs::symlink_metadata(&local)
+                .map(|m| m.size())
+                .unwrap_or(0);
+            match blobs.get(&e.name) {
+                None if dry_run => {
+                    report.exported += 1;
+                    report.bytes += size;
+                }
+                None => report
+                    .errors
+                    .push(format!("{}: not in the container after archive", e.name)),
+                Some((len, _)) if *len != size => {
+                    if dry_run {
+                        report.exported += 1;
+                        report.bytes += size;
+                    } else {
+                        report.errors.push(format!(
+                            "{}: container has {len} bytes, file system {size}",
+                            e.name
+                        ));
+                    }
+                }
+                Some((_, md5)) => {
+                    if let Some(want) = md5 {
+                        let p = local.clone();
+                        let got = tokio::task::spawn_blocking(move || store::dir::md5_file(&p))
+                            .await
+                            .map_err(|e| self.err(e))?
+                            .map_err(|err| MoverError::Io {
+                                what: "cannot hash",
+                                path: e.name.clone(),
+                                source: err,
+                            })?;
+                        if got.1 != *want {
+                            if dry_run {
+                                report.exported += 1;
+                                report.bytes += size;
+                            } else {
+                                report
+                                    .errors
+                                    .push(format!("{}: MD5 differs from the container's", e.name));
+                            }
+                            continue;
+                        }
+                    }
+                    if dry_run {
+                        report.unchanged += 1;
+                    } else {
+                        report.exported += 1;
+                        report.bytes += size;
+                    }
+                    report.verified += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn job_names_are_valid_arm_names() {
+        assert_eq!(
+            super::job_name("stage-genomics-r3-import"),
+            "stage-genomics-r3-import"
+        );
+        assert_eq!(super::job_name("a b/c."), "a-b-c");
+        assert_eq!(super::job_name(&"x".repeat(100)).len(), 80);
+    }
+}

@@ -1,0 +1,228 @@
+//! The azure target end to end against `stage emulator` (ARM/AMLFS) and Azurite (blob):
+//! provisioning, HSM import jobs, archive, verification, teardown, kills and faults.
+
+#[path = "common/azurite.rs"]
+mod azurite;
+mod common;
+#[path = "common/emulator.rs"]
+mod emulator;
+
+use std::path::PathBuf;
+use std::process::Output;
+
+use azurite::{Azurite, CONNECTION_STRING};
+use common::*;
+use emulator::Emulator;
+
+const SUB: &str = "00000000-0000-0000-0000-000000000000";
+const FS: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-stage/providers/Microsoft.StorageCache/amlFilesystems/genomics-scratch";
+
+struct Bed {
+    az: Azurite,
+    em: Emulator,
+    ws: Workspace,
+    pipeline: PathBuf,
+}
+
+fn run(ws: &Workspace, args: &[&str], crash: Option<&str>) -> Output {
+    let mut c = ws.cmd(args);
+    c.env("AZURE_STORAGE_CONNECTION_STRING", CONNECTION_STRING);
+    if let Some(point) = crash {
+        c.env("STAGE_CRASH_AT", point);
+    }
+    c.output().expect("run stage")
+}
+
+/// Azurite with the genomics inputs, an emulator, and the genomics pipeline on `target: azure`.
+fn bed(emulator_flags: &[&str], edit: impl Fn(String) -> String) -> Bed {
+    let az = Azurite::start();
+    let blob = format!("http://127.0.0.1:{}/devstoreaccount1", az.port);
+    let em = Emulator::start(&blob, emulator_flags);
+    let ws = Workspace::new();
+    let p = ws.genomics();
+    for part in ["reference", "samples"] {
+        let o = run(
+            &ws,
+            &[
+                "export",
+                &format!("pipelines/data/genomics/{part}"),
+                &az.url(&format!("genomics/{part}")),
+            ],
+            None,
+        );
+        assert_exit(&o, 0);
+    }
+    let text = std::fs::read_to_string(&p).unwrap();
+    let yaml = text
+        .replace(
+            "target: local",
+            &format!(
+                "target: azure\nazure:\n  subscription: {SUB}\n  resource_group: rg-stage\n  location: eastus\n  endpoint: {}",
+                em.endpoint()
+            ),
+        )
+        .replace("container: data/genomics ", &format!("container: {blob}/genomics "))
+        .replace(
+            "logging_container: data/genomics-logs",
+            &format!(
+                "logging_container: {blob}/genomics-logs\n    storage_account: /subscriptions/{SUB}/resourceGroups/rg-stage/providers/Microsoft.Storage/storageAccounts/devstoreaccount1"
+            ),
+        )
+        .replace(
+            "  zone: \"1\"\n",
+            &format!(
+                "  zone: \"1\"\n  subnet: /subscriptions/{SUB}/resourceGroups/rg-stage/providers/Microsoft.Network/virtualNetworks/vnet/subnets/amlfs\n  mount: {}\n",
+                em.fs_dir("genomics-scratch").display()
+            ),
+        );
+    let yaml = edit(yaml);
+    std::fs::write(&p, yaml).unwrap();
+    Bed {
+        az,
+        em,
+        ws,
+        pipeline: p,
+    }
+}
+
+impl Bed {
+    fn run(&self, crash: Option<&str>) -> Output {
+        run(&self.ws, &["run", self.pipeline.to_str().unwrap()], crash)
+    }
+
+    fn check_results(&self) {
+        let dst = format!("fetched-{}", crate::common::text(&[]).len() + rand_suffix());
+        let o = run(
+            &self.ws,
+            &["import", &self.az.url("genomics/results"), &dst],
+            None,
+        );
+        assert_exit(&o, 0);
+        let golden = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/golden/genomics-summary.tsv"
+        ))
+        .unwrap();
+        let summary = std::fs::read(self.ws.path().join(&dst).join("summary.tsv")).unwrap();
+        assert_eq!(text(&summary), text(&golden));
+        assert_eq!(self.ws.tree(&dst).len(), 5);
+    }
+
+    fn jobs(&self) -> Vec<String> {
+        let (status, body) = self.em.get(&format!("{FS}/importJobs"));
+        assert_eq!(status, 200, "{body}");
+        body["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn filesystems(&self) -> usize {
+        std::fs::read_dir(self.em.data.path().join("filesystems"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
+
+fn rand_suffix() -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    N.fetch_add(1, Ordering::SeqCst)
+}
+
+#[test]
+fn genomics_on_the_azure_target_end_to_end_then_nothing_to_do() {
+    let b = bed(&[], |y| y);
+    let o = b.run(None);
+    assert_exit(&o, 0);
+    assert_has(
+        &o.stderr,
+        "created AMLFS genomics-scratch in rg-stage/eastus",
+    );
+    assert_has(&o.stderr, "5 files exported");
+    b.check_results();
+    let (status, fs) = b.em.get(FS);
+    assert_eq!(status, 200);
+    assert_eq!(fs["properties"]["provisioningState"], "Succeeded");
+    // The automatic initial import, then the step's own job.
+    assert_eq!(b.jobs().len(), 2, "{:?}", b.jobs());
+    let o = b.run(None);
+    assert_exit(&o, 0);
+    assert_has(&o.stderr, "nothing to do");
+}
+
+#[test]
+fn killed_while_provisioning_importing_and_archiving_resumes_without_duplicates() {
+    let b = bed(&[], |y| y);
+    for point in [
+        "amlfs.after-create",
+        "hsm.after-import-job",
+        "hsm.after-archive",
+    ] {
+        let o = b.run(Some(point));
+        assert_eq!(
+            o.status.code(),
+            None,
+            "{point} should kill: {}",
+            text(&o.stderr)
+        );
+    }
+    let o = b.run(None);
+    assert_exit(&o, 0);
+    b.check_results();
+    assert_eq!(b.filesystems(), 1);
+    assert_eq!(
+        b.jobs().len(),
+        2,
+        "one job per import step, none duplicated: {:?}",
+        b.jobs()
+    );
+}
+
+#[test]
+fn immutable_drift_is_refused_with_a_diff_and_nothing_changes() {
+    let b = bed(&[], |y| y);
+    assert_exit(&b.run(None), 0);
+    let text_now = std::fs::read_to_string(&b.pipeline).unwrap();
+    std::fs::write(
+        &b.pipeline,
+        text_now.replace("capacity_tib: 8", "capacity_tib: 16"),
+    )
+    .unwrap();
+    let o = run(&b.ws, &["run", "--new", b.pipeline.to_str().unwrap()], None);
+    assert_exit(&o, 1);
+    assert_has(
+        &o.stderr,
+        "capacity: pipeline wants 16 TiB, Azure has 8 TiB",
+    );
+    let (_, fs) = b.em.get(FS);
+    assert_eq!(fs["properties"]["storageCapacityTiB"], 8.0);
+}
+
+#[test]
+fn teardown_deletes_only_after_a_verified_export() {
+    let b = bed(&[], |y| format!("{y}\n  - teardown: {{}}\n"));
+    let o = b.run(None);
+    assert_exit(&o, 0);
+    b.check_results();
+    let (status, _) = b.em.get(FS);
+    assert_eq!(status, 404, "the file system should be gone");
+}
+
+#[test]
+fn throttling_and_server_errors_from_arm_are_retried() {
+    let b = bed(&["--throttle-every", "4", "--error-every", "7"], |y| y);
+    let o = b.run(None);
+    assert_exit(&o, 0);
+    b.check_results();
+}
+
+#[test]
+fn a_failed_import_job_fails_the_step_and_says_why() {
+    let b = bed(&["--fail-jobs"], |y| y);
+    let o = b.run(None);
+    assert_exit(&o, 1);
+    assert_has(&o.stderr, "injected failure");
+}
