@@ -15,6 +15,10 @@ pub const PROVIDER: &str = "Microsoft.StorageCache";
 
 type Extra = BTreeMap<String, Value>;
 
+fn is_default<T: Default + PartialEq>(t: &T) -> bool {
+    *t == T::default()
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct AmlFilesystem {
@@ -30,7 +34,7 @@ pub struct AmlFilesystem {
     pub zones: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sku: Option<Sku>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub properties: FsProperties,
     #[serde(flatten)]
     pub extra: Extra,
@@ -167,7 +171,7 @@ pub struct ImportJob {
     pub kind: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub properties: ImportJobProperties,
     #[serde(flatten)]
     pub extra: Extra,

@@ -1,4 +1,5 @@
 //! `stage emulator` started per test on a free loopback port, backed by a test's Azurite.
+#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
