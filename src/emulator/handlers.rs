@@ -66,8 +66,6 @@ fn accepted(
         r.headers_mut().insert("azure-asyncoperation", v.clone());
         r.headers_mut().insert(header::LOCATION, v);
     }
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     r
 }
 
@@ -78,6 +76,10 @@ pub async fn dispatch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // Not ARM: how many ARM requests it has served, for benchmarks of polling rates.
+    if uri.path() == "/_emulator/stats" {
+        return json_response(StatusCode::OK, &json!({ "requests": state.requests() }));
+    }
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

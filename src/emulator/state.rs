@@ -70,6 +70,10 @@ impl State {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
     /// Counts a request; says which fault, if any, it should get.
     pub fn next_request(&self) -> u64 {
         self.requests.fetch_add(1, Ordering::Relaxed) + 1
