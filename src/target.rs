@@ -128,17 +128,9 @@ fn azure_backends(
     state_dir: &Path,
     journal: Arc<Journal>,
 ) -> Result<Backends, TargetError> {
-    use crate::azure::arm::{Arm, Auth};
     use crate::azure::resources;
     let bad = |e: &dyn std::fmt::Display| TargetError::Azure(e.to_string());
-    let endpoint = arm_endpoint(p);
-    // A loopback emulator takes any bearer token; everything else gets a real one.
-    let auth = if endpoint.starts_with("http://127.") || endpoint.starts_with("http://localhost") {
-        Auth::Emulator
-    } else {
-        Auth::Credential(crate::store::azure::credential::token_credential().map_err(|e| bad(&e))?)
-    };
-    let arm = Arc::new(Arm::new(&endpoint, auth).map_err(|e| bad(&e))?);
+    let arm = Arc::new(arm_client(p)?);
     let fs_ref = resources::fs_ref(p).map_err(|e| bad(&e))?;
     let desired = resources::desired(p).map_err(|e| bad(&e))?;
     let root = p
@@ -175,4 +167,18 @@ fn azure_backends(
         )),
         executor: executor(p, &state_dir)?,
     })
+}
+
+/// An ARM client for the pipeline's endpoint: a loopback emulator takes any bearer token;
+/// everything else gets a real one from azure_identity.
+pub fn arm_client(p: &Pipeline) -> Result<crate::azure::arm::Arm, TargetError> {
+    use crate::azure::arm::{Arm, Auth};
+    let bad = |e: &dyn std::fmt::Display| TargetError::Azure(e.to_string());
+    let endpoint = arm_endpoint(p);
+    let auth = if endpoint.starts_with("http://127.") || endpoint.starts_with("http://localhost") {
+        Auth::Emulator
+    } else {
+        Auth::Credential(crate::store::azure::credential::token_credential().map_err(|e| bad(&e))?)
+    };
+    Arm::new(&endpoint, auth).map_err(|e| bad(&e))
 }

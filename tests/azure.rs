@@ -148,6 +148,18 @@ fn genomics_on_the_azure_target_end_to_end_then_nothing_to_do() {
     assert_eq!(fs["properties"]["provisioningState"], "Succeeded");
     // The automatic initial import, then the step's own job.
     assert_eq!(b.jobs().len(), 2, "{:?}", b.jobs());
+    let o = run(&b.ws, &["fs", "show", b.pipeline.to_str().unwrap()], None);
+    assert_exit(&o, 0);
+    let shown = text(&o.stdout);
+    for want in [
+        "Succeeded",
+        "Available",
+        "2000 MB/s (8 TiB x 250 MB/s per TiB)",
+        "mount -t lustre 127.0.0.1@tcp:/lustrefs",
+        "containers/genomics",
+    ] {
+        assert!(shown.contains(want), "{want} missing from:\n{shown}");
+    }
     let o = b.run(None);
     assert_exit(&o, 0);
     assert_has(&o.stderr, "nothing to do");
@@ -225,4 +237,117 @@ fn a_failed_import_job_fails_the_step_and_says_why() {
     let o = b.run(None);
     assert_exit(&o, 1);
     assert_has(&o.stderr, "injected failure");
+}
+
+/// Waits until the emulator lists an import job whose name contains `part`.
+fn wait_for_job(b: &Bed, part: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, body) = b.em.get(&format!("{FS}/importJobs"));
+        let names = body["value"].as_array().cloned().unwrap_or_default();
+        let found = names
+            .iter()
+            .filter_map(|j| j["name"].as_str())
+            .find(|n| n.contains(part));
+        if let (200, Some(j)) = (status, found) {
+            return j.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no job {part}: {:?}",
+            b.jobs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn job_state(b: &Bed, name: &str) -> (String, String) {
+    let (_, j) = b.em.get(&format!("{FS}/importJobs/{name}"));
+    (
+        j["properties"]["status"]["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        j["properties"]["adminStatus"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+fn interrupt_during_import(b: &Bed, extra: &[&str]) -> String {
+    let mut args = vec!["run"];
+    args.extend_from_slice(extra);
+    args.push(b.pipeline.to_str().unwrap());
+    let child =
+        b.ws.cmd(&args)
+            .env("AZURE_STORAGE_CONNECTION_STRING", CONNECTION_STRING)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+    let job = wait_for_job(b, "-import");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", text(&o.stderr));
+    job
+}
+
+#[test]
+fn ctrl_c_cancels_the_import_job_and_a_rerun_starts_it_again() {
+    let b = bed(&["--job-delay", "2s"], |y| y);
+    let job = interrupt_during_import(&b, &[]);
+    assert_eq!(job_state(&b, &job), ("Canceled".into(), "Cancel".into()));
+    let o = b.run(None);
+    assert_exit(&o, 0);
+    b.check_results();
+    assert_eq!(job_state(&b, &job).0, "Completed");
+}
+
+#[test]
+fn ctrl_c_with_detach_leaves_the_job_running_and_a_rerun_reattaches() {
+    let b = bed(&["--job-delay", "2s"], |y| y);
+    let job = interrupt_during_import(&b, &["--detach"]);
+    assert_eq!(job_state(&b, &job).1, "Active");
+    let o = b.run(None);
+    assert_exit(&o, 0);
+    b.check_results();
+    assert_eq!(
+        b.jobs().len(),
+        2,
+        "reattached, not resubmitted: {:?}",
+        b.jobs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_import_with_errors_under_max_errors_completes_partially() {
+    let b = bed(&[], |y| y.replace("max_errors: 0", "max_errors: -1"));
+    let c = azurite::raw(&b.az, "genomics");
+    azurite::put(&c, "samples/../../escape.fastq.gz", b"evil", &[]).await;
+    let ws = &b.ws;
+    let pipeline = b.pipeline.to_str().unwrap().to_string();
+    let o = tokio::task::spawn_blocking({
+        let cmd = ws
+            .cmd(&["run", &pipeline])
+            .env("AZURE_STORAGE_CONNECTION_STRING", CONNECTION_STRING)
+            .output();
+        move || cmd
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_exit(&o, 0);
+    assert_has(&o.stderr, "error(s) reported by import job");
+    let (_, job) =
+        b.em.get(&format!("{FS}/importJobs/{}", wait_for_job(&b, "-import")));
+    assert_eq!(job["properties"]["status"]["state"], "CompletedPartial");
+    assert!(!b.em.data.path().join("escape.fastq.gz").exists());
+    assert!(
+        !b.em
+            .data
+            .path()
+            .join("filesystems/escape.fastq.gz")
+            .exists()
+    );
 }

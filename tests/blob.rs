@@ -10,12 +10,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Output;
 
-use azure_core::http::{RequestContent, Url};
 use azure_storage_blob::BlobContainerClient;
-use azure_storage_blob::models::{
-    BlobContainerClientListBlobsOptions, BlockBlobClientUploadOptions, ListBlobsIncludeItem,
-};
-use azurite::{Azurite, CONNECTION_STRING};
+use azure_storage_blob::models::{BlobContainerClientListBlobsOptions, ListBlobsIncludeItem};
+use azurite::{Azurite, CONNECTION_STRING, put, raw};
 use common::*;
 use futures::StreamExt;
 use stage::store::azure::{Location, credential};
@@ -25,32 +22,6 @@ fn stage_env(ws: &Workspace, args: &[&str]) -> Output {
         .env("AZURE_STORAGE_CONNECTION_STRING", CONNECTION_STRING)
         .output()
         .expect("run stage")
-}
-
-/// A raw SDK client for the dev account, to set up and inspect containers the way another
-/// tool (or AMLFS) would.
-fn raw(az: &Azurite, container: &str) -> BlobContainerClient {
-    let loc = Location::parse(&az.url(container)).unwrap();
-    let sas = credential::account_sas(credential::DEV_ACCOUNT, credential::DEV_KEY, &loc).unwrap();
-    let mut url = Url::parse(&loc.container_url()).unwrap();
-    url.set_query(Some(sas.secret()));
-    BlobContainerClient::new(url, None, None).unwrap()
-}
-
-async fn put(c: &BlobContainerClient, name: &str, data: &[u8], meta: &[(&str, &str)]) {
-    let opts = BlockBlobClientUploadOptions {
-        metadata: Some(
-            meta.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        ),
-        ..Default::default()
-    };
-    c.blob_client(name)
-        .block_blob_client()
-        .upload(RequestContent::from(data.to_vec()), Some(opts))
-        .await
-        .unwrap();
 }
 
 async fn listing(c: &BlobContainerClient) -> BTreeMap<String, HashMap<String, String>> {

@@ -32,6 +32,9 @@ pub struct Args {
     /// How long deleting a file system takes.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub delete_delay: Duration,
+    /// How long each import job or archive waits before copying (to test cancellation).
+    #[arg(long, default_value = "0ms", value_parser = parse_duration)]
+    pub job_delay: Duration,
     /// Answer every Nth request with 429 Too Many Requests.
     #[arg(long)]
     pub throttle_every: Option<u64>,
@@ -68,6 +71,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
         blob_endpoint: a.blob_endpoint,
         provision_delay: a.provision_delay,
         delete_delay: a.delete_delay,
+        job_delay: a.job_delay,
         faults: Faults {
             throttle_every: a.throttle_every,
             error_every: a.error_every,

@@ -4,6 +4,7 @@ mod completions;
 mod emulator;
 mod exec;
 mod explain;
+mod fs;
 mod logs;
 mod plan;
 mod run;
@@ -89,6 +90,8 @@ pub enum Command {
     Import(transfer::ImportArgs),
     /// Copy a directory's new and changed files into a blob container, verified.
     Export(transfer::ExportArgs),
+    /// File-system commands: `stage fs show FILE`.
+    Fs(fs::Args),
     /// Serve the ARM/AMLFS emulator, to run azure-target pipelines offline.
     Emulator(emulator::Args),
     /// Print the JSON Schema of pipeline files (for editors).
@@ -188,6 +191,7 @@ pub async fn main(cli: Cli) -> Result<Exit, CliError> {
         Command::Import(a) => transfer::import(&ctx, a).await,
         Command::Export(a) => transfer::export(&ctx, a).await,
         Command::Emulator(a) => emulator::run(&ctx, a).await,
+        Command::Fs(a) => fs::run(&ctx, a).await,
         Command::Schema => {
             schema::run();
             Ok(Exit::Success)

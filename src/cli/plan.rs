@@ -47,6 +47,8 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
                             conflict: i.conflict,
                             max_errors: i.max_errors,
                             dry_run: true,
+                            cancel: None,
+                            detach: false,
                         },
                         Box::new(|_, _| {}),
                     )

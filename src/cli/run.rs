@@ -17,6 +17,10 @@ pub struct Args {
     /// Let teardown delete a file system that this state directory did not create.
     #[arg(long)]
     pub force: bool,
+    /// On Ctrl-C, leave AMLFS import jobs running instead of cancelling them; the next run
+    /// finds them by name.
+    #[arg(long)]
+    pub detach: bool,
 }
 
 pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
@@ -40,6 +44,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
         .run(RunOptions {
             new: a.new,
             force: a.force,
+            detach: a.detach,
         })
         .await?;
     Ok(Exit::Success)

@@ -164,6 +164,8 @@ pub async fn import(ctx: &Ctx, a: ImportArgs) -> Result<Exit, CliError> {
                 conflict: a.conflict,
                 max_errors: a.common.max_errors,
                 dry_run: a.common.dry_run,
+                cancel: None,
+                detach: false,
             },
             cb,
         )

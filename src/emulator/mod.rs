@@ -28,6 +28,8 @@ pub struct Options {
     pub blob_endpoint: Option<String>,
     pub provision_delay: Duration,
     pub delete_delay: Duration,
+    /// How long each import job or archive takes before it starts copying.
+    pub job_delay: Duration,
     pub faults: Faults,
 }
 

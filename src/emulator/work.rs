@@ -205,6 +205,7 @@ pub async fn import_job(state: Arc<State>, fs: FsKey, key: String, op: String) {
         Err(msg) => return fail_job(&state, &key, &msg),
     };
     let _turn = hsm.lock().await;
+    tokio::time::sleep(state.opts.job_delay).await;
     let now = crate::clock::iso8601(crate::clock::now_secs());
     let mut req = None;
     update_job(&state, &key, |p| {
@@ -230,6 +231,8 @@ pub async fn import_job(state: Arc<State>, fs: FsKey, key: String, op: String) {
             conflict: mode,
             max_errors: p.maximum_errors.unwrap_or(0),
             dry_run: false,
+            cancel: None,
+            detach: false,
         });
     });
     let Some(req) = req else { return };
@@ -305,6 +308,7 @@ pub async fn archive(state: Arc<State>, fs: FsKey, path: String) {
         }
     };
     let _turn = hsm.lock().await;
+    tokio::time::sleep(state.opts.job_delay).await;
     let mover = match mover(&state, &key, &container, dir) {
         Ok(m) => m,
         Err(msg) => {

@@ -35,7 +35,16 @@ pub enum EngineError {
     #[error(transparent)]
     Fs(#[from] FsError),
     #[error(transparent)]
-    Mover(#[from] MoverError),
+    Mover(MoverError),
+}
+
+impl From<MoverError> for EngineError {
+    fn from(e: MoverError) -> Self {
+        match e {
+            MoverError::Interrupted => EngineError::Interrupted,
+            e => EngineError::Mover(e),
+        }
+    }
 }
 
 /// The backends one target provides.
@@ -99,6 +108,9 @@ pub struct RunOptions {
     pub new: bool,
     /// Allow teardown of a file system this state did not create.
     pub force: bool,
+    /// On Ctrl-C leave server-side jobs running (a resumed run finds them) instead of
+    /// cancelling them.
+    pub detach: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -228,7 +240,7 @@ impl Engine {
             });
             let result = match &step.action {
                 Action::Ensure => self.ensure().await,
-                Action::Import(i) => self.import(run, step, i).await,
+                Action::Import(i) => self.import(opts, run, step, i).await,
                 Action::Process(p) => self.process(run, index, step, p).await,
                 Action::Export(e) => self.export(run, step, e).await,
                 Action::Teardown => self.teardown(run, opts).await,

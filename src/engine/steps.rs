@@ -108,6 +108,7 @@ impl Engine {
 
     pub(super) async fn import(
         &self,
+        opts: RunOptions,
         run: &RunRecord,
         step: &Step,
         i: &ImportStep,
@@ -118,6 +119,8 @@ impl Engine {
             conflict: i.conflict,
             max_errors: i.max_errors,
             dry_run: false,
+            cancel: Some(self.cancel.clone()),
+            detach: opts.detach,
         };
         let report = self
             .backends

@@ -141,7 +141,22 @@ impl Mover for HsmMover {
         }
         let name = job_name(&req.job);
         let path = self.fs.import_job_path(&name);
-        let existing: Option<ImportJob> = self.arm.get(&path).await.map_err(|e| self.err(e))?;
+        let mut existing: Option<ImportJob> = self.arm.get(&path).await.map_err(|e| self.err(e))?;
+        let cancelled = existing.as_ref().is_some_and(|j| {
+            j.properties
+                .status
+                .as_ref()
+                .and_then(|s| s.state.as_deref())
+                == Some("Canceled")
+        });
+        if cancelled {
+            // Our own job, cancelled by Ctrl-C: start it again under the same name.
+            self.arm
+                .call_lro(Method::DELETE, &path, None::<&()>, || {})
+                .await
+                .map_err(|e| self.err(e))?;
+            existing = None;
+        }
         if existing.is_none() {
             self.wait_for_other_jobs(&name).await?;
             let body = ImportJob {
@@ -172,7 +187,22 @@ impl Mover for HsmMover {
             progress(imported, 0);
             let state = status.state.clone().unwrap_or_default();
             if !job_finished(&state) {
-                tokio::time::sleep(self.arm.poll_interval()).await;
+                let cancelled = match &req.cancel {
+                    Some(c) => tokio::select! {
+                        _ = c.wait() => true,
+                        _ = tokio::time::sleep(self.arm.poll_interval()) => false,
+                    },
+                    None => {
+                        tokio::time::sleep(self.arm.poll_interval()).await;
+                        false
+                    }
+                };
+                if cancelled {
+                    if !req.detach {
+                        self.cancel_job(&path).await?;
+                    }
+                    return Err(MoverError::Interrupted);
+                }
                 continue;
             }
             let mut report = empty_import();
@@ -254,6 +284,18 @@ impl Mover for HsmMover {
 }
 
 impl HsmMover {
+    /// `adminStatus: Cancel`, as `az amlfs import-job cancel` does.
+    async fn cancel_job(&self, path: &str) -> Result<(), MoverError> {
+        let body = serde_json::json!({ "properties": { "adminStatus": "Cancel" } });
+        let reply = self
+            .arm
+            .send(Method::PATCH, path, Some(&body))
+            .await
+            .map_err(|e| self.err(e))?;
+        Arm::check(&Method::PATCH, path, reply).map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     fn archive_state(fs: &AmlFilesystem) -> Option<String> {
         fs.properties
             .hsm

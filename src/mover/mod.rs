@@ -21,6 +21,8 @@ pub enum MoverError {
     Store(#[from] crate::store::StoreError),
     #[error("{0}")]
     Hsm(String),
+    #[error("interrupted")]
+    Interrupted,
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -38,6 +40,9 @@ pub struct ImportRequest {
     pub max_errors: i64,
     /// Decide and count, copy nothing (for `plan`).
     pub dry_run: bool,
+    /// Set by Ctrl-C: a server-side job is cancelled (or, with `detach`, left running).
+    pub cancel: Option<crate::engine::Cancel>,
+    pub detach: bool,
 }
 
 pub struct ExportRequest {

@@ -6,6 +6,11 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use azure_core::http::{RequestContent, Url};
+use azure_storage_blob::BlobContainerClient;
+use azure_storage_blob::models::BlockBlobClientUploadOptions;
+use stage::store::azure::{Location, credential};
+
 pub const CONNECTION_STRING: &str = "UseDevelopmentStorage=true";
 
 pub struct Azurite {
@@ -75,4 +80,30 @@ impl Drop for Azurite {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A raw SDK client for the dev account, to set up and inspect containers the way another
+/// tool (or AMLFS) would.
+pub fn raw(az: &Azurite, container: &str) -> BlobContainerClient {
+    let loc = Location::parse(&az.url(container)).unwrap();
+    let sas = credential::account_sas(credential::DEV_ACCOUNT, credential::DEV_KEY, &loc).unwrap();
+    let mut url = Url::parse(&loc.container_url()).unwrap();
+    url.set_query(Some(sas.secret()));
+    BlobContainerClient::new(url, None, None).unwrap()
+}
+
+pub async fn put(c: &BlobContainerClient, name: &str, data: &[u8], meta: &[(&str, &str)]) {
+    let opts = BlockBlobClientUploadOptions {
+        metadata: Some(
+            meta.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    c.blob_client(name)
+        .block_blob_client()
+        .upload(RequestContent::from(data.to_vec()), Some(opts))
+        .await
+        .unwrap();
 }

@@ -1,0 +1,120 @@
+//! `stage fs show FILE`: what the seed's Terraform outputs for a file system — state and
+//! health, capacity and throughput, MGS address and mount command, HSM settings.
+
+use std::path::PathBuf;
+
+use super::{CliError, Ctx, load};
+use crate::exit::Exit;
+use crate::spec::Target;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: FsCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum FsCommand {
+    /// Show the pipeline's file system as Azure (or the local target) has it.
+    Show {
+        /// The pipeline file.
+        file: PathBuf,
+    },
+}
+
+pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
+    let FsCommand::Show { file } = a.command;
+    let p = load(&file)?;
+    if p.target == Target::Local {
+        let root = crate::target::local_root(&p, &ctx.state_dir);
+        println!("name        {}", p.filesystem.name);
+        println!("target      local (a directory plays Lustre)");
+        println!("path        {}", root.display());
+        println!("exists      {}", root.is_dir());
+        println!("container   {}", p.filesystem.hsm.container);
+        return Ok(Exit::Success);
+    }
+    let fs = crate::azure::resources::fs_ref(&p).map_err(|e| CliError::Usage(e.to_string()))?;
+    let arm = crate::target::arm_client(&p)?;
+    let got: Option<crate::azure::models::AmlFilesystem> = arm
+        .get(&fs.path())
+        .await
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let Some(r) = got else {
+        println!("{} does not exist ({})", fs.name, fs.path());
+        return Ok(Exit::Failed);
+    };
+    let pr = &r.properties;
+    let sku = r.sku.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+    let per_tib = crate::spec::Sku::ALL
+        .iter()
+        .find(|s| s.name() == sku)
+        .map_or(0, |s| s.mb_per_tib());
+    let cap = pr.storage_capacity_tib.unwrap_or(0.0);
+    let show = |k: &str, v: String| println!("{k:<20}{v}");
+    show("name", fs.name.clone());
+    show("id", r.id.clone().unwrap_or_else(|| fs.path()));
+    show("state", pr.provisioning_state.clone().unwrap_or_default());
+    let health = pr.health.as_ref();
+    show(
+        "health",
+        format!(
+            "{} {}",
+            health.and_then(|h| h.state.clone()).unwrap_or_default(),
+            health
+                .and_then(|h| h.status_description.clone())
+                .unwrap_or_default()
+        ),
+    );
+    show("sku", sku);
+    show("capacity", format!("{cap} TiB"));
+    show(
+        "throughput",
+        format!(
+            "{} MB/s ({cap} TiB x {per_tib} MB/s per TiB)",
+            pr.throughput_mbps.unwrap_or(cap * f64::from(per_tib))
+        ),
+    );
+    let client = pr.client_info.as_ref();
+    show(
+        "mgs address",
+        client
+            .and_then(|c| c.mgs_address.clone())
+            .unwrap_or_default(),
+    );
+    show(
+        "mount command",
+        client
+            .and_then(|c| c.mount_command.clone())
+            .unwrap_or_default(),
+    );
+    if let Some(s) = pr.hsm.as_ref().and_then(|h| h.settings.as_ref()) {
+        show("hsm container", s.container.clone());
+        show("hsm logging", s.logging_container.clone());
+        show(
+            "import prefixes",
+            s.import_prefixes_initial
+                .clone()
+                .unwrap_or_default()
+                .join(", "),
+        );
+    }
+    if let Some(a) = pr
+        .hsm
+        .as_ref()
+        .and_then(|h| h.archive_status.as_ref())
+        .and_then(|a| a.first())
+    {
+        let st = a.status.clone().unwrap_or_default();
+        show(
+            "last archive",
+            format!(
+                "{} {} ({}%)",
+                a.filesystem_path.clone().unwrap_or_default(),
+                st.state.unwrap_or_default(),
+                st.percent_complete.unwrap_or(0.0)
+            ),
+        );
+    }
+    Ok(Exit::Success)
+}
