@@ -135,6 +135,19 @@ fn rand_suffix() -> usize {
 #[test]
 fn genomics_on_the_azure_target_end_to_end_then_nothing_to_do() {
     let b = bed(&[], |y| y);
+    let o = run(&b.ws, &["plan", b.pipeline.to_str().unwrap()], None);
+    assert_exit(&o, 0);
+    let plan = text(&o.stdout);
+    for want in [
+        "create  AMLFS genomics-scratch",
+        "5 files imported",
+        "cost: 8 TiB of AMLFS-Durable-Premium-250 (2000 MB/s)",
+        "no teardown step",
+    ] {
+        assert!(plan.contains(want), "{want} missing from:\n{plan}");
+    }
+    let (status, _) = b.em.get(FS);
+    assert_eq!(status, 404, "plan must not create anything");
     let o = b.run(None);
     assert_exit(&o, 0);
     assert_has(

@@ -135,5 +135,21 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
     if changes == 0 {
         println!("nothing to do: everything is up to date");
     }
+    if p.target == crate::spec::Target::Azure
+        && let (Some(sku), Some(cap)) = (p.filesystem.sku, p.filesystem.capacity_tib)
+    {
+        // AMLFS bills capacity by the hour and cannot be stopped, only deleted.
+        let tears_down = p.steps.iter().any(|s| matches!(s.action, Action::Teardown));
+        println!(
+            "cost: {cap} TiB of {} ({} MB/s) billed per hour while it exists; {}",
+            sku.name(),
+            cap * sku.mb_per_tib(),
+            if tears_down {
+                "the teardown step deletes it after a verified export"
+            } else {
+                "no teardown step: it keeps running (and billing) after the run"
+            }
+        );
+    }
     Ok(Exit::Success)
 }
