@@ -99,11 +99,7 @@ fn mover(
     root: std::path::PathBuf,
     journal: Arc<Journal>,
 ) -> Result<BlobMover, TargetError> {
-    let container = &p.filesystem.hsm.container;
-    let store = crate::store::open(container).map_err(|source| TargetError::Store {
-        container: container.clone(),
-        source,
-    })?;
+    let store = open_store(p)?;
     let transfers = store.default_transfers();
     Ok(BlobMover::new(
         p.filesystem.name.clone(),
@@ -138,11 +134,7 @@ fn azure_backends(
         .mount
         .clone()
         .unwrap_or_else(|| "/mnt/lustre".into());
-    let container = &p.filesystem.hsm.container;
-    let store = crate::store::open(container).map_err(|source| TargetError::Store {
-        container: container.clone(),
-        source,
-    })?;
+    let store = open_store(p)?;
     let transfers = store.default_transfers();
     let state_dir = std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
     Ok(Backends {
@@ -181,4 +173,13 @@ pub fn arm_client(p: &Pipeline) -> Result<crate::azure::arm::Arm, TargetError> {
         Auth::Credential(crate::store::azure::credential::token_credential().map_err(|e| bad(&e))?)
     };
     Arm::new(&endpoint, auth).map_err(|e| bad(&e))
+}
+
+/// The pipeline's HSM container, as a blob store.
+fn open_store(p: &Pipeline) -> Result<Arc<dyn crate::store::BlobStore>, TargetError> {
+    let container = &p.filesystem.hsm.container;
+    crate::store::open(container).map_err(|source| TargetError::Store {
+        container: container.clone(),
+        source,
+    })
 }

@@ -8,7 +8,6 @@ mod common;
 #[path = "common/emulator.rs"]
 mod emulator;
 
-use std::io::{Read, Write};
 use std::path::Path;
 
 use serde_json::{Value, json};
@@ -222,23 +221,6 @@ fn the_validator_catches_what_it_should() {
     );
 }
 
-fn request(port: u16, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let payload = body.map(|b| b.to_string()).unwrap_or_default();
-    write!(
-        s,
-        "{method} {path}?api-version=2026-01-01 HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
-        payload.len()
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw);
-    let status = text[9..12].parse().unwrap();
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
-}
-
 #[test]
 fn emulator_responses_follow_the_spec() {
     let az = azurite::Azurite::start();
@@ -253,12 +235,12 @@ fn emulator_responses_follow_the_spec() {
     create["properties"]["hsm"]["settings"]["container"] = json!(format!("{sa}/data"));
     create["properties"]["hsm"]["settings"]["loggingContainer"] = json!(format!("{sa}/logs"));
     let fs = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/scgroup/providers/Microsoft.StorageCache/amlFilesystems/fs1";
-    let (status, body) = request(em.port, "PUT", fs, Some(&create));
+    let (status, body) = em.request("PUT", fs, Some(&create));
     assert_eq!(status, 201, "{body}");
     s.validate(&body, "AmlFilesystem");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let ready = loop {
-        let (_, body) = request(em.port, "GET", fs, None);
+        let (_, body) = em.request("GET", fs, None);
         if body["properties"]["provisioningState"] == "Succeeded" {
             break body;
         }
@@ -270,28 +252,27 @@ fn emulator_responses_follow_the_spec() {
     };
     s.validate(&ready, "AmlFilesystem");
     let job = load("examples/importJobs_CreateOrUpdate.json")["parameters"]["importJob"].clone();
-    let (status, body) = request(em.port, "PUT", &format!("{fs}/importJobs/job1"), Some(&job));
+    let (status, body) = em.request("PUT", &format!("{fs}/importJobs/job1"), Some(&job));
     assert_eq!(status, 201, "{body}");
     s.validate(&body, "ImportJob");
-    let (status, list) = request(em.port, "GET", &format!("{fs}/importJobs"), None);
+    let (status, list) = em.request("GET", &format!("{fs}/importJobs"), None);
     assert_eq!(status, 200);
     s.validate(&list, "ImportJobsListResult");
-    let (status, _) = request(
-        em.port,
+    let (status, _) = em.request(
         "POST",
         &format!("{fs}/archive"),
         Some(&json!({"filesystemPath": "/"})),
     );
     assert_eq!(status, 200);
-    let (_, after) = request(em.port, "GET", fs, None);
+    let (_, after) = em.request("GET", fs, None);
     s.validate(&after, "AmlFilesystem");
     // Errors in ARM's shape.
-    let (status, err) = request(em.port, "GET", &format!("{fs}x"), None);
+    let (status, err) = em.request("GET", &format!("{fs}x"), None);
     assert_eq!(status, 404);
     assert_eq!(err["error"]["code"], "ResourceNotFound");
     let mut bad = create.clone();
     bad["properties"]["storageCapacityTiB"] = json!(5);
-    let (status, err) = request(em.port, "PUT", &format!("{fs}2"), Some(&bad));
+    let (status, err) = em.request("PUT", &format!("{fs}2"), Some(&bad));
     assert_eq!(status, 400);
     assert_eq!(err["error"]["target"], "properties.storageCapacityTiB");
 }

@@ -246,6 +246,23 @@ pub struct ErrorDetail {
     pub details: Vec<ErrorDetail>,
 }
 
+impl AmlFilesystem {
+    /// The latest archive's entry in `hsm.archiveStatus`.
+    pub fn last_archive(&self) -> Option<&ArchiveStatus> {
+        self.properties
+            .hsm
+            .as_ref()?
+            .archive_status
+            .as_ref()?
+            .first()
+    }
+
+    /// The latest archive's state, e.g. `InProgress` or `Completed`.
+    pub fn archive_state(&self) -> Option<&str> {
+        self.last_archive()?.status.as_ref()?.state.as_deref()
+    }
+}
+
 /// Terminal states of an import job or archive.
 pub fn job_finished(state: &str) -> bool {
     matches!(

@@ -99,12 +99,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
                 .join(", "),
         );
     }
-    if let Some(a) = pr
-        .hsm
-        .as_ref()
-        .and_then(|h| h.archive_status.as_ref())
-        .and_then(|a| a.first())
-    {
+    if let Some(a) = r.last_archive() {
         let st = a.status.clone().unwrap_or_default();
         show(
             "last archive",

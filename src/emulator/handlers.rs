@@ -413,16 +413,7 @@ fn archive(state: &St, fs: FsKey, body: &[u8]) -> Response {
         let Some(e) = inner.filesystems.get_mut(&fs.key()) else {
             return not_found(&fs.id());
         };
-        let running = e
-            .resource
-            .properties
-            .hsm
-            .as_ref()
-            .and_then(|h| h.archive_status.as_ref())
-            .and_then(|a| a.first())
-            .and_then(|a| a.status.as_ref())
-            .and_then(|s| s.state.clone());
-        if running.as_deref() == Some("InProgress") {
+        if e.resource.archive_state() == Some("InProgress") {
             return error(
                 StatusCode::CONFLICT,
                 "ArchiveInProgress",
@@ -479,11 +470,7 @@ fn cancel_archive(state: &State, fs: &FsKey) -> Response {
         a.abort();
         let path = e
             .resource
-            .properties
-            .hsm
-            .as_ref()
-            .and_then(|h| h.archive_status.as_ref())
-            .and_then(|a| a.first())
+            .last_archive()
             .and_then(|a| a.filesystem_path.clone())
             .unwrap_or_else(|| "/".into());
         set_archive(e, &path, "Canceled", None);

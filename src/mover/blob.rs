@@ -154,17 +154,7 @@ impl Inner {
         req: &ImportRequest,
         progress: &Progress,
     ) -> Result<ImportReport, MoverError> {
-        let mut report = ImportReport {
-            status: JobStatus::Completed,
-            imported: 0,
-            bytes: 0,
-            up_to_date: 0,
-            conflicts_skipped: 0,
-            overwritten: 0,
-            directories: 0,
-            errors: Vec::new(),
-            conflict: None,
-        };
+        let mut report = ImportReport::default();
         let too_many =
             |r: &ImportReport| req.max_errors >= 0 && r.errors.len() as i64 > req.max_errors;
         let mut batch: Vec<(BlobEntry, bool)> = Vec::with_capacity(self.batch_size());
@@ -329,13 +319,7 @@ impl Inner {
         req: &ExportRequest,
         progress: &Progress,
     ) -> Result<ExportReport, MoverError> {
-        let mut report = ExportReport {
-            exported: 0,
-            bytes: 0,
-            unchanged: 0,
-            verified: 0,
-            errors: Vec::new(),
-        };
+        let mut report = ExportReport::default();
         let mut batch: Vec<(String, Metadata)> = Vec::new();
         if !req.dry_run {
             self.store.create_if_missing().await?;

@@ -74,7 +74,7 @@ impl HsmMover {
 
     /// What an import would bring: every blob under the prefixes (AMLFS decides conflicts).
     async fn plan_import(&self, req: &ImportRequest) -> Result<ImportReport, MoverError> {
-        let mut report = empty_import();
+        let mut report = ImportReport::default();
         for prefix in store::disjoint_prefixes(&req.prefixes) {
             let mut listing = self.store.list(&prefix);
             while let Some(item) = listing.next().await {
@@ -87,20 +87,6 @@ impl HsmMover {
             }
         }
         Ok(report)
-    }
-}
-
-fn empty_import() -> ImportReport {
-    ImportReport {
-        status: JobStatus::Completed,
-        imported: 0,
-        bytes: 0,
-        up_to_date: 0,
-        conflicts_skipped: 0,
-        overwritten: 0,
-        directories: 0,
-        errors: Vec::new(),
-        conflict: None,
     }
 }
 
@@ -205,11 +191,13 @@ impl Mover for HsmMover {
                 }
                 continue;
             }
-            let mut report = empty_import();
-            report.imported = imported;
-            report.conflicts_skipped = status.total_conflicts.unwrap_or(0.0) as u64;
             let errors = status.total_errors.unwrap_or(0.0) as u64;
             let message = status.status_message.clone().unwrap_or_default();
+            let mut report = ImportReport {
+                imported,
+                conflicts_skipped: status.total_conflicts.unwrap_or(0.0) as u64,
+                ..Default::default()
+            };
             report.errors = (0..errors.min(1))
                 .map(|_| format!("{errors} error(s) reported by import job {name}: {message}"))
                 .collect();
@@ -237,23 +225,11 @@ impl Mover for HsmMover {
         req: ExportRequest,
         progress: Progress,
     ) -> Result<ExportReport, MoverError> {
-        let mut report = ExportReport {
-            exported: 0,
-            bytes: 0,
-            unchanged: 0,
-            verified: 0,
-            errors: Vec::new(),
-        };
+        let mut report = ExportReport::default();
         for path in store::disjoint_paths(&req.paths) {
             // What differs from the container now is what archive will write; when nothing
             // does, no HSM job is started at all.
-            let mut before = ExportReport {
-                exported: 0,
-                bytes: 0,
-                unchanged: 0,
-                verified: 0,
-                errors: Vec::new(),
-            };
+            let mut before = ExportReport::default();
             self.verify(&path, &mut before, true).await?;
             if req.dry_run || before.exported == 0 {
                 report.exported += if req.dry_run { before.exported } else { 0 };
@@ -264,13 +240,7 @@ impl Mover for HsmMover {
                 continue;
             }
             self.archive(&path).await?;
-            let mut after = ExportReport {
-                exported: 0,
-                bytes: 0,
-                unchanged: 0,
-                verified: 0,
-                errors: Vec::new(),
-            };
+            let mut after = ExportReport::default();
             self.verify(&path, &mut after, false).await?;
             report.exported += before.exported;
             report.bytes += before.bytes;
@@ -296,19 +266,6 @@ impl HsmMover {
         Ok(())
     }
 
-    fn archive_state(fs: &AmlFilesystem) -> Option<String> {
-        fs.properties
-            .hsm
-            .as_ref()?
-            .archive_status
-            .as_ref()?
-            .first()?
-            .status
-            .as_ref()?
-            .state
-            .clone()
-    }
-
     async fn fs_now(&self) -> Result<AmlFilesystem, MoverError> {
         self.arm
             .get(&self.fs.path())
@@ -324,7 +281,7 @@ impl HsmMover {
         };
         let archive = format!("{}/archive", self.fs.path());
         loop {
-            if Self::archive_state(&self.fs_now().await?).as_deref() == Some("InProgress") {
+            if self.fs_now().await?.archive_state() == Some("InProgress") {
                 tokio::time::sleep(self.arm.poll_interval()).await;
                 continue;
             }
@@ -345,15 +302,11 @@ impl HsmMover {
         loop {
             tokio::time::sleep(self.arm.poll_interval()).await;
             let fs = self.fs_now().await?;
-            match Self::archive_state(&fs).as_deref() {
+            match fs.archive_state() {
                 Some("Completed") => return Ok(()),
                 Some(s @ ("Failed" | "Canceled")) => {
                     let msg = fs
-                        .properties
-                        .hsm
-                        .as_ref()
-                        .and_then(|h| h.archive_status.as_ref())
-                        .and_then(|a| a.first())
+                        .last_archive()
                         .and_then(|a| a.status.as_ref())
                         .and_then(|s| s.error_message.clone())
                         .unwrap_or_default();

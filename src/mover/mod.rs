@@ -53,14 +53,15 @@ pub struct ExportRequest {
 }
 
 /// AMLFS import job states that a finished job can be in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 pub enum JobStatus {
+    #[default]
     Completed,
     CompletedPartial,
     Failed,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ImportReport {
     pub status: JobStatus,
     pub imported: u64,
@@ -74,7 +75,7 @@ pub struct ImportReport {
     pub conflict: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ExportReport {
     pub exported: u64,
     pub bytes: u64,

@@ -55,10 +55,22 @@ impl Emulator {
 
     /// GET an ARM path as a client would: (status, JSON body or null).
     pub fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        self.request("GET", path, None)
+    }
+
+    /// Any ARM request, over a plain HTTP/1.1 connection: (status, JSON body or null).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        let payload = body.map(|b| b.to_string()).unwrap_or_default();
         write!(
             s,
-            "GET {path}?api-version=2026-01-01 HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer test\r\nConnection: close\r\n\r\n"
+            "{method} {path}?api-version=2026-01-01 HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
+            payload.len()
         )
         .unwrap();
         let mut raw = Vec::new();
