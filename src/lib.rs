@@ -18,6 +18,7 @@ pub mod journal;
 pub mod mover;
 pub mod pool;
 pub mod report;
+pub mod slurm;
 pub mod spec;
 pub mod store;
 pub mod target;

@@ -9,6 +9,7 @@ mod logs;
 mod plan;
 mod run;
 mod schema;
+mod slurm;
 mod status;
 mod transfer;
 mod validate;
@@ -92,6 +93,8 @@ pub enum Command {
     Export(transfer::ExportArgs),
     /// File-system commands: `stage fs show FILE`.
     Fs(fs::Args),
+    /// Slurm Prolog/Epilog hooks: `stage slurm prolog`, `stage slurm epilog`.
+    Slurm(slurm::Args),
     /// Serve the ARM/AMLFS emulator, to run azure-target pipelines offline.
     Emulator(emulator::Args),
     /// Print the JSON Schema of pipeline files (for editors).
@@ -192,6 +195,7 @@ pub async fn main(cli: Cli) -> Result<Exit, CliError> {
         Command::Export(a) => transfer::export(&ctx, a).await,
         Command::Emulator(a) => emulator::run(&ctx, a).await,
         Command::Fs(a) => fs::run(&ctx, a).await,
+        Command::Slurm(a) => slurm::run(&ctx, a).await,
         Command::Schema => {
             schema::run();
             Ok(Exit::Success)

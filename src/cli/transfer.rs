@@ -71,7 +71,7 @@ fn open(container: &str) -> Result<Arc<dyn BlobStore>, CliError> {
 }
 
 /// The journal namespace for a directory: its absolute path.
-fn namespace(dir: &std::path::Path) -> String {
+pub(super) fn namespace(dir: &std::path::Path) -> String {
     format!(
         "dir:{}",
         std::path::absolute(dir)

@@ -1,0 +1,250 @@
+//! `stage slurm prolog` and `stage slurm epilog`: stage a job's data in before it starts and
+//! out after it ends, from the `#STAGE` lines of its batch script.
+//!
+//! Exit codes follow what Slurm does with them: a failing node Prolog drains the node and
+//! requeues the job (held), so the prolog fails only when the job's inputs cannot be staged;
+//! the epilog never fails for a transfer error (that would drain a healthy node): it logs the
+//! error and records it in the state directory.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{CliError, Ctx};
+use crate::exit::Exit;
+use crate::mover::{BlobMover, ExportRequest, ImportRequest, JobStatus, Mover};
+use crate::slurm::directives::{self, Directives};
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+slurm.conf (node side; runs as root with SLURM_JOB_ID set):
+  Prolog=/etc/slurm/stage-prolog.sh
+  Epilog=/etc/slurm/stage-epilog.sh
+where stage-prolog.sh is, for example:
+  #!/bin/sh
+  set -a; . /etc/stage/env; set +a     # credentials, readable by root only
+  exec stage --state-dir /var/lib/stage slurm prolog
+
+Job scripts declare what they need:
+  #STAGE in  https://ACCOUNT.blob.core.windows.net/CONTAINER/PREFIX  /lustre/job/in
+  #STAGE out /lustre/job/out  https://ACCOUNT.blob.core.windows.net/CONTAINER/results
+  #STAGE conflict overwrite-if-dirty      (default fail)
+  #STAGE max_errors 0
+
+Exit codes: prolog 0 staged (or nothing to stage), 1 inputs could not be staged (Slurm drains
+the node and requeues the job held), 2 bad #STAGE lines; epilog always 0 unless its own
+arguments are wrong — transfer errors are logged and recorded under STATE_DIR/slurm/.")]
+pub struct Args {
+    #[command(subcommand)]
+    pub hook: Hook,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Hook {
+    /// Stage a job's `#STAGE in` data into place; blocks until done.
+    Prolog(HookArgs),
+    /// Export a job's `#STAGE out` directories; never fails the node for a transfer error.
+    Epilog(HookArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HookArgs {
+    /// Read directives from this file instead of the job's batch script (`scontrol write
+    /// batch_script $SLURM_JOB_ID -`).
+    #[arg(long)]
+    pub script: Option<PathBuf>,
+    /// Give up after this long (so a stuck transfer cannot hold the node forever).
+    #[arg(long, default_value = "2h", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    crate::spec::decode::parse_duration(s)
+        .ok_or_else(|| format!("`{s}` is not a duration like 90s, 30m or 2h"))
+}
+
+fn job_id() -> String {
+    std::env::var("SLURM_JOB_ID").unwrap_or_else(|_| "-".into())
+}
+
+/// One line to stderr (syslog-friendly: no colour, one event per line) and to the log file.
+fn log(ctx: &Ctx, hook: &str, msg: &str) {
+    let line = format!("stage {hook} job {}: {msg}", job_id());
+    eprintln!("{line}");
+    let _ = std::fs::create_dir_all(ctx.state_dir.join("slurm"));
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(ctx.state_dir.join("slurm").join("hooks.log"))
+    {
+        let _ = writeln!(
+            f,
+            "{} {line}",
+            crate::clock::iso8601(crate::clock::now_secs())
+        );
+    }
+}
+
+/// The batch script: from `--script`, else from slurmctld. None for jobs without one (srun).
+fn script(a: &HookArgs) -> Result<Option<String>, CliError> {
+    if let Some(p) = &a.script {
+        return std::fs::read_to_string(p)
+            .map(Some)
+            .map_err(|e| CliError::Read(format!("cannot read {}", p.display()), e));
+    }
+    let Ok(id) = std::env::var("SLURM_JOB_ID") else {
+        return Err(CliError::Usage(
+            "SLURM_JOB_ID is not set: run from Slurm, or pass --script FILE".into(),
+        ));
+    };
+    let out = std::process::Command::new("scontrol")
+        .args(["write", "batch_script", &id, "-"])
+        .output()
+        .map_err(|e| CliError::Read("cannot run scontrol".into(), e))?;
+    Ok(out
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+fn directives(a: &HookArgs) -> Result<Directives, CliError> {
+    let text = script(a)?.unwrap_or_default();
+    directives::parse(&text).map_err(|e| CliError::Usage(e.to_string()))
+}
+
+fn mover(ctx: &Ctx, url: &str, dir: &std::path::Path) -> Result<BlobMover, CliError> {
+    let store = crate::store::open(url).map_err(|e| CliError::Usage(format!("{url}: {e}")))?;
+    // Prologs of jobs starting together on one node share the state: queue on its lock.
+    let journal = ctx.open_journal(true)?;
+    let transfers = store.default_transfers();
+    Ok(BlobMover::new(
+        super::transfer::namespace(dir),
+        dir.to_path_buf(),
+        Arc::clone(&store),
+        journal,
+        transfers,
+    ))
+}
+
+pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
+    match a.hook {
+        Hook::Prolog(h) => prolog(ctx, h).await,
+        Hook::Epilog(h) => epilog(ctx, h).await,
+    }
+}
+
+async fn prolog(ctx: &Ctx, a: HookArgs) -> Result<Exit, CliError> {
+    let d = directives(&a)?;
+    if d.stage_in.is_empty() {
+        return Ok(Exit::Success);
+    }
+    let work = async {
+        for (url, dir) in &d.stage_in {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| CliError::Read(format!("cannot create {}", dir.display()), e))?;
+            let report = mover(ctx, url, dir)?
+                .import(
+                    ImportRequest {
+                        job: format!("slurm-{}", job_id()),
+                        prefixes: vec![String::new()],
+                        conflict: d.conflict,
+                        max_errors: d.max_errors,
+                        dry_run: false,
+                        cancel: None,
+                        detach: false,
+                    },
+                    Box::new(|_, _| {}),
+                )
+                .await
+                .map_err(|source| CliError::Transfer {
+                    what: format!("stage in {url}"),
+                    source,
+                })?;
+            let what = format!("{url} -> {}: {}", dir.display(), report.summary());
+            if report.status == JobStatus::Failed {
+                log(
+                    ctx,
+                    "prolog",
+                    &format!("FAILED {what}; {}", report.errors.join("; ")),
+                );
+                return Ok(Exit::Failed);
+            }
+            log(ctx, "prolog", &what);
+        }
+        Ok(Exit::Success)
+    };
+    match tokio::time::timeout(a.timeout, work).await {
+        Ok(Err(e)) => {
+            log(ctx, "prolog", &format!("FAILED {e}"));
+            Err(e)
+        }
+        Ok(ok) => ok,
+        Err(_) => {
+            log(
+                ctx,
+                "prolog",
+                &format!("FAILED: not done after {:?}", a.timeout),
+            );
+            Ok(Exit::Failed)
+        }
+    }
+}
+
+async fn epilog(ctx: &Ctx, a: HookArgs) -> Result<Exit, CliError> {
+    let d = directives(&a)?;
+    if d.stage_out.is_empty() {
+        return Ok(Exit::Success);
+    }
+    let work = async {
+        let mut failures = Vec::new();
+        for (dir, url) in &d.stage_out {
+            let result = match mover(ctx, url, dir) {
+                Ok(m) => m
+                    .export(
+                        ExportRequest {
+                            job: format!("slurm-{}", job_id()),
+                            paths: vec![String::new()],
+                            dry_run: false,
+                        },
+                        Box::new(|_, _| {}),
+                    )
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match result {
+                Ok(r) if r.errors.is_empty() => log(
+                    ctx,
+                    "epilog",
+                    &format!("{} -> {url}: {}", dir.display(), r.summary()),
+                ),
+                Ok(r) => failures.push(format!(
+                    "{} -> {url}: {}",
+                    dir.display(),
+                    r.errors.join("; ")
+                )),
+                Err(e) => failures.push(format!("{} -> {url}: {e}", dir.display())),
+            }
+        }
+        failures
+    };
+    let failures = match tokio::time::timeout(a.timeout, work).await {
+        Ok(f) => f,
+        Err(_) => vec![format!("not done after {:?}", a.timeout)],
+    };
+    if !failures.is_empty() {
+        for f in &failures {
+            log(ctx, "epilog", &format!("FAILED {f}"));
+        }
+        // Recorded for `stage status` and whoever reruns the export; the node stays up.
+        let record = serde_json::json!({ "job": job_id(), "failures": failures });
+        let _ = std::fs::write(
+            ctx.state_dir
+                .join("slurm")
+                .join(format!("epilog-{}.json", job_id())),
+            record.to_string(),
+        );
+    }
+    Ok(Exit::Success)
+}

@@ -1,0 +1,134 @@
+//! `#STAGE` lines in a batch script: what a job needs staged in before it starts and out after
+//! it ends. Read like `#SBATCH`: only in the comment block before the first command.
+//!
+//! ```text
+//! #STAGE in  https://acct.blob.core.windows.net/genomics/samples  /lustre/run42/samples
+//! #STAGE out /lustre/run42/results  https://acct.blob.core.windows.net/genomics/results
+//! #STAGE conflict overwrite-if-dirty
+//! #STAGE max_errors 0
+//! ```
+
+use std::path::PathBuf;
+
+use crate::spec::ConflictMode;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Directives {
+    /// (container URL with prefix, directory)
+    pub stage_in: Vec<(String, PathBuf)>,
+    /// (directory, container URL with prefix)
+    pub stage_out: Vec<(PathBuf, String)>,
+    pub conflict: ConflictMode,
+    pub max_errors: i64,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("batch script line {line}: {message}")]
+pub struct DirectiveError {
+    pub line: usize,
+    pub message: String,
+}
+
+impl Directives {
+    pub fn is_empty(&self) -> bool {
+        self.stage_in.is_empty() && self.stage_out.is_empty()
+    }
+}
+
+/// Parses the directives; every problem is an error, so a typo never silently skips staging.
+pub fn parse(script: &str) -> Result<Directives, DirectiveError> {
+    let mut d = Directives {
+        stage_in: Vec::new(),
+        stage_out: Vec::new(),
+        conflict: ConflictMode::Fail,
+        max_errors: 0,
+    };
+    for (i, raw) in script.lines().enumerate() {
+        let line = raw.trim();
+        if i == 0 && line.starts_with("#!") {
+            continue;
+        }
+        if line.is_empty() {
+            continue;
+        }
+        if !line.starts_with('#') {
+            break;
+        }
+        let Some(rest) = line.strip_prefix("#STAGE") else {
+            continue;
+        };
+        let err = |message: String| DirectiveError {
+            line: i + 1,
+            message,
+        };
+        let words: Vec<&str> = rest.split_whitespace().collect();
+        let absolute = |p: &str| -> Result<PathBuf, DirectiveError> {
+            let path = PathBuf::from(p);
+            if !path.is_absolute() || p.split('/').any(|c| c == "..") {
+                return Err(err(format!("`{p}` must be an absolute path without `..`")));
+            }
+            Ok(path)
+        };
+        let url = |u: &str| -> Result<String, DirectiveError> {
+            if !crate::store::is_url(u) {
+                return Err(err(format!("`{u}` is not a container URL")));
+            }
+            crate::store::azure::Location::parse(u).map_err(|e| err(format!("{u}: {e}")))?;
+            Ok(u.to_string())
+        };
+        match words.as_slice() {
+            ["in", from, to] => d.stage_in.push((url(from)?, absolute(to)?)),
+            ["out", from, to] => d.stage_out.push((absolute(from)?, url(to)?)),
+            ["conflict", mode] => {
+                d.conflict = ConflictMode::from_name(mode).ok_or_else(|| {
+                    err(format!(
+                        "`{mode}` is not a conflict mode ({})",
+                        ConflictMode::NAMES.join(", ")
+                    ))
+                })?
+            }
+            ["max_errors", n] => {
+                d.max_errors = n
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| *n >= -1)
+                    .ok_or_else(|| err(format!("`{n}` is not -1 or a count")))?
+            }
+            _ => {
+                return Err(err(format!(
+                    "cannot read `{}`: expected `#STAGE in URL DIR`, `#STAGE out DIR URL`, `#STAGE conflict MODE` or `#STAGE max_errors N`",
+                    line
+                )));
+            }
+        }
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directives_in_the_leading_comment_block() {
+        let d = parse(
+            "#!/bin/bash\n#SBATCH -N1\n#STAGE in http://127.0.0.1:1/devstoreaccount1/data/in /scratch/in\n\n#STAGE out /scratch/out https://a.blob.core.windows.net/res/run1\n#STAGE conflict skip\n#STAGE max_errors -1\necho hi\n#STAGE in http://x/y/z /late\n",
+        )
+        .unwrap();
+        assert_eq!(d.stage_in.len(), 1);
+        assert_eq!(d.stage_out[0].0, PathBuf::from("/scratch/out"));
+        assert_eq!(d.conflict, ConflictMode::Skip);
+        assert_eq!(d.max_errors, -1);
+        assert!(parse("#!/bin/sh\necho no directives\n").unwrap().is_empty());
+    }
+
+    #[test]
+    fn mistakes_are_errors_with_their_line() {
+        let e =
+            parse("#!/bin/sh\n#STAGE in http://127.0.0.1:1/acct/data relative/dir\n").unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(parse("#STAGE inn a b\n").is_err());
+        assert!(parse("#STAGE in http://127.0.0.1:1/acct/data /a/../etc\n").is_err());
+        assert!(parse("#STAGE conflict sometimes\n").is_err());
+    }
+}

@@ -1,0 +1,3 @@
+//! Slurm integration: stage-in from a prolog, stage-out from an epilog.
+
+pub mod directives;

@@ -1,0 +1,156 @@
+//! A real single-node Slurm (Debian's slurmctld + slurmd, munge) per test, on free loopback
+//! ports, with the test's Prolog/Epilog; killed on drop.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+pub struct Slurm {
+    pub dir: tempfile::TempDir,
+    daemons: Vec<Child>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
+/// munged serves every Slurm on the machine; start it once if it is not running.
+fn munge() {
+    static START: Once = Once::new();
+    START.call_once(|| {
+        if Path::new("/run/munge/munge.socket.2").exists() {
+            return;
+        }
+        std::fs::create_dir_all("/run/munge").unwrap();
+        let _ = Command::new("chown")
+            .args(["munge:munge", "/run/munge"])
+            .status();
+        if !Path::new("/etc/munge/munge.key").exists() {
+            let _ = Command::new("runuser")
+                .args(["-u", "munge", "--", "mungekey", "-c"])
+                .status();
+        }
+        let ok = Command::new("runuser")
+            .args(["-u", "munge", "--", "/usr/sbin/munged"])
+            .status()
+            .expect("munged (apt-get install munge; scripts/test installs it)")
+            .success();
+        assert!(ok, "munged did not start");
+    });
+}
+
+impl Slurm {
+    /// Starts Slurm with these Prolog and Epilog script bodies.
+    pub fn start(prolog: &str, epilog: &str) -> Slurm {
+        munge();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for sub in ["state", "spool"] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        for (name, body) in [("prolog.sh", prolog), ("epilog.sh", epilog)] {
+            let p = d.join(name);
+            std::fs::write(&p, body).unwrap();
+            std::os::unix::fs::PermissionsExt::set_mode(
+                &mut std::fs::metadata(&p).unwrap().permissions(),
+                0o755,
+            );
+            let _ = Command::new("chmod").arg("755").arg(&p).status();
+        }
+        let conf = format!(
+            "ClusterName=stagetest\nSlurmctldHost=localhost(127.0.0.1)\nSlurmUser=root\nSlurmctldPort={}\nSlurmdPort={}\nAuthType=auth/munge\n\
+StateSaveLocation={d}/state\nSlurmdSpoolDir={d}/spool\nSlurmctldPidFile={d}/slurmctld.pid\nSlurmdPidFile={d}/slurmd.pid\n\
+SlurmctldLogFile={d}/slurmctld.log\nSlurmdLogFile={d}/slurmd.log\nProctrackType=proctrack/linuxproc\nTaskPlugin=task/none\n\
+SelectType=select/cons_tres\nAccountingStorageType=accounting_storage/none\nJobAcctGatherType=jobacct_gather/none\n\
+MailProg=/bin/true\nReturnToService=2\nSchedulerParameters=bf_interval=1,reduce_completing_frag,sched_min_interval=0,batch_sched_delay=0\n\
+KillWait=0\nCompleteWait=0\nSlurmdParameters=config_overrides\nProlog={d}/prolog.sh\nEpilog={d}/epilog.sh\n\
+NodeName=stagenode NodeHostname=localhost NodeAddr=127.0.0.1 CPUs=2 State=UNKNOWN\n\
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP\n",
+            free_port(),
+            free_port(),
+            d = d.display()
+        );
+        std::fs::write(d.join("slurm.conf"), conf).unwrap();
+        let mut s = Slurm {
+            dir,
+            daemons: Vec::new(),
+        };
+        s.daemons.push(s.spawn("slurmctld", &["-D", "-i"]));
+        std::thread::sleep(Duration::from_millis(300));
+        s.daemons
+            .push(s.spawn("slurmd", &["-D", "-N", "stagenode"]));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let state = s.output("sinfo", &["-h", "-o", "%T"]);
+            if state.trim() == "idle" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "slurm did not come up: {state}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        s
+    }
+
+    fn spawn(&self, prog: &str, args: &[&str]) -> Child {
+        Command::new(prog)
+            .args(args)
+            .env("SLURM_CONF", self.conf())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{prog}: {e} (apt-get install slurm-wlm)"))
+    }
+
+    pub fn conf(&self) -> PathBuf {
+        self.dir.path().join("slurm.conf")
+    }
+
+    pub fn output(&self, prog: &str, args: &[&str]) -> String {
+        let o = Command::new(prog)
+            .args(args)
+            .env("SLURM_CONF", self.conf())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Submits a batch script; returns the job id.
+    pub fn sbatch(&self, script: &Path) -> String {
+        let out = self.output("sbatch", &["--parsable", script.to_str().unwrap()]);
+        let id = out.trim().to_string();
+        assert!(!id.is_empty(), "sbatch failed for {}", script.display());
+        id
+    }
+
+    /// A job's `scontrol show job` fields, e.g. `JobState`.
+    pub fn job(&self, id: &str) -> String {
+        self.output("scontrol", &["show", "job", id])
+    }
+
+    /// Waits until `pred` holds for the job's record.
+    pub fn wait_job(&self, id: &str, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let rec = self.job(id);
+            if pred(&rec) {
+                return rec;
+            }
+            assert!(Instant::now() < deadline, "job {id} never {what}:\n{rec}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Slurm {
+    fn drop(&mut self) {
+        for d in &mut self.daemons {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+    }
+}

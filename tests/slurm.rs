@@ -1,0 +1,123 @@
+//! Stage-in from a Slurm Prolog and stage-out from its Epilog, on a real slurmctld/slurmd.
+
+#[path = "common/azurite.rs"]
+mod azurite;
+mod common;
+#[path = "common/slurm.rs"]
+mod slurm;
+
+use azurite::{Azurite, CONNECTION_STRING};
+use common::*;
+use slurm::Slurm;
+
+/// The hook wrapper a site would install: credentials from the environment file, then stage.
+fn hook(ws: &Workspace, which: &str) -> String {
+    format!(
+        "#!/bin/sh\nexport AZURE_STORAGE_CONNECTION_STRING='{CONNECTION_STRING}'\nexec {STAGE} --state-dir {} slurm {which}\n",
+        ws.state().display()
+    )
+}
+
+fn stage_env(ws: &Workspace, args: &[&str]) -> std::process::Output {
+    ws.cmd(args)
+        .env("AZURE_STORAGE_CONNECTION_STRING", CONNECTION_STRING)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_job_gets_its_inputs_before_it_starts_and_its_outputs_exported_after() {
+    let az = Azurite::start();
+    let ws = Workspace::new();
+    ws.write("upload/a.txt", "twelve bytes");
+    ws.write("upload/sub/b.txt", "b");
+    assert_exit(
+        &stage_env(&ws, &["export", "upload", &az.url("jobdata/in")]),
+        0,
+    );
+    let slurm = Slurm::start(&hook(&ws, "prolog"), &hook(&ws, "epilog"));
+    let lustre = ws.path().join("lustre");
+    let script = ws.write(
+        "job.sh",
+        format!(
+            "#!/bin/sh\n#SBATCH -o {l}/job.out\n#STAGE in {inp} {l}/in\n#STAGE out {l}/out {out}\nmkdir -p {l}/out\nwc -c < {l}/in/a.txt > {l}/out/count.txt\ncat {l}/in/sub/b.txt >> {l}/out/count.txt\n",
+            l = lustre.display(),
+            inp = az.url("jobdata/in"),
+            out = az.url("jobdata/out"),
+        ),
+    );
+    let id = slurm.sbatch(&script);
+    let rec = slurm.wait_job(&id, "completed", |r| {
+        r.contains("JobState=COMPLETED") || r.contains("JobState=FAILED")
+    });
+    assert!(rec.contains("JobState=COMPLETED"), "{rec}");
+    // The epilog may still be finishing just after the state flips: wait for its log line.
+    let log = ws.state().join("slurm/hooks.log");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("epilog")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no epilog line in {}",
+            log.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_exit(
+        &stage_env(&ws, &["import", &az.url("jobdata/out"), "fetched"]),
+        0,
+    );
+    let got = std::fs::read_to_string(ws.path().join("fetched/count.txt")).unwrap();
+    assert_eq!(got.split_whitespace().collect::<Vec<_>>(), ["12", "b"]);
+    let hooks = std::fs::read_to_string(&log).unwrap();
+    assert!(hooks.contains(&format!("stage prolog job {id}")), "{hooks}");
+}
+
+#[test]
+fn a_failed_stage_in_keeps_the_job_from_running_and_holds_it() {
+    let az = Azurite::start();
+    let ws = Workspace::new();
+    let slurm = Slurm::start(&hook(&ws, "prolog"), &hook(&ws, "epilog"));
+    let lustre = ws.path().join("lustre");
+    let script = ws.write(
+        "job.sh",
+        format!(
+            "#!/bin/sh\n#STAGE in {} {l}/in\ntouch {l}/ran\n",
+            az.url("no-such-container"),
+            l = lustre.display()
+        ),
+    );
+    let id = slurm.sbatch(&script);
+    let rec = slurm.wait_job(&id, "held", |r| {
+        r.contains("JobState=PENDING") && r.contains("held")
+    });
+    assert!(rec.contains("Reason=launch_failed_requeued_held"), "{rec}");
+    assert!(
+        !lustre.join("ran").exists(),
+        "the job ran without its inputs"
+    );
+    let hooks = std::fs::read_to_string(ws.state().join("slurm/hooks.log")).unwrap();
+    assert!(hooks.contains("FAILED"), "{hooks}");
+}
+
+#[test]
+fn hooks_with_nothing_declared_do_nothing_and_bad_directives_are_refused() {
+    let ws = Workspace::new();
+    let plain = ws.write("plain.sh", "#!/bin/sh\n#SBATCH -N1\necho hi\n");
+    // No Azure credentials, no network, no state: nothing is touched.
+    for hook in ["prolog", "epilog"] {
+        let o = ws.stage(&["slurm", hook, "--script", plain.to_str().unwrap()]);
+        assert_exit(&o, 0);
+        assert!(o.stderr.is_empty(), "{}", text(&o.stderr));
+    }
+    assert!(!ws.state().exists(), "a no-op hook created state");
+    let bad = ws.write(
+        "bad.sh",
+        "#!/bin/sh\n#STAGE in http://127.0.0.1:1/devstoreaccount1/data relative\n",
+    );
+    let o = ws.stage(&["slurm", "prolog", "--script", bad.to_str().unwrap()]);
+    assert_exit(&o, 2);
+    assert_has(&o.stderr, "batch script line 2");
+}
