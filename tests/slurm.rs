@@ -13,7 +13,7 @@ use slurm::Slurm;
 /// The hook wrapper a site would install: credentials from the environment file, then stage.
 fn hook(ws: &Workspace, which: &str) -> String {
     format!(
-        "#!/bin/sh\nexport AZURE_STORAGE_CONNECTION_STRING='{CONNECTION_STRING}'\nexec {STAGE} --state-dir {} slurm {which}\n",
+        "#!/bin/sh\nexport AZURE_STORAGE_CONNECTION_STRING='{CONNECTION_STRING}'\nexec {STAGE} --state-dir {} slurm {which} \"$@\"\n",
         ws.state().display()
     )
 }
@@ -120,4 +120,49 @@ fn hooks_with_nothing_declared_do_nothing_and_bad_directives_are_refused() {
     let o = ws.stage(&["slurm", "prolog", "--script", bad.to_str().unwrap()]);
     assert_exit(&o, 2);
     assert_has(&o.stderr, "batch script line 2");
+}
+
+#[test]
+fn a_failed_stage_out_keeps_the_node_up_and_shows_in_status() {
+    let mut az = Azurite::start();
+    az.stop();
+    let ws = Workspace::new();
+    // Storage is down: the epilog must give up within its time bound, not hold the node.
+    let epilog = hook(&ws, "epilog").replace("slurm epilog", "slurm epilog --timeout 3s");
+    let slurm = Slurm::start(&hook(&ws, "prolog"), &epilog);
+    let lustre = ws.path().join("lustre");
+    let script = ws.write(
+        "job.sh",
+        format!(
+            "#!/bin/sh\n#STAGE out {l}/out {}\nmkdir -p {l}/out\necho result > {l}/out/r.txt\n",
+            az.url("results"),
+            l = lustre.display()
+        ),
+    );
+    let id = slurm.sbatch(&script);
+    let rec = slurm.wait_job(&id, "completed", |r| {
+        r.contains("JobState=COMPLETED") || r.contains("JobState=FAILED")
+    });
+    assert!(rec.contains("JobState=COMPLETED"), "{rec}");
+    let record = ws.state().join(format!("slurm/epilog-{id}.json"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !record.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no epilog failure recorded"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        slurm.output("sinfo", &["-h", "-o", "%T"]).trim(),
+        "idle",
+        "the node must stay up"
+    );
+    let o = ws.stage(&["status"]);
+    assert_exit(&o, 0);
+    let out = text(&o.stdout);
+    assert!(
+        out.contains(&format!("job {id}:")) && out.contains("results"),
+        "{out}"
+    );
 }

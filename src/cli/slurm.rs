@@ -231,7 +231,11 @@ async fn epilog(ctx: &Ctx, a: HookArgs) -> Result<Exit, CliError> {
     };
     let failures = match tokio::time::timeout(a.timeout, work).await {
         Ok(f) => f,
-        Err(_) => vec![format!("not done after {:?}", a.timeout)],
+        Err(_) => d
+            .stage_out
+            .iter()
+            .map(|(dir, url)| format!("{} -> {url}: not done after {:?}", dir.display(), a.timeout))
+            .collect(),
     };
     if !failures.is_empty() {
         for f in &failures {

@@ -56,6 +56,9 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
         Err(e) => return Err(e),
     };
     let json = ctx.output == OutputFormat::Json;
+    if a.file.is_none() && !json {
+        slurm_failures(ctx);
+    }
     let Some(file) = a.file else {
         let runs = journal.runs()?;
         let recent: Vec<&RunRecord> = runs.iter().rev().take(20).collect();
@@ -178,4 +181,35 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
         }
     }
     Ok(Exit::Success)
+}
+
+/// Exports a Slurm epilog could not finish (it exits 0 so the node stays up; this is where
+/// they surface).
+fn slurm_failures(ctx: &Ctx) {
+    let Ok(dir) = std::fs::read_dir(ctx.state_dir.join("slurm")) else {
+        return;
+    };
+    let mut lines: Vec<String> = dir
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("epilog-"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .flat_map(|v| {
+            let job = v["job"].as_str().unwrap_or("?").to_string();
+            v["failures"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |f| format!("  job {job}: {}", f.as_str().unwrap_or_default()))
+        })
+        .collect();
+    if lines.is_empty() {
+        return;
+    }
+    lines.sort();
+    println!("Slurm epilog exports that failed (rerun with `stage export DIR URL`):");
+    for l in lines {
+        println!("{l}");
+    }
 }
