@@ -37,6 +37,14 @@ pub fn local_root(p: &Pipeline, state_dir: &Path) -> std::path::PathBuf {
 /// Local slots, or SSH to the pool's hosts when any of them is remote.
 pub fn executor(p: &Pipeline, state_dir: &Path) -> Result<Arc<dyn Executor>, TargetError> {
     let slots = p.pool.slots as usize;
+    if let Some(slurm) = &p.pool.slurm {
+        let token = state_token(state_dir).map_err(TargetError::State)?;
+        return Ok(Arc::new(crate::executor::SlurmExecutor::new(
+            slots,
+            slurm.clone(),
+            token,
+        )));
+    }
     if p.pool.is_local() {
         return Ok(Arc::new(LocalExecutor::new(slots)));
     }

@@ -166,3 +166,40 @@ fn a_failed_stage_out_keeps_the_node_up_and_shows_in_status() {
         "{out}"
     );
 }
+
+#[test]
+fn process_tasks_run_as_slurm_jobs_with_their_environment_and_exit_codes() {
+    let ws = Workspace::new();
+    let slurm = Slurm::start("#!/bin/sh\nexit 0\n", "#!/bin/sh\nexit 0\n");
+    for i in 0..12 {
+        ws.write(&format!("lustre/in/s{i:02}.txt"), "x".repeat(i + 1));
+    }
+    let p = ws.write(
+        "p.yaml",
+        "name: slurmpipe\nfilesystem:\n  name: fs1\n  mount: lustre\n  hsm: { container: blob }\npool:\n  slots: 4\n  slurm: {}\nsteps:\n  - process:\n      name: work\n      foreach: in/*.txt\n      outputs: [\"out/{{stem}}.len\"]\n      env: { GREETING: hello }\n      command: mkdir -p out && printf '%s %s\\n' \"$GREETING\" $(wc -c < {{input}}) > {{output}}\n",
+    );
+    let o = ws
+        .cmd(&["run", p.to_str().unwrap()])
+        .env("SLURM_CONF", slurm.conf())
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    assert_has(&o.stderr, "12 ran");
+    for i in 0..12 {
+        let got =
+            std::fs::read_to_string(ws.path().join(format!("lustre/out/s{i:02}.len"))).unwrap();
+        assert_eq!(got.trim(), format!("hello {}", i + 1));
+    }
+    // A failing command fails its task with its exit code, after its retries.
+    let bad = ws.write(
+        "bad.yaml",
+        "name: slurmbad\nfilesystem:\n  name: fs2\n  mount: lustre\n  hsm: { container: blob }\npool:\n  slots: 2\n  slurm: {}\nsteps:\n  - process:\n      name: fail\n      retries: 1\n      command: echo failing >&2; exit 3\n",
+    );
+    let o = ws
+        .cmd(&["run", bad.to_str().unwrap()])
+        .env("SLURM_CONF", slurm.conf())
+        .output()
+        .unwrap();
+    assert_exit(&o, 1);
+    assert_has(&o.stderr, "exit code 3");
+}

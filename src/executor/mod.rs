@@ -1,6 +1,7 @@
 //! Running one task's command somewhere: this machine now; SSH and Slurm later.
 
 mod local;
+mod slurm;
 pub mod ssh;
 
 use std::collections::BTreeMap;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use local::LocalExecutor;
+pub use slurm::SlurmExecutor;
 pub use ssh::SshExecutor;
 
 pub struct TaskCommand {

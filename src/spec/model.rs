@@ -123,6 +123,14 @@ pub struct Pool {
     /// An ssh_config file for reaching the hosts (`ssh -F`); default: the user's own.
     pub ssh_config: Option<PathBuf>,
     pub host_key_checking: HostKeyChecking,
+    /// Run process tasks as Slurm jobs instead of over SSH; `slots` is how many at once.
+    pub slurm: Option<SlurmPool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlurmPool {
+    pub partition: Option<String>,
+    pub account: Option<String>,
 }
 
 impl Pool {

@@ -37,7 +37,8 @@ pub const HSM_KEYS: &[&str] = &[
     "storage_account",
 ];
 pub const WINDOW_KEYS: &[&str] = &["day", "time"];
-pub const POOL_KEYS: &[&str] = &["hosts", "slots"];
+pub const POOL_KEYS: &[&str] = &["hosts", "slots", "ssh_config", "host_key_checking", "slurm"];
+pub const SLURM_KEYS: &[&str] = &["partition", "account"];
 pub const STEP_KINDS: &[&str] = &["ensure", "import", "process", "export", "teardown"];
 pub const ENSURE_KEYS: &[&str] = &["name"];
 pub const TEARDOWN_KEYS: &[&str] = &["name"];
@@ -146,6 +147,7 @@ pub fn decode(cx: &mut Cx, root: &Node, path: &Path) -> Option<Pipeline> {
             slots: default_slots(),
             ssh_config: None,
             host_key_checking: HostKeyChecking::AcceptNew,
+            slurm: None,
         }),
     };
     let steps = top
@@ -553,12 +555,26 @@ fn pool(cx: &mut Cx, node: &Node, base: &Path) -> Option<Pool> {
         .get("slots")
         .and_then(|n| cx.integer(n, "slots", 1, 4096).map(|s| s as u32))
         .or(Some(default_slots()));
+    let slurm = match m.get("slurm") {
+        None => Some(None),
+        Some(n) => cx.map(n, "`slurm`").map(|mut s| {
+            let partition = s
+                .get("partition")
+                .and_then(|n| cx.nonempty_string(n, "partition"));
+            let account = s
+                .get("account")
+                .and_then(|n| cx.nonempty_string(n, "account"));
+            s.finish(cx, SLURM_KEYS);
+            Some(SlurmPool { partition, account })
+        }),
+    };
     m.finish(cx, POOL_KEYS);
     Some(Pool {
         hosts: hosts?,
         slots: slots?,
         ssh_config,
         host_key_checking: host_key_checking?,
+        slurm: slurm?,
     })
 }
 

@@ -132,8 +132,24 @@ struct HsmDoc {
 struct PoolDoc {
     /// Host list in Slurm syntax (`node[01-04]`); default `localhost`.
     hosts: Option<StringsDoc>,
-    /// Tasks run at once on each host (default: CPUs of this machine).
+    /// Tasks run at once on each host (default: CPUs of this machine); with `slurm`, jobs in
+    /// flight at once.
     slots: Option<u32>,
+    /// An `ssh -F` config file for reaching the hosts.
+    ssh_config: Option<String>,
+    /// `accept-new` (default), `yes` or `no`.
+    host_key_checking: Option<String>,
+    /// Run process tasks as Slurm jobs (sbatch) instead of over SSH.
+    slurm: Option<SlurmDoc>,
+}
+
+#[derive(JsonSchema)]
+#[schemars(extend("additionalProperties" = false))]
+struct SlurmDoc {
+    /// Partition to submit to (default: the cluster's default).
+    partition: Option<String>,
+    /// Account to charge.
+    account: Option<String>,
 }
 
 /// One string or a list of them.
