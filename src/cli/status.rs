@@ -28,8 +28,15 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
     let journal = match ctx.open_journal(false) {
         Ok(j) => j,
         Err(CliError::Journal(crate::journal::JournalError::Locked(lock))) => {
-            // A run holds the journal: show what it says about itself instead.
-            let Some(p) = crate::report::SnapshotReporter::read(&ctx.state_dir) else {
+            // A run holds the journal: show what it says about itself instead. The snapshot
+            // has no task list, so a request for one gets the documented "locked" exit (3)
+            // rather than an answer of a different shape.
+            let snapshot = if a.tasks || a.run.is_some() {
+                None
+            } else {
+                crate::report::SnapshotReporter::read(&ctx.state_dir)
+            };
+            let Some(p) = snapshot else {
                 return Err(CliError::Journal(crate::journal::JournalError::Locked(
                     lock,
                 )));
