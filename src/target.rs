@@ -175,7 +175,7 @@ pub fn arm_client(p: &Pipeline) -> Result<crate::azure::arm::Arm, TargetError> {
     use crate::azure::arm::{Arm, Auth};
     let bad = |e: &dyn std::fmt::Display| TargetError::Azure(e.to_string());
     let endpoint = arm_endpoint(p);
-    let auth = if endpoint.starts_with("http://127.") || endpoint.starts_with("http://localhost") {
+    let auth = if crate::azure::is_loopback_http(&endpoint) {
         Auth::Emulator
     } else {
         Auth::Credential(crate::store::azure::credential::token_credential().map_err(|e| bad(&e))?)

@@ -106,8 +106,7 @@ impl Arm {
                 path: endpoint.into(),
                 message: e.to_string(),
             })?;
-        let loopback =
-            endpoint.starts_with("http://127.") || endpoint.starts_with("http://localhost");
+        let loopback = super::is_loopback_http(endpoint);
         Ok(Arm {
             http,
             endpoint: endpoint.trim_end_matches('/').to_string(),

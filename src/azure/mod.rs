@@ -3,3 +3,13 @@
 pub mod arm;
 pub mod models;
 pub mod resources;
+
+/// Plain http to this machine: an emulator or Azurite, which take test credentials.
+pub fn is_loopback_http(url: &str) -> bool {
+    url.starts_with("http://127.") || url.starts_with("http://localhost")
+}
+
+/// Endpoints and containers must be https, except a service on this machine.
+pub fn is_allowed_endpoint(url: &str) -> bool {
+    url.starts_with("https://") || is_loopback_http(url)
+}

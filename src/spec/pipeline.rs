@@ -194,10 +194,7 @@ fn azure(cx: &mut Cx, node: &Node) -> Option<AzureSettings> {
         .and_then(|n| cx.nonempty_string(n, "location"));
     let endpoint = m.get("endpoint").and_then(|n| {
         let s = cx.nonempty_string(n, "endpoint")?;
-        if !(s.starts_with("https://")
-            || s.starts_with("http://127.")
-            || s.starts_with("http://localhost"))
-        {
+        if !crate::azure::is_allowed_endpoint(&s) {
             cx.problems.hint(
                 n.span,
                 "the ARM endpoint must be https",
@@ -456,10 +453,7 @@ fn container(cx: &mut Cx, node: &Node, target: Target, base: &Path) -> Option<St
         );
         return None;
     }
-    if !(s.starts_with("https://")
-        || s.starts_with("http://127.")
-        || s.starts_with("http://localhost"))
-    {
+    if !crate::azure::is_allowed_endpoint(&s) {
         cx.problems.hint(
             node.span,
             "a container URL must be https",

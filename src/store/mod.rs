@@ -115,14 +115,14 @@ pub fn cores() -> usize {
 /// Opens the container a pipeline or command names: an `http(s)://` URL is a blob container
 /// (credentials from the environment), anything else a directory.
 pub fn open(container: &str) -> Result<std::sync::Arc<dyn BlobStore>, StoreError> {
-    if container.starts_with("https://") || container.starts_with("http://") {
+    if is_url(container) {
         Ok(std::sync::Arc::new(AzureStore::from_env(container)?))
     } else {
         Ok(std::sync::Arc::new(DirStore::new(container.into())))
     }
 }
 
-/// Splits `http(s)://…/container/prefix` style names: is this a URL?
+/// A container named by URL (`http(s)://…/container/prefix`) rather than by directory.
 pub fn is_url(s: &str) -> bool {
     s.starts_with("https://") || s.starts_with("http://")
 }
