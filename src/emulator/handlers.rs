@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::paths::{self, FsKey, Target};
-use super::state::{FsEntry, JobEntry, State};
+use super::state::{FsEntry, State};
 use super::work;
 use crate::azure::models::*;
 use crate::spec::Sku as SpecSku;
@@ -478,10 +478,6 @@ fn cancel_archive(state: &State, fs: &FsKey) -> Response {
     StatusCode::OK.into_response()
 }
 
-fn job_key(fs: &FsKey, job: &str) -> String {
-    format!("{}/importjobs/{}", fs.key(), job.to_ascii_lowercase())
-}
-
 fn list_jobs(state: &State, fs: &FsKey) -> Response {
     let inner = state.lock();
     if !inner.filesystems.contains_key(&fs.key()) {
@@ -504,7 +500,7 @@ fn list_jobs(state: &State, fs: &FsKey) -> Response {
 }
 
 fn get_job(state: &State, fs: &FsKey, job: &str) -> Response {
-    match state.lock().jobs.get(&job_key(fs, job)) {
+    match state.lock().jobs.get(&fs.job_key(job)) {
         Some(j) => json_response(StatusCode::OK, &j.resource),
         None => not_found(&format!("{}/importJobs/{job}", fs.id())),
     }
@@ -538,54 +534,24 @@ fn put_job(state: &St, fs: FsKey, job: String, body: &[u8]) -> Response {
             Some("properties.conflictResolutionMode"),
         );
     }
-    let key = job_key(&fs, &job);
+    let key = fs.job_key(&job);
     if let Some(existing) = state.lock().jobs.get(&key) {
         return json_response(StatusCode::OK, &existing.resource);
     }
     let location = req.location.clone().unwrap_or_default();
-    let resource = ImportJob {
-        id: Some(format!("{}/importJobs/{job}", fs.id())),
-        name: Some(job.clone()),
-        kind: Some("Microsoft.StorageCache/amlFilesystem/importJob".into()),
-        location: req.location.clone(),
-        properties: ImportJobProperties {
-            admin_status: Some("Active".into()),
-            provisioning_state: Some("Creating".into()),
-            import_prefixes: Some(
-                req.properties
-                    .import_prefixes
-                    .clone()
-                    .unwrap_or_else(|| vec!["/".into()]),
-            ),
+    let (resource, op) = work::start_import_job(
+        state,
+        &fs,
+        &job,
+        req.location.clone(),
+        ImportJobProperties {
+            import_prefixes: req.properties.import_prefixes.clone(),
             conflict_resolution_mode: Some(mode),
-            maximum_errors: Some(req.properties.maximum_errors.unwrap_or(0)),
-            status: Some(JobStatusBody {
-                state: Some("InProgress".into()),
-                status_message: Some("Import job is queued.".into()),
-                ..Default::default()
-            }),
+            maximum_errors: req.properties.maximum_errors,
             ..Default::default()
         },
-        extra: req.extra.clone(),
-    };
-    let op = state.start_operation();
-    state.lock().jobs.insert(
-        key.clone(),
-        JobEntry {
-            fs_key: fs.key(),
-            resource: resource.clone(),
-            task: None,
-        },
+        req.extra.clone(),
     );
-    let task = tokio::spawn(work::import_job(
-        state.clone(),
-        fs.clone(),
-        key.clone(),
-        op.clone(),
-    ));
-    if let Some(j) = state.lock().jobs.get_mut(&key) {
-        j.task = Some(task.abort_handle());
-    }
     accepted(
         state,
         StatusCode::CREATED,
@@ -599,7 +565,7 @@ fn put_job(state: &St, fs: FsKey, job: String, body: &[u8]) -> Response {
 fn patch_job(state: &State, fs: &FsKey, job: &str, body: &[u8]) -> Response {
     let patch: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     let mut inner = state.lock();
-    let Some(j) = inner.jobs.get_mut(&job_key(fs, job)) else {
+    let Some(j) = inner.jobs.get_mut(&fs.job_key(job)) else {
         return not_found(&format!("{}/importJobs/{job}", fs.id()));
     };
     if patch
@@ -632,7 +598,7 @@ fn patch_job(state: &State, fs: &FsKey, job: &str, body: &[u8]) -> Response {
 }
 
 fn delete_job(state: &State, fs: &FsKey, job: &str) -> Response {
-    match state.lock().jobs.remove(&job_key(fs, job)) {
+    match state.lock().jobs.remove(&fs.job_key(job)) {
         Some(mut j) => {
             if let Some(t) = j.task.take() {
                 t.abort();

@@ -30,6 +30,9 @@ impl FsKey {
     pub fn key(&self) -> String {
         self.id().to_ascii_lowercase()
     }
+    pub fn job_key(&self, job: &str) -> String {
+        format!("{}/importjobs/{}", self.key(), job.to_ascii_lowercase())
+    }
 }
 
 pub fn parse(path: &str) -> Option<Target> {

@@ -80,45 +80,80 @@ pub async fn provision(state: Arc<State>, fs: FsKey, op: String) {
     state.finish_operation(&op, None);
     // With HSM settings, AMLFS imports the initial prefixes by itself.
     if let Some(prefixes) = initial {
-        let job_key = format!("{}/importjobs/{}", key, INITIAL_JOB.to_ascii_lowercase());
         let location = state
             .lock()
             .filesystems
             .get(&key)
             .and_then(|e| e.resource.location.clone());
-        let resource = ImportJob {
-            id: Some(format!("{}/importJobs/{INITIAL_JOB}", fs.id())),
-            name: Some(INITIAL_JOB.into()),
-            kind: Some("Microsoft.StorageCache/amlFilesystem/importJob".into()),
-            location,
-            properties: ImportJobProperties {
-                admin_status: Some("Active".into()),
-                provisioning_state: Some("Succeeded".into()),
-                import_prefixes: Some(prefixes),
-                conflict_resolution_mode: Some("Fail".into()),
-                maximum_errors: Some(0),
-                status: Some(JobStatusBody {
-                    state: Some("InProgress".into()),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
+        let props = ImportJobProperties {
+            import_prefixes: Some(prefixes),
             ..Default::default()
         };
-        state.lock().jobs.insert(
-            job_key.clone(),
-            JobEntry {
-                fs_key: key.clone(),
-                resource,
-                task: None,
-            },
+        start_import_job(
+            &state,
+            &fs,
+            INITIAL_JOB,
+            location,
+            props,
+            Default::default(),
         );
-        let op = state.start_operation();
-        let task = tokio::spawn(import_job(state.clone(), fs, job_key.clone(), op));
-        if let Some(j) = state.lock().jobs.get_mut(&job_key) {
-            j.task = Some(task.abort_handle());
-        }
     }
+}
+
+/// Records an import job (defaults as ARM applies them: prefixes `/`, mode `Fail`, no
+/// errors tolerated) and starts it; returns the resource and its PUT's async operation.
+pub fn start_import_job(
+    state: &Arc<State>,
+    fs: &FsKey,
+    name: &str,
+    location: Option<String>,
+    asked: ImportJobProperties,
+    extra: std::collections::BTreeMap<String, serde_json::Value>,
+) -> (ImportJob, String) {
+    let key = fs.job_key(name);
+    let resource = ImportJob {
+        id: Some(format!("{}/importJobs/{name}", fs.id())),
+        name: Some(name.into()),
+        kind: Some("Microsoft.StorageCache/amlFilesystem/importJob".into()),
+        location,
+        properties: ImportJobProperties {
+            admin_status: Some("Active".into()),
+            provisioning_state: Some("Creating".into()),
+            import_prefixes: Some(asked.import_prefixes.unwrap_or_else(|| vec!["/".into()])),
+            conflict_resolution_mode: Some(
+                asked
+                    .conflict_resolution_mode
+                    .unwrap_or_else(|| "Fail".into()),
+            ),
+            maximum_errors: Some(asked.maximum_errors.unwrap_or(0)),
+            status: Some(JobStatusBody {
+                state: Some("InProgress".into()),
+                status_message: Some("Import job is queued.".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        extra,
+    };
+    let op = state.start_operation();
+    state.lock().jobs.insert(
+        key.clone(),
+        JobEntry {
+            fs_key: fs.key(),
+            resource: resource.clone(),
+            task: None,
+        },
+    );
+    let task = tokio::spawn(import_job(
+        state.clone(),
+        fs.clone(),
+        key.clone(),
+        op.clone(),
+    ));
+    if let Some(j) = state.lock().jobs.get_mut(&key) {
+        j.task = Some(task.abort_handle());
+    }
+    (resource, op)
 }
 
 pub async fn delete(state: Arc<State>, fs: FsKey, op: String) {
@@ -295,31 +330,21 @@ pub async fn archive(state: Arc<State>, fs: FsKey, path: String) {
             e.archive = None;
         }
     };
+    let failed = |msg: String| {
+        Some(JobStatusBody {
+            error_message: Some(msg),
+            ..Default::default()
+        })
+    };
     let (container, dir, hsm) = match hsm_of(&state, &key) {
         Ok(v) => v,
-        Err(msg) => {
-            return finish(
-                "Failed",
-                Some(JobStatusBody {
-                    error_message: Some(msg),
-                    ..Default::default()
-                }),
-            );
-        }
+        Err(msg) => return finish("Failed", failed(msg)),
     };
     let _turn = hsm.lock().await;
     tokio::time::sleep(state.opts.job_delay).await;
     let mover = match mover(&state, &key, &container, dir) {
         Ok(m) => m,
-        Err(msg) => {
-            return finish(
-                "Failed",
-                Some(JobStatusBody {
-                    error_message: Some(msg),
-                    ..Default::default()
-                }),
-            );
-        }
+        Err(msg) => return finish("Failed", failed(msg)),
     };
     let req = ExportRequest {
         job: format!("archive:{path}"),
