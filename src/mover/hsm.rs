@@ -6,7 +6,6 @@
 //! `importJobInitialAmlfsPut`) is waited for, never collided with.
 
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -345,9 +344,8 @@ impl HsmMover {
                 }
             };
             let local = self.root.join(&e.name);
-            let size = std::fs::symlink_metadata(&local)
-                .map(|m| m.size())
-                .unwrap_or(0);
+            // The walk has already stat'ed it.
+            let size = e.size;
             match blobs.get(&e.name) {
                 None if dry_run => {
                     report.exported += 1;
