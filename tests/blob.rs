@@ -73,6 +73,10 @@ fn walk(base: &Path) -> Vec<String> {
     out
 }
 
+fn chmod(ws: &Workspace, rel: &str, mode: u32) {
+    std::fs::set_permissions(ws.path().join(rel), std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
 /// Names that are awkward but legal, in files and directories.
 fn awkward_tree(ws: &Workspace) {
     ws.write("src/plain.txt", "plain\n");
@@ -88,16 +92,8 @@ fn awkward_tree(ws: &Workspace) {
             .collect::<Vec<_>>(),
     );
     std::fs::create_dir_all(ws.path().join("src/empty dir")).unwrap();
-    std::fs::set_permissions(
-        ws.path().join("src/a"),
-        std::fs::Permissions::from_mode(0o750),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        ws.path().join("src/plain.txt"),
-        std::fs::Permissions::from_mode(0o600),
-    )
-    .unwrap();
+    chmod(ws, "src/a", 0o750);
+    chmod(ws, "src/plain.txt", 0o600);
 }
 
 #[test]
@@ -150,16 +146,8 @@ async fn blob_metadata_is_what_amlfs_writes_and_reads() {
     let az = Azurite::start();
     let ws = Workspace::new();
     ws.write("src/dir/f.txt", "x");
-    std::fs::set_permissions(
-        ws.path().join("src/dir/f.txt"),
-        std::fs::Permissions::from_mode(0o640),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        ws.path().join("src/dir"),
-        std::fs::Permissions::from_mode(0o710),
-    )
-    .unwrap();
+    chmod(&ws, "src/dir/f.txt", 0o640);
+    chmod(&ws, "src/dir", 0o710);
     std::os::unix::fs::lchown(ws.path().join("src/dir/f.txt"), Some(1234), Some(5678)).unwrap();
     let o = stage_env(&ws, &["export", "src", &az.url("meta")]);
     assert_exit(&o, 0);
