@@ -51,7 +51,7 @@ sleep 0.5
 slurmd -D -N stagenode >/dev/null 2>&1 & pids+=($!)
 for _ in $(seq 100); do [ "$(sinfo -h -o %T 2>/dev/null)" = idle ] && break; sleep 0.1; done
 printf '#!/bin/sh\n#SBATCH -N1\nsleep 600\n' > "$d/job.sh"
-job=$(sbatch --parsable "$d/job.sh")
+job=$(sbatch --parsable --output=/dev/null "$d/job.sh")
 mean_ms() { # command...
   local t0 t1
   t0=$(date +%s%N)

@@ -111,8 +111,11 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP\n",
     }
 
     pub fn output(&self, prog: &str, args: &[&str]) -> String {
+        // From the test's own directory: a job without `-o` writes slurm-N.out where it was
+        // submitted, which must not be the source tree.
         let o = Command::new(prog)
             .args(args)
+            .current_dir(self.dir.path())
             .env("SLURM_CONF", self.conf())
             .output()
             .unwrap();
