@@ -16,9 +16,11 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/stage-slurm-bench.XXXXXX")
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
-if [ ! -S /run/munge/munge.socket.2 ]; then
+# Ask the daemon, not the socket file: images ship a stale socket with no munged behind it.
+if ! munge -n >/dev/null 2>&1; then
   mkdir -p /run/munge && chown munge:munge /run/munge
-  runuser -u munge -- /usr/sbin/munged
+  [ -f /etc/munge/munge.key ] || runuser -u munge -- mungekey -c
+  runuser -u munge -- /usr/sbin/munged --force
 fi
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 d=$work

@@ -20,10 +20,21 @@ fn free_port() -> u16 {
 }
 
 /// munged serves every Slurm on the machine; start it once if it is not running.
+///
+/// Liveness is asked of the daemon (`munge -n`), not read from the socket file: machine images
+/// ship a stale `/run/munge/munge.socket.2` with no daemon behind it.
 fn munge() {
     static START: Once = Once::new();
     START.call_once(|| {
-        if Path::new("/run/munge/munge.socket.2").exists() {
+        let alive = || {
+            Command::new("munge")
+                .arg("-n")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if alive() {
             return;
         }
         std::fs::create_dir_all("/run/munge").unwrap();
@@ -35,12 +46,13 @@ fn munge() {
                 .args(["-u", "munge", "--", "mungekey", "-c"])
                 .status();
         }
+        // --force: take over the stale socket and lock a dead daemon left behind.
         let ok = Command::new("runuser")
-            .args(["-u", "munge", "--", "/usr/sbin/munged"])
+            .args(["-u", "munge", "--", "/usr/sbin/munged", "--force"])
             .status()
             .expect("munged (apt-get install munge; scripts/test installs it)")
             .success();
-        assert!(ok, "munged did not start");
+        assert!(ok && alive(), "munged did not start");
     });
 }
 
@@ -90,7 +102,18 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP\n",
             if state.trim() == "idle" {
                 break;
             }
-            assert!(Instant::now() < deadline, "slurm did not come up: {state}");
+            if Instant::now() >= deadline {
+                let log = |name: &str| {
+                    let text = std::fs::read_to_string(s.dir.path().join(name)).unwrap_or_default();
+                    let lines: Vec<&str> = text.lines().collect();
+                    lines[lines.len().saturating_sub(20)..].join("\n")
+                };
+                panic!(
+                    "slurm did not come up: {state:?}\n--- slurmctld.log\n{}\n--- slurmd.log\n{}",
+                    log("slurmctld.log"),
+                    log("slurmd.log")
+                );
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
         s
