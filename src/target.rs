@@ -43,6 +43,7 @@ pub fn executor(p: &Pipeline, state_dir: &Path) -> Result<Arc<dyn Executor>, Tar
             slots,
             slurm.clone(),
             token,
+            state_dir,
         )));
     }
     if p.pool.is_local() {

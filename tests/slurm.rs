@@ -203,3 +203,148 @@ fn process_tasks_run_as_slurm_jobs_with_their_environment_and_exit_codes() {
     assert_exit(&o, 1);
     assert_has(&o.stderr, "exit code 3");
 }
+
+/// The distinct array jobs stage submitted, from slurmctld's records.
+fn stage_arrays(slurm: &Slurm) -> std::collections::BTreeSet<String> {
+    slurm
+        .output("scontrol", &["show", "job", "-o"])
+        .lines()
+        .filter(|r| r.contains("JobName=stage-"))
+        .filter_map(|r| {
+            r.split_whitespace()
+                .find_map(|kv| kv.strip_prefix("ArrayJobId="))
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+/// A pipeline of `n` tasks that each log a run to `runs/STEM` and copy their input.
+fn counted_pipeline(
+    ws: &Workspace,
+    name: &str,
+    n: usize,
+    slots: u32,
+    work: &str,
+) -> std::path::PathBuf {
+    for i in 0..n {
+        ws.write(&format!("lustre/in/t{i:04}.txt"), format!("{i}\n"));
+    }
+    ws.write(
+        &format!("{name}.yaml"),
+        format!(
+            "name: {name}\nfilesystem:\n  name: fs\n  mount: lustre\n  hsm: {{ container: blob }}\npool:\n  slots: {slots}\n  slurm: {{}}\nsteps:\n  - process:\n      name: work\n      foreach: in/*.txt\n      retries: 1\n      outputs: [\"out/{{{{stem}}}}.txt\"]\n      command: {work} mkdir -p out runs && echo ran >> runs/{{{{stem}}}} && cp {{{{input}}}} {{{{output}}}}\n"
+        ),
+    )
+}
+
+fn assert_each_ran_once(ws: &Workspace, n: usize) {
+    for i in 0..n {
+        let runs = std::fs::read_to_string(ws.path().join(format!("lustre/runs/t{i:04}")))
+            .unwrap_or_default();
+        assert_eq!(runs.lines().count(), 1, "task t{i:04} ran {runs:?}");
+        let out =
+            std::fs::read_to_string(ws.path().join(format!("lustre/out/t{i:04}.txt"))).unwrap();
+        assert_eq!(out, format!("{i}\n"));
+    }
+}
+
+#[test]
+fn a_thousand_tasks_run_as_one_throttled_array() {
+    let ws = Workspace::new();
+    let slurm = Slurm::with_nodes(4, "#!/bin/sh\nexit 0\n", "#!/bin/sh\nexit 0\n");
+    let p = counted_pipeline(&ws, "thousand", 1000, 6, "");
+    let o = ws
+        .cmd(&["run", p.to_str().unwrap()])
+        .env("SLURM_CONF", slurm.conf())
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    assert_has(&o.stderr, "1000 ran");
+    assert_each_ran_once(&ws, 1000);
+    let arrays = stage_arrays(&slurm);
+    assert_eq!(arrays.len(), 1, "{arrays:?}");
+    let record = slurm.job(arrays.iter().next().unwrap());
+    assert!(record.contains("ArrayTaskThrottle=6"), "{record}");
+    // Nothing left behind for a later process to attach to.
+    let left = std::fs::read_dir(ws.state().join("slurm/arrays")).map_or(0, |d| d.count());
+    assert_eq!(left, 0);
+}
+
+#[test]
+fn a_killed_run_reattaches_to_its_array_without_submitting_again() {
+    let ws = Workspace::new();
+    let slurm = Slurm::with_nodes(2, "#!/bin/sh\nexit 0\n", "#!/bin/sh\nexit 0\n");
+    let n = 24;
+    let p = counted_pipeline(&ws, "reattach", n, 4, "sleep 0.5 &&");
+    let run = |crash: Option<&str>| {
+        let mut c = ws.cmd(&["run", p.to_str().unwrap()]);
+        c.env("SLURM_CONF", slurm.conf());
+        if let Some(point) = crash {
+            c.env("STAGE_CRASH_AT", point);
+        }
+        c
+    };
+    // Killed just after sbatch, before the job id is on disk: found again by its name.
+    let o = run(Some("slurm.after-submit")).output().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&o.status),
+        Some(9),
+        "{}",
+        text(&o.stderr)
+    );
+    // Killed again while the array runs, a few tasks in.
+    let mut second = run(None)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_dir(ws.path().join("lustre/out")).map_or(0, |d| d.count()) < 6 {
+        assert!(std::time::Instant::now() < deadline, "no task finished");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    second.kill().unwrap();
+    second.wait().unwrap();
+    let o = run(None).output().unwrap();
+    assert_exit(&o, 0);
+    assert_each_ran_once(&ws, n);
+    assert_eq!(stage_arrays(&slurm).len(), 1, "a task was submitted twice");
+    let o = run(None).output().unwrap();
+    assert_exit(&o, 0);
+    assert_has(&o.stderr, "nothing to do");
+}
+
+#[test]
+fn cancelled_tasks_are_retried_per_policy() {
+    let ws = Workspace::new();
+    let slurm = Slurm::with_nodes(2, "#!/bin/sh\nexit 0\n", "#!/bin/sh\nexit 0\n");
+    let n = 6;
+    let p = counted_pipeline(&ws, "cancelled", n, 2, "sleep 2 &&");
+    let run = ws
+        .cmd(&["run", p.to_str().unwrap()])
+        .env("SLURM_CONF", slurm.conf())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Cancel the first two tasks once they run.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let running = loop {
+        let q = slurm.output("squeue", &["-h", "-r", "-t", "RUNNING", "-o", "%i"]);
+        let ids: Vec<String> = q.lines().map(str::to_string).collect();
+        if ids.len() >= 2 {
+            break ids;
+        }
+        assert!(std::time::Instant::now() < deadline, "no task started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    slurm.output("scancel", &[&running[0], &running[1]]);
+    let o = run.wait_with_output().unwrap();
+    assert_exit(&o, 0);
+    assert_has(&o.stderr, "killed by signal 15 (will retry)");
+    for i in 0..n {
+        let out =
+            std::fs::read_to_string(ws.path().join(format!("lustre/out/t{i:04}.txt"))).unwrap();
+        assert_eq!(out, format!("{i}\n"));
+    }
+}

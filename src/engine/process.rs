@@ -184,6 +184,7 @@ impl Engine {
                 }
                 let (out, err) = tasks::log_files(&log_dir, &item.key, item.attempts);
                 let cmd = TaskCommand {
+                    name: format!("{}/{}/{}", run.id, step.name, item.key),
                     command: task.command.clone(),
                     cwd: root.clone(),
                     env: env.clone(),

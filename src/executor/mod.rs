@@ -1,4 +1,4 @@
-//! Running one task's command somewhere: this machine now; SSH and Slurm later.
+//! Running one task's command somewhere: this machine, over SSH, or as Slurm jobs.
 
 mod local;
 mod slurm;
@@ -14,7 +14,11 @@ pub use local::LocalExecutor;
 pub use slurm::SlurmExecutor;
 pub use ssh::SshExecutor;
 
+#[derive(Clone)]
 pub struct TaskCommand {
+    /// Names the task across restarts of its run (`RUN/STEP/KEY`): an executor whose jobs
+    /// outlive the process (Slurm) finds the job it started for it.
+    pub name: String,
     /// Shell text for `sh -c`; every substituted value is already quoted.
     pub command: String,
     pub cwd: PathBuf,

@@ -123,7 +123,8 @@ pub struct Pool {
     /// An ssh_config file for reaching the hosts (`ssh -F`); default: the user's own.
     pub ssh_config: Option<PathBuf>,
     pub host_key_checking: HostKeyChecking,
-    /// Run process tasks as Slurm jobs instead of over SSH; `slots` is how many at once.
+    /// Run process tasks as Slurm job arrays instead of over SSH; `slots` is how many run at
+    /// once (the arrays' `%` throttle).
     pub slurm: Option<SlurmPool>,
 }
 

@@ -132,8 +132,8 @@ struct HsmDoc {
 struct PoolDoc {
     /// Host list in Slurm syntax (`node[01-04]`); default `localhost`.
     hosts: Option<StringsDoc>,
-    /// Tasks run at once on each host (default: CPUs of this machine); with `slurm`, jobs in
-    /// flight at once.
+    /// Tasks run at once on each host (default: CPUs of this machine); with `slurm`, tasks
+    /// running at once over the step's job arrays (their `%` throttle).
     slots: Option<u32>,
     /// An `ssh -F` config file for reaching the hosts.
     ssh_config: Option<String>,

@@ -56,9 +56,24 @@ fn munge() {
     });
 }
 
+/// The first node keeps the name the hook tests know.
+fn node_name(i: usize) -> String {
+    if i == 0 {
+        "stagenode".into()
+    } else {
+        format!("stagenode{i}")
+    }
+}
+
 impl Slurm {
-    /// Starts Slurm with these Prolog and Epilog script bodies.
+    /// Starts Slurm with one node and these Prolog and Epilog script bodies.
     pub fn start(prolog: &str, epilog: &str) -> Slurm {
+        Slurm::with_nodes(1, prolog, epilog)
+    }
+
+    /// Starts Slurm with `nodes` slurmd daemons of 2 CPUs each (all on this machine, each on
+    /// its own port), so arrays run wider than one node lets them.
+    pub fn with_nodes(nodes: usize, prolog: &str, epilog: &str) -> Slurm {
         munge();
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
@@ -76,16 +91,22 @@ impl Slurm {
         }
         let conf = format!(
             "ClusterName=stagetest\nSlurmctldHost=localhost(127.0.0.1)\nSlurmUser=root\nSlurmctldPort={}\nSlurmdPort={}\nAuthType=auth/munge\n\
-StateSaveLocation={d}/state\nSlurmdSpoolDir={d}/spool\nSlurmctldPidFile={d}/slurmctld.pid\nSlurmdPidFile={d}/slurmd.pid\n\
-SlurmctldLogFile={d}/slurmctld.log\nSlurmdLogFile={d}/slurmd.log\nProctrackType=proctrack/linuxproc\nTaskPlugin=task/none\n\
+StateSaveLocation={d}/state\nSlurmdSpoolDir={d}/spool/%n\nSlurmctldPidFile={d}/slurmctld.pid\nSlurmdPidFile={d}/slurmd-%n.pid\n\
+SlurmctldLogFile={d}/slurmctld.log\nSlurmdLogFile={d}/slurmd-%n.log\nProctrackType=proctrack/linuxproc\nTaskPlugin=task/none\n\
 SelectType=select/cons_tres\nAccountingStorageType=accounting_storage/none\nJobAcctGatherType=jobacct_gather/none\n\
 MailProg=/bin/true\nReturnToService=2\nSchedulerParameters=bf_interval=1,reduce_completing_frag,sched_min_interval=0,batch_sched_delay=0\n\
 KillWait=0\nCompleteWait=0\nSlurmdParameters=config_overrides\nProlog={d}/prolog.sh\nEpilog={d}/epilog.sh\n\
-NodeName=stagenode NodeHostname=localhost NodeAddr=127.0.0.1 CPUs=2 State=UNKNOWN\n\
-PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP\n",
+{nodes}PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP\n",
             free_port(),
             free_port(),
-            d = d.display()
+            d = d.display(),
+            nodes = (0..nodes)
+                .map(|i| format!(
+                    "NodeName={} NodeHostname=localhost NodeAddr=127.0.0.1 Port={} CPUs=2 State=UNKNOWN\n",
+                    node_name(i),
+                    free_port()
+                ))
+                .collect::<String>(),
         );
         std::fs::write(d.join("slurm.conf"), conf).unwrap();
         let mut s = Slurm {
@@ -94,12 +115,16 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP\n",
         };
         s.daemons.push(s.spawn("slurmctld", &["-D", "-i"]));
         std::thread::sleep(Duration::from_millis(300));
-        s.daemons
-            .push(s.spawn("slurmd", &["-D", "-N", "stagenode"]));
+        for i in 0..nodes {
+            let name = node_name(i);
+            // Each slurmd its own spool, pid and log (`%n` in slurm.conf): they share a host.
+            std::fs::create_dir_all(s.dir.path().join("spool").join(&name)).unwrap();
+            s.daemons.push(s.spawn("slurmd", &["-D", "-N", &name]));
+        }
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let state = s.output("sinfo", &["-h", "-o", "%T"]);
-            if state.trim() == "idle" {
+            let state = s.output("sinfo", &["-h", "-N", "-o", "%T"]);
+            if state.lines().count() == nodes && state.lines().all(|l| l.trim() == "idle") {
                 break;
             }
             if Instant::now() >= deadline {
@@ -109,9 +134,9 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP\n",
                     lines[lines.len().saturating_sub(20)..].join("\n")
                 };
                 panic!(
-                    "slurm did not come up: {state:?}\n--- slurmctld.log\n{}\n--- slurmd.log\n{}",
+                    "slurm did not come up: {state:?}\n--- slurmctld.log\n{}\n--- slurmd-stagenode.log\n{}",
                     log("slurmctld.log"),
-                    log("slurmd.log")
+                    log("slurmd-stagenode.log")
                 );
             }
             std::thread::sleep(Duration::from_millis(100));
