@@ -54,9 +54,18 @@ SchedulerParameters=bf_interval=1,reduce_completing_frag,sched_min_interval=0,ba
 KillWait=0
 CompleteWait=0
 SlurmdParameters=config_overrides
+Prolog=$d/prolog.sh
+Epilog=$d/epilog.sh
 $(for i in $(seq "$NODES"); do echo "NodeName=n$i NodeHostname=localhost NodeAddr=127.0.0.1 Port=$(port) CPUs=2 State=UNKNOWN"; done)
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
+# The node hooks a site installs (nothing declared here, so they return at once). They matter
+# for speed too: Debian's Slurm 22.05 launches array tasks ~10x faster with a Prolog/Epilog
+# configured than without (5 vs 50 tasks/s on 4 emulated nodes, measured with plain `true`).
+for hook in prolog epilog; do
+  printf '#!/bin/sh\nexec %s --state-dir %s slurm %s\n' "$STAGE" "$d/hooks" "$hook" > "$d/$hook.sh"
+  chmod 755 "$d/$hook.sh"
+done
 export SLURM_CONF=$d/slurm.conf
 slurmctld -D -i >/dev/null 2>&1 & pids+=($!)
 sleep 0.5
@@ -92,8 +101,11 @@ cat > "$d/hand/array.sh" <<'SH'
 f=$(printf 't%04d' "$SLURM_ARRAY_TASK_ID")
 cp "in/$f.txt" "out/$f.txt"
 SH
+# Timed by polling the queue every 100 ms, tighter than `sbatch --wait` polls: the baseline at
+# its best.
 t0=$(date +%s%N)
-(cd "$d/hand" && sbatch --wait --quiet --array="0-$((TASKS - 1))%$THROTTLE" --output=/dev/null array.sh)
+(cd "$d/hand" && sbatch --quiet --array="0-$((TASKS - 1))%$THROTTLE" --output=/dev/null array.sh)
+while [ -n "$(squeue -h)" ]; do sleep 0.1; done
 t1=$(date +%s%N)
 hand=$(( (t1 - t0) / 1000000 ))
 [ "$(ls "$d/hand/out" | wc -l)" = "$TASKS" ] || { echo "hand-written array lost tasks" >&2; exit 1; }

@@ -98,3 +98,69 @@ fn sigint_stops_cleanly_and_kills_tasks() {
 fn sigterm_stops_cleanly_and_kills_tasks() {
     interrupt_then_resume(15, "64.75");
 }
+
+/// What cron does: start `stage run -q` every tick whether or not the last one finished.
+#[test]
+fn overlapping_runs_from_a_cron_like_loop_run_the_pipeline_exactly_once() {
+    let ws = Workspace::new();
+    let p = slow(&ws, "0.4");
+    let ticks: Vec<std::process::Child> = (0..6)
+        .map(|_| {
+            let child = ws
+                .cmd(&["run", "-q", p.to_str().unwrap()])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            child
+        })
+        .collect();
+    let outs: Vec<std::process::Output> = ticks
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let codes: Vec<Option<i32>> = outs.iter().map(|o| o.status.code()).collect();
+    assert_eq!(
+        codes.iter().filter(|c| **c == Some(0)).count(),
+        1,
+        "{codes:?}"
+    );
+    assert_eq!(
+        codes.iter().filter(|c| **c == Some(3)).count(),
+        5,
+        "{codes:?}"
+    );
+    for o in &outs {
+        if o.status.success() {
+            // Quiet on success: cron mails nothing.
+            assert!(
+                o.stdout.is_empty() && o.stderr.is_empty(),
+                "{}",
+                text(&o.stderr)
+            );
+        } else {
+            // One line saying why.
+            assert_eq!(
+                text(&o.stderr).trim().lines().count(),
+                1,
+                "{}",
+                text(&o.stderr)
+            );
+            assert_has(&o.stderr, "another stage process");
+        }
+    }
+    let started = std::fs::read_to_string(ws.path().join("lustre/started.log")).unwrap();
+    assert_eq!(started.lines().count(), 4, "{started}");
+
+    // The next tick has nothing to do and says nothing; a new input is picked up alone.
+    let o = ws.stage(&["run", "-q", p.to_str().unwrap()]);
+    assert_exit(&o, 0);
+    assert!(o.stderr.is_empty(), "{}", text(&o.stderr));
+    ws.write("blob/in/new.txt", "y");
+    let o = ws.stage(&["run", "-q", p.to_str().unwrap()]);
+    assert_exit(&o, 0);
+    let started = std::fs::read_to_string(ws.path().join("lustre/started.log")).unwrap();
+    assert_eq!(started.lines().count(), 5, "{started}");
+    assert_eq!(started.lines().last(), Some("new.txt"));
+}
