@@ -73,6 +73,35 @@ fn a_job_gets_its_inputs_before_it_starts_and_its_outputs_exported_after() {
     assert_eq!(got.split_whitespace().collect::<Vec<_>>(), ["12", "b"]);
     let hooks = std::fs::read_to_string(&log).unwrap();
     assert!(hooks.contains(&format!("stage prolog job {id}")), "{hooks}");
+
+    // A job with no script of its own declares its data in its comment.
+    let id = slurm
+        .output(
+            "sbatch",
+            &[
+                "--parsable",
+                &format!(
+                    "--comment=stage: in {} {l}/via-comment",
+                    az.url("jobdata/in"),
+                    l = lustre.display()
+                ),
+                &format!("--output={}/wrap.out", lustre.display()),
+                &format!(
+                    "--wrap=cat {l}/via-comment/sub/b.txt > {l}/wrap.txt",
+                    l = lustre.display()
+                ),
+            ],
+        )
+        .trim()
+        .to_string();
+    let rec = slurm.wait_job(&id, "ended", |r| {
+        r.contains("JobState=COMPLETED") || r.contains("JobState=FAILED")
+    });
+    assert!(rec.contains("JobState=COMPLETED"), "{rec}");
+    assert_eq!(
+        std::fs::read_to_string(lustre.join("wrap.txt")).unwrap(),
+        "b"
+    );
 }
 
 #[test]

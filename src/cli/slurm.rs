@@ -31,6 +31,8 @@ Job scripts declare what they need:
   #STAGE out /lustre/job/out  https://ACCOUNT.blob.core.windows.net/CONTAINER/results
   #STAGE conflict overwrite-if-dirty      (default fail)
   #STAGE max_errors 0
+or, without a script of their own, in their comment:
+  sbatch --comment \"stage: in URL DIR; out DIR URL\" ...
 
 Exit codes: prolog 0 staged (or nothing to stage), 1 inputs could not be staged (Slurm drains
 the node and requeues the job held), 2 bad #STAGE lines; epilog always 0 unless its own
@@ -108,9 +110,15 @@ fn script(a: &HookArgs) -> Result<Option<String>, CliError> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
 }
 
+/// The job's directives: its script's `#STAGE` lines, then its comment's (`SLURM_JOB_COMMENT`,
+/// which Slurm gives the node hooks).
 fn directives(a: &HookArgs) -> Result<Directives, CliError> {
     let text = script(a)?.unwrap_or_default();
-    directives::parse(&text).map_err(|e| CliError::Usage(e.to_string()))
+    let mut d = directives::parse(&text).map_err(|e| CliError::Usage(e.to_string()))?;
+    if let Ok(comment) = std::env::var("SLURM_JOB_COMMENT") {
+        directives::parse_comment(&comment, &mut d).map_err(|e| CliError::Usage(e.to_string()))?;
+    }
+    Ok(d)
 }
 
 fn mover(ctx: &Ctx, url: &str, dir: &std::path::Path) -> Result<BlobMover, CliError> {

@@ -7,6 +7,11 @@
 //! #STAGE conflict overwrite-if-dirty
 //! #STAGE max_errors 0
 //! ```
+//!
+//! The same directives may come from the job's comment, for jobs without a script of their own
+//! (`srun`, a workflow tool's generated scripts): `sbatch --comment "stage: in URL DIR; out DIR
+//! URL; conflict skip"`. A comment that does not start with `stage:` is someone else's and is
+//! ignored.
 
 use std::path::PathBuf;
 
@@ -23,9 +28,10 @@ pub struct Directives {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("batch script line {line}: {message}")]
+#[error("{place}: {message}")]
 pub struct DirectiveError {
-    pub line: usize,
+    /// `batch script line 3`, `job comment, directive 2`.
+    pub place: String,
     pub message: String,
 }
 
@@ -35,14 +41,20 @@ impl Directives {
     }
 }
 
+impl Default for Directives {
+    fn default() -> Self {
+        Directives {
+            stage_in: Vec::new(),
+            stage_out: Vec::new(),
+            conflict: ConflictMode::Fail,
+            max_errors: 0,
+        }
+    }
+}
+
 /// Parses the directives; every problem is an error, so a typo never silently skips staging.
 pub fn parse(script: &str) -> Result<Directives, DirectiveError> {
-    let mut d = Directives {
-        stage_in: Vec::new(),
-        stage_out: Vec::new(),
-        conflict: ConflictMode::Fail,
-        max_errors: 0,
-    };
+    let mut d = Directives::default();
     for (i, raw) in script.lines().enumerate() {
         let line = raw.trim();
         if i == 0 && line.starts_with("#!") {
@@ -57,52 +69,71 @@ pub fn parse(script: &str) -> Result<Directives, DirectiveError> {
         let Some(rest) = line.strip_prefix("#STAGE") else {
             continue;
         };
-        let err = |message: String| DirectiveError {
-            line: i + 1,
-            message,
-        };
-        let words: Vec<&str> = rest.split_whitespace().collect();
-        let absolute = |p: &str| -> Result<PathBuf, DirectiveError> {
-            let path = PathBuf::from(p);
-            if !path.is_absolute() || p.split('/').any(|c| c == "..") {
-                return Err(err(format!("`{p}` must be an absolute path without `..`")));
-            }
-            Ok(path)
-        };
-        let url = |u: &str| -> Result<String, DirectiveError> {
-            if !crate::store::is_url(u) {
-                return Err(err(format!("`{u}` is not a container URL")));
-            }
-            crate::store::azure::Location::parse(u).map_err(|e| err(format!("{u}: {e}")))?;
-            Ok(u.to_string())
-        };
-        match words.as_slice() {
-            ["in", from, to] => d.stage_in.push((url(from)?, absolute(to)?)),
-            ["out", from, to] => d.stage_out.push((absolute(from)?, url(to)?)),
-            ["conflict", mode] => {
-                d.conflict = ConflictMode::from_name(mode).ok_or_else(|| {
-                    err(format!(
-                        "`{mode}` is not a conflict mode ({})",
-                        ConflictMode::NAMES.join(", ")
-                    ))
-                })?
-            }
-            ["max_errors", n] => {
-                d.max_errors = n
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|n| *n >= -1)
-                    .ok_or_else(|| err(format!("`{n}` is not -1 or a count")))?
-            }
-            _ => {
-                return Err(err(format!(
-                    "cannot read `{}`: expected `#STAGE in URL DIR`, `#STAGE out DIR URL`, `#STAGE conflict MODE` or `#STAGE max_errors N`",
-                    line
-                )));
-            }
-        }
+        apply(&mut d, rest, &format!("batch script line {}", i + 1))?;
     }
     Ok(d)
+}
+
+/// Adds the directives of a job comment (`stage: in URL DIR; out DIR URL; ...`) to `d`.
+pub fn parse_comment(comment: &str, d: &mut Directives) -> Result<(), DirectiveError> {
+    let Some(rest) = comment.trim().strip_prefix("stage:") else {
+        return Ok(());
+    };
+    for (i, part) in rest.split(';').enumerate() {
+        if !part.trim().is_empty() {
+            apply(d, part, &format!("job comment, directive {}", i + 1))?;
+        }
+    }
+    Ok(())
+}
+
+/// One directive (the words after `#STAGE`).
+fn apply(d: &mut Directives, rest: &str, place: &str) -> Result<(), DirectiveError> {
+    let line = rest.trim();
+    let err = |message: String| DirectiveError {
+        place: place.to_string(),
+        message,
+    };
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let absolute = |p: &str| -> Result<PathBuf, DirectiveError> {
+        let path = PathBuf::from(p);
+        if !path.is_absolute() || p.split('/').any(|c| c == "..") {
+            return Err(err(format!("`{p}` must be an absolute path without `..`")));
+        }
+        Ok(path)
+    };
+    let url = |u: &str| -> Result<String, DirectiveError> {
+        if !crate::store::is_url(u) {
+            return Err(err(format!("`{u}` is not a container URL")));
+        }
+        crate::store::azure::Location::parse(u).map_err(|e| err(format!("{u}: {e}")))?;
+        Ok(u.to_string())
+    };
+    match words.as_slice() {
+        ["in", from, to] => d.stage_in.push((url(from)?, absolute(to)?)),
+        ["out", from, to] => d.stage_out.push((absolute(from)?, url(to)?)),
+        ["conflict", mode] => {
+            d.conflict = ConflictMode::from_name(mode).ok_or_else(|| {
+                err(format!(
+                    "`{mode}` is not a conflict mode ({})",
+                    ConflictMode::NAMES.join(", ")
+                ))
+            })?
+        }
+        ["max_errors", n] => {
+            d.max_errors = n
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= -1)
+                .ok_or_else(|| err(format!("`{n}` is not -1 or a count")))?
+        }
+        _ => {
+            return Err(err(format!(
+                "cannot read `{line}`: expected `in URL DIR`, `out DIR URL`, `conflict MODE` or `max_errors N`"
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -126,9 +157,30 @@ mod tests {
     fn mistakes_are_errors_with_their_line() {
         let e =
             parse("#!/bin/sh\n#STAGE in http://127.0.0.1:1/acct/data relative/dir\n").unwrap_err();
-        assert_eq!(e.line, 2);
+        assert_eq!(e.place, "batch script line 2");
         assert!(parse("#STAGE inn a b\n").is_err());
         assert!(parse("#STAGE in http://127.0.0.1:1/acct/data /a/../etc\n").is_err());
         assert!(parse("#STAGE conflict sometimes\n").is_err());
+    }
+
+    #[test]
+    fn directives_from_the_job_comment() {
+        let mut d = parse("#!/bin/sh\n#STAGE conflict skip\n").unwrap();
+        parse_comment(
+            "stage: in http://127.0.0.1:1/devstoreaccount1/data/in /scratch/in ; out /scratch/out http://127.0.0.1:1/devstoreaccount1/data/out;",
+            &mut d,
+        )
+        .unwrap();
+        assert_eq!(d.stage_in[0].1, PathBuf::from("/scratch/in"));
+        assert_eq!(d.stage_out.len(), 1);
+        assert_eq!(d.conflict, ConflictMode::Skip);
+        // Someone else's comment.
+        let mut d = Directives::default();
+        parse_comment("priority run for lab B", &mut d).unwrap();
+        assert!(d.is_empty());
+        let e = parse_comment("stage: in /a; outt x y", &mut d).unwrap_err();
+        assert_eq!(e.place, "job comment, directive 1");
+        let e = parse_comment("stage: conflict skip; outt x y", &mut d).unwrap_err();
+        assert_eq!(e.place, "job comment, directive 2");
     }
 }
