@@ -237,6 +237,26 @@ fn teardown_deletes_only_after_a_verified_export() {
 }
 
 #[test]
+fn teardown_with_an_unexported_output_is_refused_before_anything_is_created() {
+    // The summary (merge's output) is exported by no step: deleting the file system would lose it.
+    let b = bed(&[], |y| {
+        format!(
+            "{}\n  - teardown: {{}}\n",
+            y.replace("outputs_of: [qc, merge]", "outputs_of: [qc]")
+        )
+    });
+    let o = b.run(None);
+    assert_exit(&o, 2);
+    assert_has(
+        &o.stderr,
+        "teardown would delete `results/summary.tsv`, an output of step `merge`",
+    );
+    assert_eq!(b.filesystems(), 0);
+    let (status, _) = b.em.get(FS);
+    assert_eq!(status, 404);
+}
+
+#[test]
 fn throttling_and_server_errors_from_arm_are_retried() {
     let b = bed(&["--throttle-every", "4", "--error-every", "7"], |y| y);
     let o = b.run(None);

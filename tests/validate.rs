@@ -20,6 +20,13 @@ const CASES: &[(&str, usize, usize, &str, &str)] = &[
         "plain http only for a local emulator",
     ),
     (
+        "34-teardown-unexported-output.yaml",
+        15,
+        5,
+        "teardown would delete `calls/out.vcf`, an output of step `call`",
+        "add `call` to an export step's `outputs_of`",
+    ),
+    (
         "31-env-var-in-command.yaml",
         9,
         24,

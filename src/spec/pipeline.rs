@@ -572,6 +572,54 @@ fn pool(cx: &mut Cx, node: &Node, base: &Path) -> Option<Pool> {
     })
 }
 
+/// The part of a path pattern no template or glob can change.
+fn fixed_prefix(pattern: &str) -> &str {
+    &pattern[..pattern.find(['{', '*', '?', '[']).unwrap_or(pattern.len())]
+}
+
+/// The first final output (step, pattern) that no earlier export step covers. An output is
+/// final unless a later process step reads it (`inputs`/`foreach` overlapping its fixed prefix);
+/// it is covered when an export names its step in `outputs_of` or has a path holding it.
+fn unexported_output(steps: &[Step]) -> Option<(String, String)> {
+    let exports: Vec<&ExportStep> = steps
+        .iter()
+        .filter_map(|s| match &s.action {
+            Action::Export(e) => Some(e),
+            _ => None,
+        })
+        .collect();
+    for (i, step) in steps.iter().enumerate() {
+        let Action::Process(p) = &step.action else {
+            continue;
+        };
+        for output in &p.outputs {
+            let pattern = output.source.as_str();
+            let fixed = fixed_prefix(pattern);
+            let read_later = steps[i + 1..].iter().any(|later| match &later.action {
+                Action::Process(l) => l.inputs.iter().chain(&l.foreach).any(|glob| {
+                    let g = fixed_prefix(glob);
+                    g.starts_with(fixed) || fixed.starts_with(g)
+                }),
+                _ => false,
+            });
+            let exported = exports.iter().any(|e| {
+                e.outputs_of.contains(&step.name)
+                    || e.paths.iter().any(|path| {
+                        let path = path.trim_end_matches('/');
+                        path.is_empty()
+                            || path == "."
+                            || fixed == path
+                            || fixed.starts_with(&format!("{path}/"))
+                    })
+            });
+            if !read_later && !exported {
+                return Some((step.name.clone(), pattern.to_string()));
+            }
+        }
+    }
+    None
+}
+
 fn steps(cx: &mut Cx, node: &Node) -> Vec<Step> {
     let Value::Seq(items) = &node.value else {
         cx.problems.hint(
@@ -643,6 +691,16 @@ fn steps(cx: &mut Cx, node: &Node) -> Vec<Step> {
                         knode.span,
                         "teardown deletes the file system, but no export step comes before it",
                         "add an export step: teardown only happens after a verified export",
+                    );
+                } else if let Some((step, output)) = unexported_output(&out) {
+                    cx.problems.hint(
+                        knode.span,
+                        format!(
+                            "teardown would delete `{output}`, an output of step `{step}` that no export step before it exports"
+                        ),
+                        format!(
+                            "add `{step}` to an export step's `outputs_of`, or a path that holds it to its `paths`"
+                        ),
                     );
                 }
                 Some(Action::Teardown)
