@@ -199,7 +199,7 @@ fn a_failed_stage_out_keeps_the_node_up_and_shows_in_status() {
 #[test]
 fn process_tasks_run_as_slurm_jobs_with_their_environment_and_exit_codes() {
     let ws = Workspace::new();
-    let slurm = Slurm::start("#!/bin/sh\nexit 0\n", "#!/bin/sh\nexit 0\n");
+    let slurm = Slurm::start(NO_HOOK, NO_HOOK);
     for i in 0..12 {
         ws.write(&format!("lustre/in/s{i:02}.txt"), "x".repeat(i + 1));
     }
@@ -207,11 +207,7 @@ fn process_tasks_run_as_slurm_jobs_with_their_environment_and_exit_codes() {
         "p.yaml",
         "name: slurmpipe\nfilesystem:\n  name: fs1\n  mount: lustre\n  hsm: { container: blob }\npool:\n  slots: 4\n  slurm: {}\nsteps:\n  - process:\n      name: work\n      foreach: in/*.txt\n      outputs: [\"out/{{stem}}.len\"]\n      env: { GREETING: hello }\n      command: mkdir -p out && printf '%s %s\\n' \"$GREETING\" $(wc -c < {{input}}) > {{output}}\n",
     );
-    let o = ws
-        .cmd(&["run", p.to_str().unwrap()])
-        .env("SLURM_CONF", slurm.conf())
-        .output()
-        .unwrap();
+    let o = stage_run(&ws, &slurm, &p).output().unwrap();
     assert_exit(&o, 0);
     assert_has(&o.stderr, "12 ran");
     for i in 0..12 {
@@ -224,14 +220,19 @@ fn process_tasks_run_as_slurm_jobs_with_their_environment_and_exit_codes() {
         "bad.yaml",
         "name: slurmbad\nfilesystem:\n  name: fs2\n  mount: lustre\n  hsm: { container: blob }\npool:\n  slots: 2\n  slurm: {}\nsteps:\n  - process:\n      name: fail\n      retries: 1\n      command: echo failing >&2; exit 3\n",
     );
-    let o = ws
-        .cmd(&["run", bad.to_str().unwrap()])
-        .env("SLURM_CONF", slurm.conf())
-        .output()
-        .unwrap();
+    let o = stage_run(&ws, &slurm, &bad).output().unwrap();
     assert_exit(&o, 1);
     assert_has(&o.stderr, "exit code 3");
 }
+
+/// `stage run PIPELINE` against this Slurm.
+fn stage_run(ws: &Workspace, slurm: &Slurm, pipeline: &std::path::Path) -> std::process::Command {
+    let mut c = ws.cmd(&["run", pipeline.to_str().unwrap()]);
+    c.env("SLURM_CONF", slurm.conf());
+    c
+}
+
+const NO_HOOK: &str = "#!/bin/sh\nexit 0\n";
 
 /// The distinct array jobs stage submitted, from slurmctld's records.
 fn stage_arrays(slurm: &Slurm) -> std::collections::BTreeSet<String> {
@@ -280,13 +281,9 @@ fn assert_each_ran_once(ws: &Workspace, n: usize) {
 #[test]
 fn a_thousand_tasks_run_as_one_throttled_array() {
     let ws = Workspace::new();
-    let slurm = Slurm::with_nodes(4, "#!/bin/sh\nexit 0\n", "#!/bin/sh\nexit 0\n");
+    let slurm = Slurm::with_nodes(4, NO_HOOK, NO_HOOK);
     let p = counted_pipeline(&ws, "thousand", 1000, 6, "");
-    let o = ws
-        .cmd(&["run", p.to_str().unwrap()])
-        .env("SLURM_CONF", slurm.conf())
-        .output()
-        .unwrap();
+    let o = stage_run(&ws, &slurm, &p).output().unwrap();
     assert_exit(&o, 0);
     assert_has(&o.stderr, "1000 ran");
     assert_each_ran_once(&ws, 1000);
@@ -302,12 +299,11 @@ fn a_thousand_tasks_run_as_one_throttled_array() {
 #[test]
 fn a_killed_run_reattaches_to_its_array_without_submitting_again() {
     let ws = Workspace::new();
-    let slurm = Slurm::with_nodes(2, "#!/bin/sh\nexit 0\n", "#!/bin/sh\nexit 0\n");
+    let slurm = Slurm::with_nodes(2, NO_HOOK, NO_HOOK);
     let n = 24;
     let p = counted_pipeline(&ws, "reattach", n, 4, "sleep 0.5 &&");
     let run = |crash: Option<&str>| {
-        let mut c = ws.cmd(&["run", p.to_str().unwrap()]);
-        c.env("SLURM_CONF", slurm.conf());
+        let mut c = stage_run(&ws, &slurm, &p);
         if let Some(point) = crash {
             c.env("STAGE_CRASH_AT", point);
         }
@@ -346,12 +342,10 @@ fn a_killed_run_reattaches_to_its_array_without_submitting_again() {
 #[test]
 fn cancelled_tasks_are_retried_per_policy() {
     let ws = Workspace::new();
-    let slurm = Slurm::with_nodes(2, "#!/bin/sh\nexit 0\n", "#!/bin/sh\nexit 0\n");
+    let slurm = Slurm::with_nodes(2, NO_HOOK, NO_HOOK);
     let n = 6;
     let p = counted_pipeline(&ws, "cancelled", n, 2, "sleep 2 &&");
-    let run = ws
-        .cmd(&["run", p.to_str().unwrap()])
-        .env("SLURM_CONF", slurm.conf())
+    let run = stage_run(&ws, &slurm, &p)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
