@@ -235,6 +235,19 @@ fn emulator_responses_follow_the_spec() {
     create["properties"]["hsm"]["settings"]["container"] = json!(format!("{sa}/data"));
     create["properties"]["hsm"]["settings"]["loggingContainer"] = json!(format!("{sa}/logs"));
     let fs = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/scgroup/providers/Microsoft.StorageCache/amlFilesystems/fs1";
+    // Without the provider's roles on the account the create fails late, as in Azure.
+    let early = format!("{fs}-early");
+    let (status, _) = em.request("PUT", &early, Some(&create));
+    assert_eq!(status, 201);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while em.request("GET", &early, None).1["properties"]["provisioningState"] != "Failed" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "created without roles"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    em.grant_provider_roles(sa.trim_end_matches("/blobServices/default/containers"));
     let (status, body) = em.request("PUT", fs, Some(&create));
     assert_eq!(status, 201, "{body}");
     s.validate(&body, "AmlFilesystem");

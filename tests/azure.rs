@@ -257,6 +257,32 @@ fn teardown_with_an_unexported_output_is_refused_before_anything_is_created() {
 }
 
 #[test]
+fn missing_provider_roles_that_we_may_not_grant_stop_the_run_before_creating() {
+    let b = bed(&["--deny-role-assignments"], |y| y);
+    let o = b.run(None);
+    assert_exit(&o, 1);
+    let err = text(&o.stderr);
+    for needed in [
+        "Storage Account Contributor and Storage Blob Data Contributor",
+        "AuthorizationFailed",
+        "nothing was created",
+        "az role assignment create --assignee 4392ab71-2ce2-4b0d-8770-b352745c73f5 --role 'Storage Blob Data Contributor' --scope /subscriptions/",
+    ] {
+        assert!(err.contains(needed), "{needed:?} missing from:\n{err}");
+    }
+    assert_eq!(b.filesystems(), 0);
+    let (status, _) = b.em.get(FS);
+    assert_eq!(status, 404);
+    // Once an owner grants them, the same run goes through without granting anything.
+    b.em.grant_provider_roles(&format!(
+        "/subscriptions/{SUB}/resourceGroups/rg-stage/providers/Microsoft.Storage/storageAccounts/devstoreaccount1"
+    ));
+    let o = b.run(None);
+    assert_exit(&o, 0);
+    b.check_results();
+}
+
+#[test]
 fn throttling_and_server_errors_from_arm_are_retried() {
     let b = bed(&["--throttle-every", "4", "--error-every", "7"], |y| y);
     let o = b.run(None);

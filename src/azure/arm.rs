@@ -16,6 +16,7 @@ use super::models::{API_VERSION, AsyncOperation, ErrorResponse};
 const ATTEMPTS: u32 = 6;
 /// Polling interval when the service names none; also the floor, so polling never spins.
 const POLL: Duration = Duration::from_secs(2);
+const GRAPH: &str = "https://graph.microsoft.com";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArmError {
@@ -125,11 +126,26 @@ impl Arm {
         self.requests.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    async fn token(&self) -> Result<String, ArmError> {
+    /// A Microsoft Graph URL: Graph itself, or the emulator standing in for it.
+    pub fn graph_url(&self, path: &str) -> String {
+        let base = if super::is_loopback_http(&self.endpoint) {
+            self.endpoint.as_str()
+        } else {
+            GRAPH
+        };
+        format!("{base}{path}")
+    }
+
+    async fn token(&self, url: &str) -> Result<String, ArmError> {
+        let scope = if url.starts_with(GRAPH) {
+            "https://graph.microsoft.com/.default"
+        } else {
+            "https://management.azure.com/.default"
+        };
         match &self.auth {
             Auth::Emulator => Ok("emulator".into()),
             Auth::Credential(c) => c
-                .get_token(&["https://management.azure.com/.default"], None)
+                .get_token(&[scope], None)
                 .await
                 .map(|t| t.token.secret().to_string())
                 .map_err(|e| ArmError::Token(crate::store::redact::secrets(&e.to_string()))),
@@ -137,8 +153,12 @@ impl Arm {
     }
 
     fn url(&self, path: &str) -> String {
+        // Full URLs (operation status, Graph) and other providers' versions are sent as given.
         if path.starts_with("http://") || path.starts_with("https://") {
             return path.to_string();
+        }
+        if path.contains("api-version=") {
+            return format!("{}{path}", self.endpoint);
         }
         let sep = if path.contains('?') { '&' } else { '?' };
         format!("{}{path}{sep}api-version={API_VERSION}", self.endpoint)
@@ -156,7 +176,7 @@ impl Arm {
         // Backoff starts at the poll floor: 2 s against Azure, 200 ms against an emulator.
         let mut delay = self.poll / 2;
         for attempt in 1..=ATTEMPTS {
-            let token = self.token().await?;
+            let token = self.token(&url).await?;
             let mut req = self
                 .http
                 .request(method.clone(), &url)

@@ -3,6 +3,7 @@
 pub mod arm;
 pub mod models;
 pub mod resources;
+pub mod roles;
 
 /// Plain http to this machine: an emulator or Azurite, which take test credentials.
 pub fn is_loopback_http(url: &str) -> bool {

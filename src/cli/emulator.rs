@@ -47,6 +47,10 @@ pub struct Args {
     /// Never finish creating a file system (a stuck long-running operation).
     #[arg(long)]
     pub stuck_create: bool,
+    /// Refuse to create role assignments (403), as for an identity that is not an Owner or
+    /// User Access Administrator of the storage account; the bearer token `owner` still may.
+    #[arg(long)]
+    pub deny_role_assignments: bool,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -77,6 +81,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
             error_every: a.error_every,
             fail_jobs: a.fail_jobs,
             stuck_create: a.stuck_create,
+            deny_role_assignments: a.deny_role_assignments,
         },
     };
     if !ctx.quiet {

@@ -92,18 +92,35 @@ pub async fn dispatch(
             None,
         );
     }
+    let Some(target) = paths::parse(uri.path()) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "InvalidResourceType",
+            &format!("No route for {}", uri.path()),
+            None,
+        );
+    };
     let version = uri
         .query()
         .unwrap_or_default()
         .split('&')
         .find_map(|kv| kv.strip_prefix("api-version="));
-    if version != Some(API_VERSION) {
+    // Each provider has its own api-version; Graph has none.
+    let expected = match &target {
+        Target::ServicePrincipals => None,
+        Target::RoleAssignments { .. } | Target::RoleAssignment { .. } => {
+            Some(crate::azure::roles::API_VERSION)
+        }
+        _ => Some(API_VERSION),
+    };
+    if expected.is_some_and(|e| version != Some(e)) {
         return error(
             StatusCode::BAD_REQUEST,
             "InvalidApiVersionParameter",
             &format!(
-                "The api-version '{}' is invalid. The supported version is '{API_VERSION}'.",
-                version.unwrap_or_default()
+                "The api-version '{}' is invalid. The supported version is '{}'.",
+                version.unwrap_or_default(),
+                expected.unwrap_or_default()
             ),
             None,
         );
@@ -129,14 +146,6 @@ pub async fn dispatch(
             None,
         );
     }
-    let Some(target) = paths::parse(uri.path()) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "InvalidResourceType",
-            &format!("No route for {}", uri.path()),
-            None,
-        );
-    };
     match (method, target) {
         (Method::GET, Target::Filesystem { fs }) => get_fs(&state, &fs),
         (Method::PUT, Target::Filesystem { fs }) => put_fs(&state, fs, &body),
@@ -149,6 +158,24 @@ pub async fn dispatch(
         (Method::PUT, Target::ImportJob { fs, job }) => put_job(&state, fs, job, &body),
         (Method::PATCH, Target::ImportJob { fs, job }) => patch_job(&state, &fs, &job, &body),
         (Method::DELETE, Target::ImportJob { fs, job }) => delete_job(&state, &fs, &job),
+        (Method::GET, Target::ServicePrincipals) => {
+            let filter = uri.query().unwrap_or_default();
+            let decoded = percent_encoding::percent_decode_str(filter).decode_utf8_lossy();
+            let value = if decoded.contains(crate::azure::roles::PROVIDER_APP_ID) {
+                vec![
+                    json!({ "id": super::state::PROVIDER_PRINCIPAL, "appId": crate::azure::roles::PROVIDER_APP_ID }),
+                ]
+            } else {
+                Vec::new()
+            };
+            json_response(StatusCode::OK, &json!({ "value": value }))
+        }
+        (Method::GET, Target::RoleAssignments { scope }) => {
+            list_role_assignments(&state, &scope, &uri)
+        }
+        (Method::PUT, Target::RoleAssignment { scope, name }) => {
+            put_role_assignment(&state, &scope, &name, &body, &headers)
+        }
         (Method::GET, Target::Operation { id }) => match state.lock().operations.get(&id) {
             Some(op) => json_response(StatusCode::OK, op),
             None => not_found(&id),
@@ -160,6 +187,105 @@ pub async fn dispatch(
             None,
         ),
     }
+}
+
+/// Assignments at, above or below `scope`, for the principal in `$filter=assignedTo('ID')`.
+fn list_role_assignments(state: &State, scope: &str, uri: &Uri) -> Response {
+    let query = uri.query().unwrap_or_default();
+    let query = percent_encoding::percent_decode_str(query).decode_utf8_lossy();
+    let principal = query
+        .split("assignedTo('")
+        .nth(1)
+        .and_then(|r| r.split('\'').next())
+        .map(str::to_string);
+    let scope = scope.to_ascii_lowercase();
+    let inner = state.lock();
+    let value: Vec<_> = inner
+        .role_assignments
+        .iter()
+        .filter(|(_, a)| {
+            let s = a.scope.to_ascii_lowercase();
+            (scope.starts_with(&s) || s.starts_with(&scope))
+                && principal.as_ref().is_none_or(|p| *p == a.principal_id)
+        })
+        .map(|(name, a)| role_assignment_json(name, a))
+        .collect();
+    json_response(StatusCode::OK, &json!({ "value": value }))
+}
+
+fn role_assignment_json(name: &str, a: &super::state::RoleAssignment) -> serde_json::Value {
+    json!({
+        "id": format!("{}/providers/Microsoft.Authorization/roleAssignments/{name}", a.scope),
+        "name": name,
+        "type": "Microsoft.Authorization/roleAssignments",
+        "properties": {
+            "scope": a.scope,
+            "roleDefinitionId": a.role_definition_id,
+            "principalId": a.principal_id,
+            "principalType": "ServicePrincipal",
+        },
+    })
+}
+
+fn put_role_assignment(
+    state: &State,
+    scope: &str,
+    name: &str,
+    body: &[u8],
+    headers: &HeaderMap,
+) -> Response {
+    // The bearer token `owner` stands for the account's owner, who may always grant.
+    let owner = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.get(7..).is_some_and(|t| t.trim() == "owner"));
+    if state.opts.faults.deny_role_assignments && !owner {
+        return error(
+            StatusCode::FORBIDDEN,
+            "AuthorizationFailed",
+            "The client does not have authorization to perform action 'Microsoft.Authorization/roleAssignments/write'.",
+            None,
+        );
+    }
+    let req: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let (Some(role), Some(principal)) = (
+        req["properties"]["roleDefinitionId"].as_str(),
+        req["properties"]["principalId"].as_str(),
+    ) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRoleAssignmentRequest",
+            "properties.roleDefinitionId and properties.principalId are required.",
+            None,
+        );
+    };
+    let mut inner = state.lock();
+    let key = name.to_ascii_lowercase();
+    let same = |a: &super::state::RoleAssignment| {
+        a.scope.eq_ignore_ascii_case(scope)
+            && a.role_definition_id.eq_ignore_ascii_case(role)
+            && a.principal_id == principal
+    };
+    if let Some(existing) = inner.role_assignments.get(&key) {
+        if same(existing) {
+            return json_response(StatusCode::OK, &role_assignment_json(&key, existing));
+        }
+    } else if inner.role_assignments.values().any(same) {
+        return error(
+            StatusCode::CONFLICT,
+            "RoleAssignmentExists",
+            "The role assignment already exists.",
+            None,
+        );
+    }
+    let a = super::state::RoleAssignment {
+        scope: scope.to_string(),
+        role_definition_id: role.to_string(),
+        principal_id: principal.to_string(),
+    };
+    let body = role_assignment_json(&key, &a);
+    inner.role_assignments.insert(key, a);
+    json_response(StatusCode::CREATED, &body)
 }
 
 fn get_fs(state: &State, fs: &FsKey) -> Response {

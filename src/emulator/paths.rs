@@ -4,12 +4,35 @@
 /// What a request path addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
-    Filesystem { fs: FsKey },
-    Archive { fs: FsKey },
-    CancelArchive { fs: FsKey },
-    ImportJobs { fs: FsKey },
-    ImportJob { fs: FsKey, job: String },
-    Operation { id: String },
+    Filesystem {
+        fs: FsKey,
+    },
+    Archive {
+        fs: FsKey,
+    },
+    CancelArchive {
+        fs: FsKey,
+    },
+    ImportJobs {
+        fs: FsKey,
+    },
+    ImportJob {
+        fs: FsKey,
+        job: String,
+    },
+    Operation {
+        id: String,
+    },
+    /// Microsoft Graph's service principal lookup (the emulator stands in for Graph too).
+    ServicePrincipals,
+    /// `SCOPE/providers/Microsoft.Authorization/roleAssignments[/NAME]`.
+    RoleAssignments {
+        scope: String,
+    },
+    RoleAssignment {
+        scope: String,
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +70,25 @@ pub fn parse(path: &str) -> Option<Target> {
         .collect();
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     let eq = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+    if let [v, sp] = s.as_slice()
+        && eq(v, "v1.0")
+        && eq(sp, "servicePrincipals")
+    {
+        return Some(Target::ServicePrincipals);
+    }
+    if let Some(at) = s.windows(3).position(|w| {
+        eq(w[0], "providers") && eq(w[1], "Microsoft.Authorization") && eq(w[2], "roleAssignments")
+    }) {
+        let scope = format!("/{}", s[..at].join("/"));
+        return match &s[at + 3..] {
+            [] => Some(Target::RoleAssignments { scope }),
+            [name] => Some(Target::RoleAssignment {
+                scope,
+                name: name.to_string(),
+            }),
+            _ => None,
+        };
+    }
     match s.as_slice() {
         [sub, subscription, prov, ns, loc, _, ops, id]
             if eq(sub, "subscriptions")

@@ -22,6 +22,18 @@ pub struct Faults {
     pub fail_jobs: bool,
     /// Creating a file system never finishes.
     pub stuck_create: bool,
+    /// The caller may not create role assignments (403), like an identity without
+    /// Owner or User Access Administrator on the storage account.
+    pub deny_role_assignments: bool,
+}
+
+/// The emulated tenant's object id of the HPC Cache Resource Provider's service principal.
+pub const PROVIDER_PRINCIPAL: &str = "6a3a5c1e-0d2b-4e7f-9c1d-5e8f7a6b4c3d";
+
+pub struct RoleAssignment {
+    pub scope: String,
+    pub role_definition_id: String,
+    pub principal_id: String,
 }
 
 pub struct FsEntry {
@@ -43,6 +55,20 @@ pub struct Inner {
     pub filesystems: HashMap<String, FsEntry>,
     pub jobs: HashMap<String, JobEntry>,
     pub operations: HashMap<String, AsyncOperation>,
+    /// By lower-case name.
+    pub role_assignments: HashMap<String, RoleAssignment>,
+}
+
+impl Inner {
+    /// Whether the provider holds `role` (a role definition GUID) on `account` or above it.
+    pub fn provider_has(&self, account: &str, role: &str) -> bool {
+        let account = account.to_ascii_lowercase();
+        self.role_assignments.values().any(|a| {
+            a.principal_id == PROVIDER_PRINCIPAL
+                && account.starts_with(&a.scope.to_ascii_lowercase())
+                && a.role_definition_id.to_ascii_lowercase().ends_with(role)
+        })
+    }
 }
 
 pub struct State {

@@ -40,6 +40,46 @@ pub async fn provision(state: Arc<State>, fs: FsKey, op: String) {
             );
             return;
         }
+        // As in Azure, missing provider roles on the HSM account fail the create late.
+        let account = e
+            .resource
+            .properties
+            .hsm
+            .as_ref()
+            .and_then(|h| h.settings.as_ref())
+            .and_then(|st| {
+                let at = st.container.to_ascii_lowercase().find("/blobservices/")?;
+                Some(st.container[..at].to_string())
+            });
+        if let Some(account) = account {
+            let missing: Vec<&str> = crate::azure::roles::ROLES
+                .iter()
+                .filter(|(_, id)| !inner.provider_has(&account, id))
+                .map(|(name, _)| *name)
+                .collect();
+            if !missing.is_empty() {
+                let Some(e) = inner.filesystems.get_mut(&key) else {
+                    return;
+                };
+                e.resource.properties.provisioning_state = Some("Failed".into());
+                drop(inner);
+                state.finish_operation(
+                    &op,
+                    Some(ErrorDetail {
+                        code: "AmlFilesystemStorageAccountAuthorizationFailed".into(),
+                        message: format!(
+                            "The HPC Cache Resource Provider lacks {} on {account}.",
+                            missing.join(" and ")
+                        ),
+                        ..Default::default()
+                    }),
+                );
+                return;
+            }
+        }
+        let Some(e) = inner.filesystems.get_mut(&key) else {
+            return;
+        };
         let p = &mut e.resource.properties;
         p.provisioning_state = Some("Succeeded".into());
         p.health = Some(Health {

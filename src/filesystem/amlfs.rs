@@ -67,6 +67,12 @@ impl AmlfsFileSystem {
     }
 }
 
+/// The storage account id of a container id (`…/storageAccounts/A/blobServices/default/containers/C`).
+fn storage_account(container: &str) -> Option<String> {
+    let at = container.to_ascii_lowercase().find("/blobservices/")?;
+    Some(container[..at].to_string())
+}
+
 #[async_trait]
 impl FileSystem for AmlfsFileSystem {
     fn describe(&self) -> String {
@@ -105,6 +111,26 @@ impl FileSystem for AmlfsFileSystem {
                 Arm::check(&Method::PATCH, &self.fs.path(), r)?;
             }
             return Ok(creating);
+        }
+        // The provider's roles on the HSM account first: without them Azure fails the
+        // create minutes in.
+        if let Some(account) = self
+            .desired
+            .properties
+            .hsm
+            .as_ref()
+            .and_then(|h| h.settings.as_ref())
+            .and_then(|s| storage_account(&s.container))
+        {
+            let granted = crate::azure::roles::ensure(&self.arm, &account)
+                .await
+                .map_err(|e| match e {
+                    crate::azure::roles::RoleError::Arm(a) => FsError::Arm(a),
+                    other => FsError::Azure(other.to_string()),
+                })?;
+            for role in granted {
+                tracing::info!("granted the HPC Cache Resource Provider {role} on {account}");
+            }
         }
         // Accepted is enough: provisioning is followed on the resource itself, which a
         // resumed run can do too (the operation URL is not journaled).

@@ -59,6 +59,36 @@ impl Emulator {
     }
 
     /// Any ARM request, over a plain HTTP/1.1 connection: (status, JSON body or null).
+    /// Gives the HPC Cache Resource Provider its two roles on a storage account, as an owner
+    /// of the account would before creating a file system with HSM settings.
+    pub fn grant_provider_roles(&self, account: &str) {
+        let (status, sp) = self.request(
+            "GET",
+            "/v1.0/servicePrincipals?$filter=appId%20eq%20%274392ab71-2ce2-4b0d-8770-b352745c73f5%27",
+            None,
+        );
+        assert_eq!(status, 200, "{sp}");
+        let principal = sp["value"][0]["id"].as_str().unwrap().to_string();
+        for (i, role) in [
+            "17d1049b-9a84-46fb-8f53-869881c3d3ab",
+            "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let body = serde_json::json!({ "properties": {
+                "roleDefinitionId": format!("/subscriptions/s/providers/Microsoft.Authorization/roleDefinitions/{role}"),
+                "principalId": principal,
+            }});
+            let (status, r) = self.request(
+                "PUT",
+                &format!("{account}/providers/Microsoft.Authorization/roleAssignments/00000000-0000-0000-0000-00000000000{i}?api-version=2022-04-01"),
+                Some(&body),
+            );
+            assert_eq!(status, 201, "{r}");
+        }
+    }
+
     pub fn request(
         &self,
         method: &str,
@@ -69,7 +99,9 @@ impl Emulator {
         let payload = body.map(|b| b.to_string()).unwrap_or_default();
         write!(
             s,
-            "{method} {path}?api-version=2026-01-01 HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
+            "{method} {path}{} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer owner\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
+            // Paths with a query carry their own api-version (or, for Graph, none).
+            if path.contains('?') { "" } else { "?api-version=2026-01-01" },
             payload.len()
         )
         .unwrap();
