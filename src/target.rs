@@ -46,21 +46,68 @@ pub fn executor(p: &Pipeline, state_dir: &Path) -> Result<Arc<dyn Executor>, Tar
             state_dir,
         )));
     }
+    if let Some(set) = &p.pool.scale_set {
+        return scale_set_executor(p, set, state_dir);
+    }
     if p.pool.is_local() {
         return Ok(Arc::new(LocalExecutor::new(slots)));
     }
-    let token = state_token(state_dir).map_err(TargetError::State)?;
     Ok(Arc::new(SshExecutor::new(
         p.pool.hosts.clone(),
         slots,
-        SshOptions {
-            config: p.pool.ssh_config.clone(),
-            host_keys: p.pool.host_key_checking,
-            known_hosts: state_dir.join("known_hosts"),
-            socket_dir: std::env::temp_dir().join(format!("stage-ssh-{token}")),
-            token,
-        },
+        ssh_options(p, state_dir)?,
     )))
+}
+
+fn ssh_options(p: &Pipeline, state_dir: &Path) -> Result<SshOptions, TargetError> {
+    let token = state_token(state_dir).map_err(TargetError::State)?;
+    Ok(SshOptions {
+        config: p.pool.ssh_config.clone(),
+        host_keys: p.pool.host_key_checking,
+        known_hosts: state_dir.join("known_hosts"),
+        socket_dir: std::env::temp_dir().join(format!("stage-ssh-{token}")),
+        token,
+    })
+}
+
+/// Tasks over SSH to the instances of a scale set that stage ensures.
+fn scale_set_executor(
+    p: &Pipeline,
+    set: &crate::spec::ScaleSet,
+    state_dir: &Path,
+) -> Result<Arc<dyn Executor>, TargetError> {
+    let bad = |e: &dyn std::fmt::Display| TargetError::Azure(e.to_string());
+    let fs = crate::azure::resources::fs_ref(p).map_err(|e| bad(&e))?;
+    let subnet = set
+        .subnet
+        .clone()
+        .or_else(|| p.filesystem.subnet.clone())
+        .ok_or_else(|| {
+            TargetError::Azure("the scale set needs a `subnet` (or the file system's)".into())
+        })?;
+    Ok(Arc::new(crate::executor::ScaleSetExecutor::new(
+        Arc::new(arm_client(p)?),
+        crate::azure::vmss::ScaleSetRef {
+            subscription: fs.subscription.clone(),
+            group: fs.group.clone(),
+            location: fs.location.clone(),
+            name: set.name.clone(),
+        },
+        set.clone(),
+        fs.path(),
+        root(p).display().to_string(),
+        subnet,
+        p.pool.slots as usize,
+        ssh_options(p, state_dir)?,
+    )))
+}
+
+/// Where the compute nodes see the file system on the azure target.
+fn root(p: &Pipeline) -> std::path::PathBuf {
+    p.filesystem
+        .mount
+        .clone()
+        .unwrap_or_else(|| "/mnt/lustre".into())
 }
 
 /// A random name for this state directory, made once: names its files on the nodes and its
@@ -138,11 +185,7 @@ fn azure_backends(
     let arm = Arc::new(arm_client(p)?);
     let fs_ref = resources::fs_ref(p).map_err(|e| bad(&e))?;
     let desired = resources::desired(p).map_err(|e| bad(&e))?;
-    let root = p
-        .filesystem
-        .mount
-        .clone()
-        .unwrap_or_else(|| "/mnt/lustre".into());
+    let root = root(p);
     let store = open_store(p)?;
     let transfers = store.default_transfers();
     let state_dir = std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());

@@ -6,6 +6,8 @@ mod azurite;
 mod common;
 #[path = "common/emulator.rs"]
 mod emulator;
+#[path = "common/sshd.rs"]
+mod sshd;
 
 use std::path::PathBuf;
 use std::process::Output;
@@ -280,6 +282,59 @@ fn missing_provider_roles_that_we_may_not_grant_stop_the_run_before_creating() {
     let o = b.run(None);
     assert_exit(&o, 0);
     b.check_results();
+}
+
+#[test]
+fn a_scale_set_pool_runs_the_tasks_on_its_instances_then_scales_to_zero() {
+    // Two sshd nodes stand in for the instances the emulator hands out.
+    let nodes = sshd::Nodes::start(2, true);
+    let hosts = format!("--vmss-hosts={},{}", nodes.addr(0), nodes.addr(1));
+    let key = nodes.dir.path().join("client.pub");
+    let b = bed(&[&hosts], |y| {
+        y.replace(
+            "pool:\n  hosts: localhost\n  slots: 4\n",
+            &format!(
+                "pool:\n  slots: 2\n  ssh_config: {}\n  scale_set:\n    size: Standard_HB120rs_v3\n    instances: 2\n    admin_user: root\n    ssh_public_key: {}\n    scale_to_zero: true\n",
+                nodes.ssh_config().display(),
+                key.display()
+            ),
+        )
+    });
+    let o = b.run(None);
+    assert_exit(&o, 0);
+    b.check_results();
+    let vmss = format!(
+        "/subscriptions/{SUB}/resourceGroups/rg-stage/providers/Microsoft.Compute/virtualMachineScaleSets/genomics-pool?api-version=2024-07-01"
+    );
+    let (status, set) = b.em.request("GET", &vmss, None);
+    assert_eq!(status, 200, "{set}");
+    assert_eq!(set["sku"]["capacity"], 0, "not scaled to zero: {set}");
+    assert_eq!(set["sku"]["name"], "Standard_HB120rs_v3");
+    // Every instance mounts the file system from its MGS at the pipeline's mount.
+    use base64::Engine;
+    let profile = &set["properties"]["virtualMachineProfile"];
+    let init = base64::engine::general_purpose::STANDARD
+        .decode(profile["osProfile"]["customData"].as_str().unwrap())
+        .unwrap();
+    let init = String::from_utf8(init).unwrap();
+    assert!(init.starts_with("#cloud-config"), "{init}");
+    assert!(init.contains("[mount, -t, lustre,"), "{init}");
+    assert!(init.contains("@tcp:/lustrefs'"), "{init}");
+    // The tasks ran over SSH on the instances.
+    let status = run(
+        &b.ws,
+        &["status", "--tasks", b.pipeline.to_str().unwrap()],
+        None,
+    );
+    let listing = text(&status.stdout);
+    assert!(
+        listing.contains(&nodes.addr(0)) || listing.contains(&nodes.addr(1)),
+        "{listing}"
+    );
+    // A rerun has nothing to do and leaves the set at zero.
+    let o = b.run(None);
+    assert_exit(&o, 0);
+    assert_has(&o.stderr, "nothing to do");
 }
 
 #[test]

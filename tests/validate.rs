@@ -27,6 +27,13 @@ const CASES: &[(&str, usize, usize, &str, &str)] = &[
         "add `call` to an export step's `outputs_of`",
     ),
     (
+        "35-scale-set-on-local.yaml",
+        7,
+        14,
+        "`scale_set` needs `target: azure`",
+        "list the machines under `hosts`",
+    ),
+    (
         "31-env-var-in-command.yaml",
         9,
         24,

@@ -4,6 +4,7 @@ pub mod arm;
 pub mod models;
 pub mod resources;
 pub mod roles;
+pub mod vmss;
 
 /// Plain http to this machine: an emulator or Azurite, which take test credentials.
 pub fn is_loopback_http(url: &str) -> bool {

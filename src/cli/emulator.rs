@@ -35,6 +35,10 @@ pub struct Args {
     /// How long each import job or archive waits before copying (to test cancellation).
     #[arg(long, default_value = "0ms", value_parser = parse_duration)]
     pub job_delay: Duration,
+    /// Machines standing in for VM scale-set instances (comma-separated addresses of sshd
+    /// nodes): a set of N instances gets the first N; asking for more fails like a quota.
+    #[arg(long, value_delimiter = ',')]
+    pub vmss_hosts: Vec<String>,
     /// Answer every Nth request with 429 Too Many Requests.
     #[arg(long)]
     pub throttle_every: Option<u64>,
@@ -76,6 +80,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
         provision_delay: a.provision_delay,
         delete_delay: a.delete_delay,
         job_delay: a.job_delay,
+        vmss_hosts: a.vmss_hosts,
         faults: Faults {
             throttle_every: a.throttle_every,
             error_every: a.error_every,

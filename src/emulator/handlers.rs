@@ -14,7 +14,7 @@ use super::work;
 use crate::azure::models::*;
 use crate::spec::Sku as SpecSku;
 
-type St = Arc<State>;
+pub type St = Arc<State>;
 
 fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response {
     let mut r = (status, serde_json::to_string(body).unwrap_or_default()).into_response();
@@ -23,6 +23,10 @@ fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response {
         HeaderValue::from_static("application/json; charset=utf-8"),
     );
     r
+}
+
+pub fn json_ok(status: StatusCode, body: &impl serde::Serialize) -> Response {
+    json_response(status, body)
 }
 
 pub fn error(status: StatusCode, code: &str, message: &str, target: Option<&str>) -> Response {
@@ -49,15 +53,15 @@ fn not_found(what: &str) -> Response {
 }
 
 /// 201/202 with the headers ARM clients follow for a long-running operation.
-fn accepted(
+pub fn accepted(
     state: &State,
     status: StatusCode,
-    fs: &FsKey,
+    subscription: &str,
     location: &str,
     op: &str,
     body: Option<serde_json::Value>,
 ) -> Response {
-    let url = state.operation_url(&fs.subscription, location, op);
+    let url = state.operation_url(subscription, location, op);
     let mut r = match body {
         Some(b) => json_response(status, &b),
         None => status.into_response(),
@@ -111,6 +115,8 @@ pub async fn dispatch(
         Target::RoleAssignments { .. } | Target::RoleAssignment { .. } => {
             Some(crate::azure::roles::API_VERSION)
         }
+        Target::ScaleSet { .. } => Some(crate::azure::vmss::API_VERSION),
+        Target::ScaleSetNics { .. } => Some(crate::azure::vmss::NIC_API_VERSION),
         _ => Some(API_VERSION),
     };
     if expected.is_some_and(|e| version != Some(e)) {
@@ -176,6 +182,10 @@ pub async fn dispatch(
         (Method::PUT, Target::RoleAssignment { scope, name }) => {
             put_role_assignment(&state, &scope, &name, &body, &headers)
         }
+        (Method::GET, Target::ScaleSet { id }) => super::vmss::get(&state, &id),
+        (Method::PUT, Target::ScaleSet { id }) => super::vmss::put(&state, &id, &body),
+        (Method::PATCH, Target::ScaleSet { id }) => super::vmss::patch(&state, &id, &body),
+        (Method::GET, Target::ScaleSetNics { id }) => super::vmss::nics(&state, &id),
         (Method::GET, Target::Operation { id }) => match state.lock().operations.get(&id) {
             Some(op) => json_response(StatusCode::OK, op),
             None => not_found(&id),
@@ -461,7 +471,7 @@ fn put_fs(state: &St, fs: FsKey, body: &[u8]) -> Response {
     accepted(
         state,
         StatusCode::CREATED,
-        &fs,
+        &fs.subscription,
         &location,
         &op,
         serde_json::to_value(&r).ok(),
@@ -509,7 +519,14 @@ fn delete_fs(state: &St, fs: FsKey) -> Response {
     drop(inner);
     let op = state.start_operation();
     tokio::spawn(work::delete(state.clone(), fs.clone(), op.clone()));
-    accepted(state, StatusCode::ACCEPTED, &fs, &location, &op, None)
+    accepted(
+        state,
+        StatusCode::ACCEPTED,
+        &fs.subscription,
+        &location,
+        &op,
+        None,
+    )
 }
 
 /// Why the file system cannot take an HSM request now, if it cannot.
@@ -681,7 +698,7 @@ fn put_job(state: &St, fs: FsKey, job: String, body: &[u8]) -> Response {
     accepted(
         state,
         StatusCode::CREATED,
-        &fs,
+        &fs.subscription,
         &location,
         &op,
         serde_json::to_value(&resource).ok(),

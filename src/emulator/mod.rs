@@ -10,6 +10,7 @@
 mod handlers;
 mod paths;
 mod state;
+mod vmss;
 mod work;
 
 use std::net::SocketAddr;
@@ -30,6 +31,8 @@ pub struct Options {
     pub delete_delay: Duration,
     /// How long each import job or archive takes before it starts copying.
     pub job_delay: Duration,
+    /// Addresses of the machines (sshd nodes) that stand in for scale-set instances, in order.
+    pub vmss_hosts: Vec<String>,
     pub faults: Faults,
 }
 

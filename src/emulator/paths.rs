@@ -33,6 +33,13 @@ pub enum Target {
         scope: String,
         name: String,
     },
+    /// A VM scale set, by its resource id as given.
+    ScaleSet {
+        id: String,
+    },
+    ScaleSetNics {
+        id: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +93,20 @@ pub fn parse(path: &str) -> Option<Target> {
                 scope,
                 name: name.to_string(),
             }),
+            _ => None,
+        };
+    }
+    if let [sub, _, rgs, _, prov, ns, kind, _, rest @ ..] = s.as_slice()
+        && eq(sub, "subscriptions")
+        && eq(rgs, "resourceGroups")
+        && eq(prov, "providers")
+        && eq(ns, "Microsoft.Compute")
+        && eq(kind, "virtualMachineScaleSets")
+    {
+        let id = format!("/{}", s[..8].join("/"));
+        return match rest {
+            [] => Some(Target::ScaleSet { id }),
+            [n] if eq(n, "networkInterfaces") => Some(Target::ScaleSetNics { id }),
             _ => None,
         };
     }

@@ -163,7 +163,16 @@ impl Engine {
             pipeline: p.name.clone(),
             resumed,
         });
-        let result = self.run_steps(&run, opts).await;
+        let mut result = self.run_steps(&run, opts).await;
+        if result.is_ok()
+            && let Err(e) = self.backends.executor.release().await
+        {
+            // The work is done and recorded; a pool left running costs money, so say so.
+            result = Err(EngineError::StepFailed {
+                step: "pool".into(),
+                message: e.to_string(),
+            });
+        }
         run.finished_ms = Some(now_ms());
         run.status = match &result {
             Ok(_) => RunStatus::Succeeded,

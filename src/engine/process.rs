@@ -142,7 +142,10 @@ impl Engine {
             })
             .collect();
         let executor = self.backends.executor.clone();
-        let unreachable = executor.prepare().await;
+        let unreachable = executor
+            .prepare()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
         for (host, why) in &unreachable {
             self.emit(Event::Warning {
                 message: format!("{host} is unreachable and gets no tasks: {why}"),

@@ -1,6 +1,7 @@
 //! Running one task's command somewhere: this machine, over SSH, or as Slurm jobs.
 
 mod local;
+mod scale_set;
 mod slurm;
 pub mod ssh;
 
@@ -11,6 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use local::LocalExecutor;
+pub use scale_set::ScaleSetExecutor;
 pub use slurm::SlurmExecutor;
 pub use ssh::SshExecutor;
 
@@ -59,6 +61,9 @@ pub enum ExecError {
     /// The host could not be reached (after retries): its tasks go elsewhere.
     #[error("lost connection to {host}: {message}")]
     Connection { host: String, message: String },
+    /// The pool itself could not be made ready (a scale set that cannot be created).
+    #[error("{0}")]
+    Pool(String),
     /// The connection dropped mid-task but the host came back: run the task again.
     #[error("connection to {host} dropped: {message}")]
     Dropped { host: String, message: String },
@@ -68,15 +73,20 @@ pub enum ExecError {
 pub trait Executor: Send + Sync {
     /// One entry per slot, naming the host the slot runs on.
     fn slots(&self) -> Vec<String>;
-    /// Connects to the pool before the fan-out; returns the hosts that cannot be reached.
-    async fn prepare(&self) -> Vec<(String, String)> {
-        Vec::new()
+    /// Makes the pool ready and connects before the fan-out; returns the hosts that cannot
+    /// be reached.
+    async fn prepare(&self) -> Result<Vec<(String, String)>, ExecError> {
+        Ok(Vec::new())
     }
     /// Runs the command in `slot` and waits for it. Dropping the future kills the task's
     /// whole process tree: that is how cancellation reaches it.
     async fn run(&self, slot: usize, cmd: &TaskCommand) -> Result<TaskExit, ExecError>;
     /// Closes connections once the step is over.
     async fn shutdown(&self) {}
+    /// Gives back what the pool costs once the whole run has succeeded.
+    async fn release(&self) -> Result<(), ExecError> {
+        Ok(())
+    }
     /// Runs one command once on every host, at once (what pdsh does), capturing output.
     async fn broadcast(&self, command: &str) -> Vec<HostOutput>;
 }

@@ -375,7 +375,7 @@ impl Executor for SshExecutor {
             .collect()
     }
 
-    async fn prepare(&self) -> Vec<(String, String)> {
+    async fn prepare(&self) -> Result<Vec<(String, String)>, ExecError> {
         let _ = std::fs::create_dir_all(&self.opts.socket_dir);
         let masters_per_host = self.slots.iter().map(|s| s.master + 1).max().unwrap_or(0);
         let starts = (0..self.hosts.len()).flat_map(|h| (0..masters_per_host).map(move |m| (h, m)));
@@ -409,10 +409,10 @@ impl Executor for SshExecutor {
                 }),
         )
         .await;
-        failed
+        Ok(failed
             .into_iter()
             .map(|(h, e)| (self.hosts[h].to_string(), e))
-            .collect()
+            .collect())
     }
 
     async fn run(&self, slot: usize, cmd: &TaskCommand) -> Result<TaskExit, ExecError> {

@@ -126,6 +126,25 @@ pub struct Pool {
     /// Run process tasks as Slurm job arrays instead of over SSH; `slots` is how many run at
     /// once (the arrays' `%` throttle).
     pub slurm: Option<SlurmPool>,
+    /// Azure target: a VM scale set stage ensures, whose instances are the hosts.
+    pub scale_set: Option<ScaleSet>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScaleSet {
+    pub name: String,
+    /// VM size, e.g. `Standard_HB120rs_v3`.
+    pub size: String,
+    /// Marketplace image `publisher:offer:sku:version`.
+    pub image: [String; 4],
+    pub instances: u32,
+    /// Subnet id; default: the file system's (the nodes must reach the MGS).
+    pub subnet: Option<String>,
+    pub admin_user: String,
+    /// Public key installed for `admin_user`; default `~/.ssh/id_ed25519.pub` or `id_rsa.pub`.
+    pub ssh_public_key: Option<PathBuf>,
+    /// Scale to 0 instances once the run has finished.
+    pub scale_to_zero: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

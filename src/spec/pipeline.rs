@@ -37,7 +37,26 @@ pub const HSM_KEYS: &[&str] = &[
     "storage_account",
 ];
 pub const WINDOW_KEYS: &[&str] = &["day", "time"];
-pub const POOL_KEYS: &[&str] = &["hosts", "slots", "ssh_config", "host_key_checking", "slurm"];
+pub const POOL_KEYS: &[&str] = &[
+    "hosts",
+    "slots",
+    "ssh_config",
+    "host_key_checking",
+    "slurm",
+    "scale_set",
+];
+pub const SCALE_SET_KEYS: &[&str] = &[
+    "name",
+    "size",
+    "image",
+    "instances",
+    "subnet",
+    "admin_user",
+    "ssh_public_key",
+    "scale_to_zero",
+];
+/// Ubuntu with the HPC stack (InfiniBand drivers, MPI) and a Lustre client package available.
+pub const DEFAULT_HPC_IMAGE: &str = "microsoft-dsvm:ubuntu-hpc:2204:latest";
 pub const SLURM_KEYS: &[&str] = &["partition", "account"];
 pub const STEP_KINDS: &[&str] = &["ensure", "import", "process", "export", "teardown"];
 pub const ENSURE_KEYS: &[&str] = &["name"];
@@ -137,7 +156,7 @@ pub fn decode(cx: &mut Cx, root: &Node, path: &Path) -> Option<Pipeline> {
         )
         .and_then(|n| filesystem(cx, n, target, &base));
     let pool = match top.get("pool") {
-        Some(n) => pool(cx, n, &base),
+        Some(n) => pool(cx, n, &base, target, name.as_deref()),
         None => Some(Pool {
             hosts: vec![hostlist::Host {
                 user: None,
@@ -148,6 +167,7 @@ pub fn decode(cx: &mut Cx, root: &Node, path: &Path) -> Option<Pipeline> {
             ssh_config: None,
             host_key_checking: HostKeyChecking::AcceptNew,
             slurm: None,
+            scale_set: None,
         }),
     };
     let steps = top
@@ -503,7 +523,92 @@ fn relative_path(cx: &mut Cx, s: &str, span: Span, what: &str) -> Option<String>
     Some(trimmed.to_string())
 }
 
-fn pool(cx: &mut Cx, node: &Node, base: &Path) -> Option<Pool> {
+fn scale_set(
+    cx: &mut Cx,
+    node: &Node,
+    base: &Path,
+    target: Target,
+    pipeline: Option<&str>,
+) -> Option<ScaleSet> {
+    if target != Target::Azure {
+        cx.problems.hint(
+            node.span,
+            "`scale_set` needs `target: azure`",
+            "on the local target, list the machines under `hosts`",
+        );
+        return None;
+    }
+    let mut m = cx.map(node, "`scale_set`")?;
+    let name = match m.get("name") {
+        Some(n) => resource_name(cx, n, "scale set name"),
+        None => Some(format!("{}-pool", pipeline.unwrap_or("stage"))),
+    };
+    let size = m
+        .required(
+            cx,
+            "size",
+            "give the VM size, e.g. `size: Standard_HB120rs_v3`",
+        )
+        .and_then(|n| cx.nonempty_string(n, "size"));
+    let image = match m.get("image") {
+        None => Some(DEFAULT_HPC_IMAGE.to_string()),
+        Some(n) => cx.nonempty_string(n, "image").and_then(|s| {
+            if s.split(':').filter(|p| !p.is_empty()).count() == 4 {
+                Some(s)
+            } else {
+                cx.problems.hint(
+                    n.span,
+                    format!("`{s}` is not a marketplace image"),
+                    format!("write publisher:offer:sku:version, e.g. `{DEFAULT_HPC_IMAGE}`"),
+                );
+                None
+            }
+        }),
+    }
+    .map(|s| {
+        let mut parts = s.splitn(4, ':').map(str::to_string);
+        std::array::from_fn(|_| parts.next().unwrap_or_default())
+    });
+    let instances = m
+        .required(cx, "instances", "say how many VMs, e.g. `instances: 4`")
+        .and_then(|n| cx.integer(n, "instances", 1, 1000).map(|i| i as u32));
+    let subnet = m
+        .get("subnet")
+        .and_then(|n| cx.nonempty_string(n, "subnet"));
+    let admin_user = m
+        .get("admin_user")
+        .map(|n| cx.nonempty_string(n, "admin_user"))
+        .unwrap_or_else(|| Some("azureuser".into()));
+    let ssh_public_key = m.get("ssh_public_key").and_then(|n| {
+        cx.nonempty_string(n, "ssh_public_key")
+            .map(|s| base.join(s))
+    });
+    let scale_to_zero = match m.get("scale_to_zero") {
+        Some(n) => cx
+            .choice(n, "scale_to_zero", &["true", "false"])
+            .map(|c| c == "true"),
+        None => Some(false),
+    };
+    m.finish(cx, SCALE_SET_KEYS);
+    Some(ScaleSet {
+        name: name?,
+        size: size?,
+        image: image?,
+        instances: instances?,
+        subnet,
+        admin_user: admin_user?,
+        ssh_public_key,
+        scale_to_zero: scale_to_zero?,
+    })
+}
+
+fn pool(
+    cx: &mut Cx,
+    node: &Node,
+    base: &Path,
+    target: Target,
+    pipeline: Option<&str>,
+) -> Option<Pool> {
     let mut m = cx.map(node, "`pool`")?;
     let hosts = match m.get("hosts") {
         None => Some(vec![hostlist::Host {
@@ -562,6 +667,20 @@ fn pool(cx: &mut Cx, node: &Node, base: &Path) -> Option<Pool> {
             Some(SlurmPool { partition, account })
         }),
     };
+    let scale_set = match m.get("scale_set") {
+        None => Some(None),
+        Some(n) => {
+            let clash = ["hosts", "slurm"].into_iter().find(|k| m.get(k).is_some());
+            if let Some(k) = clash {
+                cx.problems.hint(
+                    n.span,
+                    format!("a pool takes its hosts from `scale_set` or `{k}`, not both"),
+                    format!("remove `{k}`: the scale set's instances are the hosts"),
+                );
+            }
+            scale_set(cx, n, base, target, pipeline).map(Some)
+        }
+    };
     m.finish(cx, POOL_KEYS);
     Some(Pool {
         hosts: hosts?,
@@ -569,6 +688,7 @@ fn pool(cx: &mut Cx, node: &Node, base: &Path) -> Option<Pool> {
         ssh_config,
         host_key_checking: host_key_checking?,
         slurm: slurm?,
+        scale_set: scale_set?,
     })
 }
 

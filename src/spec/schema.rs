@@ -141,6 +141,29 @@ struct PoolDoc {
     host_key_checking: Option<String>,
     /// Run process tasks as Slurm jobs (sbatch) instead of over SSH.
     slurm: Option<SlurmDoc>,
+    /// Azure target: a VM scale set that stage ensures; its instances are the hosts.
+    scale_set: Option<ScaleSetDoc>,
+}
+
+#[derive(JsonSchema)]
+#[schemars(extend("additionalProperties" = false))]
+struct ScaleSetDoc {
+    /// Scale set name (default: `PIPELINE-pool`).
+    name: Option<String>,
+    /// VM size, e.g. `Standard_HB120rs_v3`.
+    size: String,
+    /// Marketplace image `publisher:offer:sku:version` (default: Ubuntu HPC 22.04).
+    image: Option<String>,
+    /// Number of VMs.
+    instances: u32,
+    /// Subnet id (default: the file system's subnet, so the nodes reach the MGS).
+    subnet: Option<String>,
+    /// Login user on the VMs (default `azureuser`).
+    admin_user: Option<String>,
+    /// Public key for the login user (default `~/.ssh/id_ed25519.pub`, then `id_rsa.pub`).
+    ssh_public_key: Option<String>,
+    /// Scale to zero VMs when the run finishes (default false).
+    scale_to_zero: Option<bool>,
 }
 
 #[derive(JsonSchema)]

@@ -1,5 +1,8 @@
 //! Real OpenSSH daemons on loopback addresses, one per simulated compute node.
 
+// Shared by several test binaries; each uses part of it.
+#![allow(dead_code)]
+
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};

@@ -1,0 +1,159 @@
+//! The compute pool as a VM scale set: created (or scaled) to the pipeline's instance count,
+//! its instances' private addresses read from their network interfaces, and optionally
+//! scaled to zero when the run is over (a stopped pool costs nothing but its disks).
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::arm::{Arm, ArmError};
+use crate::spec::ScaleSet;
+
+pub const API_VERSION: &str = "2024-07-01";
+/// VMSS network interfaces are served by Microsoft.Network under this version.
+pub const NIC_API_VERSION: &str = "2018-10-01";
+
+#[derive(Debug, Clone)]
+pub struct ScaleSetRef {
+    pub subscription: String,
+    pub group: String,
+    pub location: String,
+    pub name: String,
+}
+
+impl ScaleSetRef {
+    pub fn path(&self) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/virtualMachineScaleSets/{}",
+            self.subscription, self.group, self.name
+        )
+    }
+}
+
+/// cloud-init for every instance: the Lustre client for the running kernel, then the mount.
+pub fn cloud_init(mgs: &str, mount: &str) -> String {
+    format!(
+        "#cloud-config\nruncmd:\n  - [sh, -c, 'apt-get update -q && apt-get install -y -q \"amlfs-lustre-client-2.15.7*$(uname -r)\" || apt-get install -y -q lustre-client-modules-$(uname -r)']\n  - [mkdir, -p, {mount}]\n  - [mount, -t, lustre, -o, noatime,flock, '{mgs}@tcp:/lustrefs', {mount}]\n"
+    )
+}
+
+/// The scale set to PUT.
+pub fn desired(
+    ss: &ScaleSet,
+    location: &str,
+    subnet: &str,
+    public_key: &str,
+    custom_data: &str,
+) -> Value {
+    use base64::Engine;
+    let [publisher, offer, sku, version] = &ss.image;
+    json!({
+        "location": location,
+        "sku": { "name": ss.size, "tier": "Standard", "capacity": ss.instances },
+        "properties": {
+            "upgradePolicy": { "mode": "Manual" },
+            "overprovision": false,
+            "singlePlacementGroup": true,
+            "virtualMachineProfile": {
+                "storageProfile": {
+                    "imageReference": { "publisher": publisher, "offer": offer, "sku": sku, "version": version },
+                    "osDisk": { "createOption": "FromImage", "managedDisk": { "storageAccountType": "Premium_LRS" } },
+                },
+                "osProfile": {
+                    "computerNamePrefix": ss.name.chars().filter(char::is_ascii_alphanumeric).take(9).collect::<String>(),
+                    "adminUsername": ss.admin_user,
+                    "customData": base64::engine::general_purpose::STANDARD.encode(custom_data),
+                    "linuxConfiguration": {
+                        "disablePasswordAuthentication": true,
+                        "ssh": { "publicKeys": [{
+                            "path": format!("/home/{}/.ssh/authorized_keys", ss.admin_user),
+                            "keyData": public_key.trim(),
+                        }]},
+                    },
+                },
+                "networkProfile": {
+                    "networkInterfaceConfigurations": [{
+                        "name": format!("{}-nic", ss.name),
+                        "properties": {
+                            "primary": true,
+                            "enableAcceleratedNetworking": true,
+                            "ipConfigurations": [{
+                                "name": "ipconfig",
+                                "properties": { "subnet": { "id": subnet } },
+                            }],
+                        },
+                    }],
+                },
+            },
+        },
+    })
+}
+
+/// Creates the scale set, or scales it to `want`'s capacity, and waits for it; returns the
+/// instances' private addresses once there are as many as asked for, and whether instances
+/// were created by this call.
+pub async fn ensure(
+    arm: &Arm,
+    r: &ScaleSetRef,
+    want: &Value,
+) -> Result<(Vec<String>, bool), ArmError> {
+    let path = format!("{}?api-version={API_VERSION}", r.path());
+    let capacity = want["sku"]["capacity"].as_u64().unwrap_or(0);
+    let fresh = match arm.get::<Value>(&path).await? {
+        None => {
+            arm.call_lro(Method::PUT, &path, Some(want), || {}).await?;
+            true
+        }
+        Some(have) if have["sku"]["capacity"].as_u64() != Some(capacity) => {
+            scale(arm, r, capacity).await?;
+            true
+        }
+        Some(_) => false,
+    };
+    // Instances get their addresses as they come up.
+    loop {
+        let ips = addresses(arm, r).await?;
+        if ips.len() as u64 >= capacity {
+            return Ok((ips, fresh));
+        }
+        tokio::time::sleep(arm.poll_interval()).await;
+    }
+}
+
+/// Scales the set to zero instances if it exists and has any.
+pub async fn scale_to_zero(arm: &Arm, r: &ScaleSetRef) -> Result<(), ArmError> {
+    let path = format!("{}?api-version={API_VERSION}", r.path());
+    match arm.get::<Value>(&path).await? {
+        Some(have) if have["sku"]["capacity"].as_u64().unwrap_or(0) > 0 => scale(arm, r, 0).await,
+        _ => Ok(()),
+    }
+}
+
+pub async fn scale(arm: &Arm, r: &ScaleSetRef, capacity: u64) -> Result<(), ArmError> {
+    let path = format!("{}?api-version={API_VERSION}", r.path());
+    let patch = json!({ "sku": { "capacity": capacity } });
+    arm.call_lro(Method::PATCH, &path, Some(&patch), || {})
+        .await?;
+    Ok(())
+}
+
+async fn addresses(arm: &Arm, r: &ScaleSetRef) -> Result<Vec<String>, ArmError> {
+    let path = format!(
+        "{}/networkInterfaces?api-version={NIC_API_VERSION}",
+        r.path()
+    );
+    let list: Value = arm.get(&path).await?.unwrap_or_default();
+    let mut ips: Vec<String> = list["value"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|nic| {
+            nic["properties"]["ipConfigurations"]
+                .as_array()?
+                .iter()
+                .find_map(|c| c["properties"]["privateIPAddress"].as_str())
+                .map(str::to_string)
+        })
+        .collect();
+    ips.sort();
+    Ok(ips)
+}
