@@ -76,8 +76,7 @@ fn scale_set_executor(
     set: &crate::spec::ScaleSet,
     state_dir: &Path,
 ) -> Result<Arc<dyn Executor>, TargetError> {
-    let bad = |e: &dyn std::fmt::Display| TargetError::Azure(e.to_string());
-    let fs = crate::azure::resources::fs_ref(p).map_err(|e| bad(&e))?;
+    let fs = crate::azure::resources::fs_ref(p).map_err(|e| TargetError::Azure(e.to_string()))?;
     let subnet = set
         .subnet
         .clone()
@@ -87,12 +86,7 @@ fn scale_set_executor(
         })?;
     Ok(Arc::new(crate::executor::ScaleSetExecutor::new(
         Arc::new(arm_client(p)?),
-        crate::azure::vmss::ScaleSetRef {
-            subscription: fs.subscription.clone(),
-            group: fs.group.clone(),
-            location: fs.location.clone(),
-            name: set.name.clone(),
-        },
+        scale_set_ref(p, set)?,
         set.clone(),
         fs.path(),
         root(p).display().to_string(),
@@ -100,6 +94,19 @@ fn scale_set_executor(
         p.pool.slots as usize,
         ssh_options(p, state_dir)?,
     )))
+}
+
+pub fn scale_set_ref(
+    p: &Pipeline,
+    set: &crate::spec::ScaleSet,
+) -> Result<crate::azure::vmss::ScaleSetRef, TargetError> {
+    let fs = crate::azure::resources::fs_ref(p).map_err(|e| TargetError::Azure(e.to_string()))?;
+    Ok(crate::azure::vmss::ScaleSetRef {
+        subscription: fs.subscription,
+        group: fs.group,
+        location: fs.location,
+        name: set.name.clone(),
+    })
 }
 
 /// Where the compute nodes see the file system on the azure target.

@@ -300,6 +300,16 @@ fn a_scale_set_pool_runs_the_tasks_on_its_instances_then_scales_to_zero() {
             ),
         )
     });
+    let plan = run(&b.ws, &["plan", b.pipeline.to_str().unwrap()], None);
+    assert_exit(&plan, 0);
+    assert_has(
+        &plan.stdout,
+        "create  scale set genomics-pool (2 × Standard_HB120rs_v3)",
+    );
+    assert_has(
+        &plan.stdout,
+        "scale_to_zero scales them to 0 after a successful run",
+    );
     let o = b.run(None);
     assert_exit(&o, 0);
     b.check_results();
@@ -335,6 +345,32 @@ fn a_scale_set_pool_runs_the_tasks_on_its_instances_then_scales_to_zero() {
     let o = b.run(None);
     assert_exit(&o, 0);
     assert_has(&o.stderr, "nothing to do");
+    let plan = run(&b.ws, &["plan", b.pipeline.to_str().unwrap()], None);
+    assert_has(
+        &plan.stdout,
+        "scale   scale set genomics-pool (2 × Standard_HB120rs_v3), from 0 instances",
+    );
+    // Another VM size is not changed in place: refused, the set untouched.
+    let yaml = std::fs::read_to_string(&b.pipeline).unwrap();
+    std::fs::write(
+        &b.pipeline,
+        yaml.replace("Standard_HB120rs_v3", "Standard_HB176rs_v4"),
+    )
+    .unwrap();
+    // `stage exec` needs the hosts, so it ensures the set (a run with nothing to do does not).
+    let o = run(
+        &b.ws,
+        &["exec", b.pipeline.to_str().unwrap(), "--", "true"],
+        None,
+    );
+    assert!(!o.status.success());
+    let said = format!("{}{}", text(&o.stdout), text(&o.stderr));
+    assert!(
+        said.contains("size: Standard_HB120rs_v3 (wanted Standard_HB176rs_v4)"),
+        "{said}"
+    );
+    let (_, set) = b.em.request("GET", &vmss, None);
+    assert_eq!(set["sku"]["capacity"], 0);
 }
 
 #[test]

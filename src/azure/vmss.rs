@@ -103,11 +103,25 @@ pub async fn ensure(
             arm.call_lro(Method::PUT, &path, Some(want), || {}).await?;
             true
         }
-        Some(have) if have["sku"]["capacity"].as_u64() != Some(capacity) => {
-            scale(arm, r, capacity).await?;
-            true
+        Some(have) => {
+            let diffs = drift(want, &have);
+            if !diffs.is_empty() {
+                return Err(ArmError::Operation {
+                    path: r.path(),
+                    status: "exists with other settings".into(),
+                    message: Some(format!(
+                        "{}; nothing was changed: delete the scale set or name another one",
+                        diffs.join(", ")
+                    )),
+                });
+            }
+            if have["sku"]["capacity"].as_u64() != Some(capacity) {
+                scale(arm, r, capacity).await?;
+                true
+            } else {
+                false
+            }
         }
-        Some(_) => false,
     };
     // Instances get their addresses as they come up.
     loop {
@@ -117,6 +131,35 @@ pub async fn ensure(
         }
         tokio::time::sleep(arm.poll_interval()).await;
     }
+}
+
+/// The set's instance count, or None when it does not exist.
+pub async fn capacity(arm: &Arm, r: &ScaleSetRef) -> Result<Option<u64>, ArmError> {
+    let path = format!("{}?api-version={API_VERSION}", r.path());
+    Ok(arm
+        .get::<Value>(&path)
+        .await?
+        .map(|v| v["sku"]["capacity"].as_u64().unwrap_or(0)))
+}
+
+/// What differs between an existing set and the wanted one in settings stage does not change
+/// in place (VM size, image): changing them means new VMs, which is the user's call.
+pub fn drift(want: &Value, have: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let size = |v: &Value| v["sku"]["name"].as_str().unwrap_or_default().to_string();
+    if !size(want).eq_ignore_ascii_case(&size(have)) {
+        out.push(format!("size: {} (wanted {})", size(have), size(want)));
+    }
+    let image = |v: &Value| {
+        let i = &v["properties"]["virtualMachineProfile"]["storageProfile"]["imageReference"];
+        ["publisher", "offer", "sku", "version"]
+            .map(|k| i[k].as_str().unwrap_or_default().to_ascii_lowercase())
+            .join(":")
+    };
+    if image(want) != image(have) {
+        out.push(format!("image: {} (wanted {})", image(have), image(want)));
+    }
+    out
 }
 
 /// Scales the set to zero instances if it exists and has any.
@@ -156,4 +199,30 @@ async fn addresses(arm: &Arm, r: &ScaleSetRef) -> Result<Vec<String>, ArmError> 
         .collect();
     ips.sort();
     Ok(ips)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_and_image_changes_are_drift_and_case_is_not() {
+        let set = |size: &str, sku: &str| {
+            json!({ "sku": { "name": size, "capacity": 2 }, "properties": { "virtualMachineProfile": {
+                "storageProfile": { "imageReference": { "publisher": "p", "offer": "o", "sku": sku, "version": "latest" } } } } })
+        };
+        assert!(
+            drift(
+                &set("Standard_HB120rs_v3", "2204"),
+                &set("standard_hb120rs_v3", "2204")
+            )
+            .is_empty()
+        );
+        let d = drift(
+            &set("Standard_HB120rs_v3", "2204"),
+            &set("Standard_HB176rs_v4", "2004"),
+        );
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(d[0].contains("Standard_HB176rs_v4 (wanted Standard_HB120rs_v3)"));
+    }
 }

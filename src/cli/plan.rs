@@ -132,6 +132,23 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
         };
         println!("  {:<10} {line}", step.name);
     }
+    if let Some(set) = &p.pool.scale_set {
+        let arm = crate::target::arm_client(&p)?;
+        let r = crate::target::scale_set_ref(&p, set)?;
+        let have = crate::azure::vmss::capacity(&arm, &r)
+            .await
+            .map_err(|e| CliError::Usage(format!("scale set {}: {e}", set.name)))?;
+        let what = format!("scale set {} ({} × {})", set.name, set.instances, set.size);
+        let line = match have {
+            None => format!("create  {what}"),
+            Some(n) if n == u64::from(set.instances) => format!("keep    {what}"),
+            Some(n) => format!("scale   {what}, from {n} instances"),
+        };
+        if have != Some(u64::from(set.instances)) {
+            changes += 1;
+        }
+        println!("  {:<10} {line}", "pool");
+    }
     if changes == 0 {
         println!("nothing to do: everything is up to date");
     }
@@ -148,6 +165,18 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
                 "the teardown step deletes it after a verified export"
             } else {
                 "no teardown step: it keeps running (and billing) after the run"
+            }
+        );
+    }
+    if let Some(set) = &p.pool.scale_set {
+        println!(
+            "cost: {} × {} billed per hour while running; {}",
+            set.instances,
+            set.size,
+            if set.scale_to_zero {
+                "scale_to_zero scales them to 0 after a successful run"
+            } else {
+                "they keep running (and billing) after the run; set scale_to_zero to stop them"
             }
         );
     }
