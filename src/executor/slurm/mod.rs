@@ -352,14 +352,7 @@ impl Driver {
                 }
                 if let Some(code) = array::exit_code(&a.dir, index) {
                     ended += 1;
-                    a.end(
-                        index,
-                        Ok(TaskExit {
-                            code: Some(code),
-                            signal: None,
-                            timed_out: false,
-                        }),
-                    );
+                    a.end(index, Ok(exit_of_status(code)));
                 }
             }
         }
@@ -688,6 +681,24 @@ impl Driver {
     }
 }
 
+/// A shell exit status as the wrapper recorded it: above 128 the command was killed by signal
+/// status - 128 (as shells report it; `scancel` ends a task this way when the wrapper outlives
+/// its command).
+fn exit_of_status(status: i32) -> TaskExit {
+    match status {
+        129..=192 => TaskExit {
+            code: None,
+            signal: Some(status - 128),
+            timed_out: false,
+        },
+        code => TaskExit {
+            code: Some(code),
+            signal: None,
+            timed_out: false,
+        },
+    }
+}
+
 /// Runs a Slurm command and returns its output, or None when it failed (logged).
 async fn slurm_output(cmd: &mut Command) -> Option<String> {
     match cmd.stdin(Stdio::null()).output().await {
@@ -730,6 +741,13 @@ fn is_secret_name(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn statuses_above_128_are_signals() {
+        assert_eq!(super::exit_of_status(143).signal, Some(15));
+        assert_eq!(super::exit_of_status(3).code, Some(3));
+        assert!(super::exit_of_status(0).success());
+    }
+
     #[test]
     fn credentials_stay_out_of_the_job_environment() {
         for secret in [
