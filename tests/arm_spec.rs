@@ -279,6 +279,16 @@ fn emulator_responses_follow_the_spec() {
     assert_eq!(status, 200);
     let (_, after) = em.request("GET", fs, None);
     s.validate(&after, "AmlFilesystem");
+    let grow = json!({ "location": "eastus", "properties": { "newStorageCapacityTiB": 32 } });
+    let (status, body) = em.request("PUT", &format!("{fs}/expansionJobs/grow1"), Some(&grow));
+    assert_eq!(status, 201, "{body}");
+    s.validate(&body, "ExpansionJob");
+    let (status, _) = em.request(
+        "PUT",
+        &format!("{fs}/expansionJobs/shrink"),
+        Some(&json!({ "location": "eastus", "properties": { "newStorageCapacityTiB": 8 } })),
+    );
+    assert_eq!(status, 400);
     // Errors in ARM's shape.
     let (status, err) = em.request("GET", &format!("{fs}x"), None);
     assert_eq!(status, 404);

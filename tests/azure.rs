@@ -215,17 +215,48 @@ fn immutable_drift_is_refused_with_a_diff_and_nothing_changes() {
     let text_now = std::fs::read_to_string(&b.pipeline).unwrap();
     std::fs::write(
         &b.pipeline,
-        text_now.replace("capacity_tib: 8", "capacity_tib: 16"),
+        text_now.replace("/subnets/amlfs", "/subnets/other"),
     )
     .unwrap();
     let o = run(&b.ws, &["run", "--new", b.pipeline.to_str().unwrap()], None);
     assert_exit(&o, 1);
+    assert_has(&o.stderr, "subnet: pipeline wants");
+    assert_has(&o.stderr, "nothing was changed");
+    let (_, fs) = b.em.get(FS);
+    assert!(
+        fs["properties"]["filesystemSubnet"]
+            .as_str()
+            .unwrap()
+            .ends_with("/subnets/amlfs")
+    );
+}
+
+#[test]
+fn more_capacity_grows_the_file_system_in_place_with_an_expansion_job() {
+    let b = bed(&[], |y| y);
+    assert_exit(&b.run(None), 0);
+    let yaml = std::fs::read_to_string(&b.pipeline).unwrap();
+    std::fs::write(
+        &b.pipeline,
+        yaml.replace("capacity_tib: 8", "capacity_tib: 16"),
+    )
+    .unwrap();
+    let o = run(&b.ws, &["run", "--new", b.pipeline.to_str().unwrap()], None);
+    assert_exit(&o, 0);
+    let (_, fs) = b.em.get(FS);
+    assert_eq!(fs["properties"]["storageCapacityTiB"], 16.0);
+    let (status, job) = b.em.get(&format!("{FS}/expansionJobs/stage-grow-16tib"));
+    assert_eq!(status, 200, "{job}");
+    assert_eq!(job["properties"]["status"]["state"], "Completed");
+    assert_eq!(job["properties"]["newStorageCapacityTiB"], 16.0);
+    // Shrinking cannot be done: refused as drift, nothing changed.
+    std::fs::write(&b.pipeline, yaml).unwrap();
+    let o = run(&b.ws, &["run", "--new", b.pipeline.to_str().unwrap()], None);
+    assert_exit(&o, 1);
     assert_has(
         &o.stderr,
-        "capacity: pipeline wants 16 TiB, Azure has 8 TiB",
+        "capacity: pipeline wants 8 TiB, Azure has 16 TiB",
     );
-    let (_, fs) = b.em.get(FS);
-    assert_eq!(fs["properties"]["storageCapacityTiB"], 8.0);
 }
 
 #[test]

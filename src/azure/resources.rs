@@ -24,6 +24,9 @@ impl FsRef {
     pub fn import_job_path(&self, job: &str) -> String {
         format!("{}/importJobs/{job}", self.path())
     }
+    pub fn expansion_job_path(&self, job: &str) -> String {
+        format!("{}/expansionJobs/{job}", self.path())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +116,17 @@ pub fn desired(p: &Pipeline) -> Result<AmlFilesystem, ResourceError> {
 }
 
 /// Settings fixed at creation that differ between `want` and `have`, as readable lines.
+/// The capacity to grow to, when the pipeline asks for more than the file system has.
+pub fn growth(want: &AmlFilesystem, have: &AmlFilesystem) -> Option<f64> {
+    match (
+        want.properties.storage_capacity_tib,
+        have.properties.storage_capacity_tib,
+    ) {
+        (Some(w), Some(h)) if w > h => Some(w),
+        _ => None,
+    }
+}
+
 pub fn drift(want: &AmlFilesystem, have: &AmlFilesystem) -> Vec<String> {
     let mut out = Vec::new();
     let mut cmp = |what: &str, a: String, b: String, ci: bool| {
@@ -133,7 +147,10 @@ pub fn drift(want: &AmlFilesystem, have: &AmlFilesystem) -> Vec<String> {
             .map(|c| format!("{c} TiB"))
             .unwrap_or_default()
     };
-    cmp("capacity", cap(want), cap(have), false);
+    // Growing is done in place by an expansion job (see `growth`); shrinking is impossible.
+    if growth(want, have).is_none() {
+        cmp("capacity", cap(want), cap(have), false);
+    }
     let subnet = |r: &AmlFilesystem| r.properties.filesystem_subnet.clone().unwrap_or_default();
     cmp("subnet", subnet(want), subnet(have), true);
     let settings = |r: &AmlFilesystem| {
@@ -181,5 +198,8 @@ mod tests {
             d[0].contains("capacity: pipeline wants 8 TiB, Azure has 16 TiB"),
             "{d:?}"
         );
+        // More than Azure has is growth, not drift.
+        assert!(drift(&b, &a).is_empty());
+        assert_eq!(growth(&b, &a), Some(16.0));
     }
 }

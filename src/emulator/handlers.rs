@@ -182,6 +182,8 @@ pub async fn dispatch(
         (Method::PUT, Target::RoleAssignment { scope, name }) => {
             put_role_assignment(&state, &scope, &name, &body, &headers)
         }
+        (Method::GET, Target::ExpansionJob { fs, job }) => get_expansion(&state, &fs, &job),
+        (Method::PUT, Target::ExpansionJob { fs, job }) => put_expansion(&state, fs, job, &body),
         (Method::GET, Target::ScaleSet { id }) => super::vmss::get(&state, &id),
         (Method::PUT, Target::ScaleSet { id }) => super::vmss::put(&state, &id, &body),
         (Method::PATCH, Target::ScaleSet { id }) => super::vmss::patch(&state, &id, &body),
@@ -530,6 +532,97 @@ fn delete_fs(state: &St, fs: FsKey) -> Response {
 }
 
 /// Why the file system cannot take an HSM request now, if it cannot.
+fn expansion_key(fs: &FsKey, job: &str) -> String {
+    format!("{}/expansionjobs/{}", fs.key(), job.to_ascii_lowercase())
+}
+
+fn get_expansion(state: &State, fs: &FsKey, job: &str) -> Response {
+    match state.lock().expansions.get(&expansion_key(fs, job)) {
+        Some(v) => json_response(StatusCode::OK, v),
+        None => not_found(job),
+    }
+}
+
+/// Grows the file system to `newStorageCapacityTiB` (a larger multiple of the SKU's step)
+/// after the job delay.
+fn put_expansion(state: &St, fs: FsKey, job: String, body: &[u8]) -> Response {
+    if let Some(r) = not_ready(state, &fs) {
+        return r;
+    }
+    let key = expansion_key(&fs, &job);
+    if let Some(v) = state.lock().expansions.get(&key) {
+        return json_response(StatusCode::OK, v);
+    }
+    let req: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let Some(new) = req["properties"]["newStorageCapacityTiB"].as_f64() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+            "properties.newStorageCapacityTiB is required.",
+            Some("newStorageCapacityTiB"),
+        );
+    };
+    let (current, step, location) = {
+        let inner = state.lock();
+        let Some(e) = inner.filesystems.get(&fs.key()) else {
+            return not_found(&fs.id());
+        };
+        let sku = e
+            .resource
+            .sku
+            .as_ref()
+            .map(|s| s.name.clone())
+            .unwrap_or_default();
+        let step = crate::spec::Sku::ALL
+            .iter()
+            .find(|s| s.name() == sku)
+            .map_or(1.0, |s| f64::from(s.capacity_step_tib()));
+        (
+            e.resource.properties.storage_capacity_tib.unwrap_or(0.0),
+            step,
+            e.resource.location.clone().unwrap_or_default(),
+        )
+    };
+    if new <= current || new % step != 0.0 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+            &format!(
+                "newStorageCapacityTiB must be a multiple of {step} greater than the current {current} TiB."
+            ),
+            Some("newStorageCapacityTiB"),
+        );
+    }
+    let v = json!({
+        "id": format!("{}/expansionJobs/{job}", fs.id()),
+        "name": job,
+        "type": "Microsoft.StorageCache/amlFilesystems/expansionJobs",
+        "location": location,
+        "properties": {
+            "provisioningState": "Succeeded",
+            "newStorageCapacityTiB": new,
+            "status": { "state": "InProgress", "percentComplete": 0.0,
+                        "startTimeUTC": crate::clock::iso8601(crate::clock::now_secs()) },
+        },
+    });
+    state.lock().expansions.insert(key.clone(), v.clone());
+    let st = state.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(st.opts.job_delay.max(st.opts.provision_delay / 2)).await;
+        let mut inner = st.lock();
+        if let Some(e) = inner.filesystems.get_mut(&fs.key()) {
+            e.resource.properties.storage_capacity_tib = Some(new);
+        }
+        if let Some(j) = inner.expansions.get_mut(&key) {
+            j["properties"]["status"]["state"] = json!("Completed");
+            j["properties"]["status"]["percentComplete"] = json!(100.0);
+            j["properties"]["status"]["completionTimeUTC"] =
+                json!(crate::clock::iso8601(crate::clock::now_secs()));
+        }
+    });
+    json_response(StatusCode::CREATED, &v)
+}
+
 fn not_ready(state: &State, fs: &FsKey) -> Option<Response> {
     match state.lock().filesystems.get(&fs.key()) {
         None => Some(not_found(&fs.id())),

@@ -55,6 +55,37 @@ impl AmlfsFileSystem {
         }
     }
 
+    /// Grows the file system in place with an expansion job named after the target capacity,
+    /// so a resumed run finds the job it started; waits for it to complete.
+    async fn grow(&self, tib: f64) -> Result<(), FsError> {
+        let name = format!("stage-grow-{tib}tib").replace('.', "-");
+        let path = self.fs.expansion_job_path(&name);
+        if self.arm.get::<serde_json::Value>(&path).await?.is_none() {
+            tracing::info!("growing {} to {tib} TiB", self.describe());
+            let body = serde_json::json!({
+                "location": self.fs.location,
+                "properties": { "newStorageCapacityTiB": tib },
+            });
+            let r = self.arm.send(Method::PUT, &path, Some(&body)).await?;
+            Arm::check(&Method::PUT, &path, r)?;
+        }
+        loop {
+            let job: serde_json::Value = self.arm.get(&path).await?.unwrap_or_default();
+            let status = &job["properties"]["status"];
+            match status["state"].as_str() {
+                Some("Completed") => return Ok(()),
+                Some(state @ ("Failed" | "RollingBack" | "Deleting")) => {
+                    return Err(FsError::Azure(format!(
+                        "growing {} to {tib} TiB: expansion job {name} is {state}: {}",
+                        self.describe(),
+                        status["statusMessage"].as_str().unwrap_or("no message")
+                    )));
+                }
+                _ => tokio::time::sleep(self.arm.poll_interval()).await,
+            }
+        }
+    }
+
     fn check_drift(&self, have: &AmlFilesystem) -> Result<(), FsError> {
         let d = drift(&self.desired, have);
         if d.is_empty() {
@@ -100,6 +131,9 @@ impl FileSystem for AmlfsFileSystem {
             // A run killed while the file system was provisioning waits for it, never makes
             // a second one.
             self.wait_ready().await?;
+            if let Some(tib) = crate::azure::resources::growth(&self.desired, &have) {
+                self.grow(tib).await?;
+            }
             if have.properties.maintenance_window != self.desired.properties.maintenance_window {
                 let patch = serde_json::json!({
                     "properties": { "maintenanceWindow": self.desired.properties.maintenance_window }
