@@ -12,6 +12,19 @@ pub struct Args {
     pub file: PathBuf,
 }
 
+/// Says when an import brings more data than the file system holds: AMLFS fails such an
+/// import partway, after hours of copying.
+fn fit_warning(bytes: u64, capacity_tib: Option<u32>) -> Option<String> {
+    let tib = capacity_tib?;
+    let capacity = u64::from(tib) << 40;
+    (bytes > capacity).then(|| {
+        format!(
+            "; would NOT FIT in {tib} TiB: raise capacity_tib to at least {} (an existing file system grows in place)",
+            bytes.div_ceil(1 << 40)
+        )
+    })
+}
+
 /// Like `terraform plan`: reads the journal, the container and the file system; changes nothing.
 pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
     let p = load(&a.file)?;
@@ -56,6 +69,11 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
                     .map_err(crate::engine::EngineError::from)?;
                 changes += r.imported as usize;
                 let mut s = format!("import  {}", r.summary());
+                if p.target == crate::spec::Target::Azure
+                    && let Some(warning) = fit_warning(r.bytes, p.filesystem.capacity_tib)
+                {
+                    s += &warning;
+                }
                 if let Some(c) = r.conflict {
                     s += &format!("; would FAIL on conflict at {c}");
                 }
@@ -181,4 +199,16 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
         );
     }
     Ok(Exit::Success)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_import_larger_than_the_capacity_is_flagged() {
+        assert_eq!(super::fit_warning(1 << 40, Some(8)), None);
+        assert_eq!(super::fit_warning(9 << 40, None), None);
+        let w = super::fit_warning((9 << 40) + 1, Some(8)).unwrap();
+        assert!(w.contains("NOT FIT in 8 TiB"), "{w}");
+        assert!(w.contains("at least 10"), "{w}");
+    }
 }
