@@ -283,6 +283,10 @@ fn emulator_responses_follow_the_spec() {
     let (status, body) = em.request("PUT", &format!("{fs}/expansionJobs/grow1"), Some(&grow));
     assert_eq!(status, 201, "{body}");
     s.validate(&body, "ExpansionJob");
+    let auto = json!({ "location": "eastus", "properties": { "autoExportPrefixes": ["/results"], "adminStatus": "Enable" } });
+    let (status, body) = em.request("PUT", &format!("{fs}/autoExportJobs/auto1"), Some(&auto));
+    assert_eq!(status, 201, "{body}");
+    s.validate(&body, "AutoExportJob");
     let (status, _) = em.request(
         "PUT",
         &format!("{fs}/expansionJobs/shrink"),

@@ -405,6 +405,45 @@ fn a_scale_set_pool_runs_the_tasks_on_its_instances_then_scales_to_zero() {
 }
 
 #[test]
+fn an_auto_export_step_leaves_a_job_that_keeps_exporting() {
+    let b = bed(&[], |y| {
+        y.replace(
+            "outputs_of: [qc, merge]",
+            "paths: [results/]\n      auto: true",
+        )
+    });
+    let o = b.run(None);
+    assert_exit(&o, 0);
+    b.check_results();
+    let (status, job) =
+        b.em.get(&format!("{FS}/autoExportJobs/stage-genomics-export"));
+    assert_eq!(status, 200, "{job}");
+    assert_eq!(job["properties"]["adminStatus"], "Enable");
+    assert_eq!(job["properties"]["status"]["state"], "InProgress");
+    // After the run, a new result is exported without anyone asking.
+    let fs = b.em.fs_dir("genomics-scratch");
+    std::fs::write(fs.join("results/qc/late.tsv"), "late\n").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let dst = format!("late-{}", rand_suffix());
+        let o = run(
+            &b.ws,
+            &["import", &b.az.url("genomics/results/qc"), &dst],
+            None,
+        );
+        assert_exit(&o, 0);
+        if b.ws.path().join(&dst).join("late.tsv").exists() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the auto-export job never exported late.tsv"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}
+
+#[test]
 fn throttling_and_server_errors_from_arm_are_retried() {
     let b = bed(&["--throttle-every", "4", "--error-every", "7"], |y| y);
     let o = b.run(None);

@@ -24,6 +24,9 @@ impl FsRef {
     pub fn import_job_path(&self, job: &str) -> String {
         format!("{}/importJobs/{job}", self.path())
     }
+    pub fn auto_export_job_path(&self, job: &str) -> String {
+        format!("{}/autoExportJobs/{job}", self.path())
+    }
     pub fn expansion_job_path(&self, job: &str) -> String {
         format!("{}/expansionJobs/{job}", self.path())
     }

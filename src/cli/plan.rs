@@ -117,6 +117,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
                             job: String::new(),
                             paths,
                             dry_run: true,
+                            auto: false,
                         },
                         Box::new(|_, _| {}),
                     )

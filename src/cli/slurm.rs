@@ -214,6 +214,7 @@ async fn epilog(ctx: &Ctx, a: HookArgs) -> Result<Exit, CliError> {
                             job: format!("slurm-{}", job_id()),
                             paths: vec![String::new()],
                             dry_run: false,
+                            auto: false,
                         },
                         Box::new(|_, _| {}),
                     )

@@ -208,6 +208,7 @@ pub async fn export(ctx: &Ctx, a: ExportArgs) -> Result<Exit, CliError> {
                 job: "stage-export".into(),
                 paths: vec![String::new()],
                 dry_run: a.common.dry_run,
+                auto: false,
             },
             cb,
         )

@@ -182,6 +182,17 @@ pub async fn dispatch(
         (Method::PUT, Target::RoleAssignment { scope, name }) => {
             put_role_assignment(&state, &scope, &name, &body, &headers)
         }
+        (Method::GET, Target::AutoExportJob { fs, job }) => {
+            match state
+                .lock()
+                .auto_exports
+                .get(&work::auto_export_key(&fs, &job))
+            {
+                Some(v) => json_response(StatusCode::OK, v),
+                None => not_found(&job),
+            }
+        }
+        (Method::PUT, Target::AutoExportJob { fs, job }) => put_auto_export(&state, fs, job, &body),
         (Method::GET, Target::ExpansionJob { fs, job }) => get_expansion(&state, &fs, &job),
         (Method::PUT, Target::ExpansionJob { fs, job }) => put_expansion(&state, fs, job, &body),
         (Method::GET, Target::ScaleSet { id }) => super::vmss::get(&state, &id),
@@ -532,6 +543,52 @@ fn delete_fs(state: &St, fs: FsKey) -> Response {
 }
 
 /// Why the file system cannot take an HSM request now, if it cannot.
+/// Creates or updates an auto-export job; enabling it starts its export loop.
+fn put_auto_export(state: &St, fs: FsKey, job: String, body: &[u8]) -> Response {
+    if let Some(r) = not_ready(state, &fs) {
+        return r;
+    }
+    let req: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let Some(prefixes) = req["properties"]["autoExportPrefixes"].as_array().cloned() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+            "properties.autoExportPrefixes is required.",
+            Some("autoExportPrefixes"),
+        );
+    };
+    let enable = req["properties"]["adminStatus"]
+        .as_str()
+        .unwrap_or("Enable")
+        == "Enable";
+    let key = work::auto_export_key(&fs, &job);
+    let location = req["location"].as_str().unwrap_or("eastus").to_string();
+    let mut inner = state.lock();
+    let was_running = inner
+        .auto_exports
+        .get(&key)
+        .is_some_and(|v| v["properties"]["status"]["state"] == "InProgress");
+    let v = json!({
+        "id": format!("{}/autoExportJobs/{job}", fs.id()),
+        "name": job,
+        "type": "Microsoft.StorageCache/amlFilesystem/autoExportJob",
+        "location": location,
+        "properties": {
+            "provisioningState": "Succeeded",
+            "adminStatus": if enable { "Enable" } else { "Disable" },
+            "autoExportPrefixes": prefixes,
+            "status": { "state": if enable { "InProgress" } else { "Disabled" },
+                        "totalFilesExported": 0, "exportIterationCount": 0 },
+        },
+    });
+    inner.auto_exports.insert(key.clone(), v.clone());
+    drop(inner);
+    if enable && !was_running {
+        tokio::spawn(work::auto_export(state.clone(), fs, key));
+    }
+    json_response(StatusCode::CREATED, &v)
+}
+
 fn expansion_key(fs: &FsKey, job: &str) -> String {
     format!("{}/expansionjobs/{}", fs.key(), job.to_ascii_lowercase())
 }

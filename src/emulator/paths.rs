@@ -37,6 +37,10 @@ pub enum Target {
         fs: FsKey,
         job: String,
     },
+    AutoExportJob {
+        fs: FsKey,
+        job: String,
+    },
     /// A VM scale set, by its resource id as given.
     ScaleSet {
         id: String,
@@ -151,6 +155,10 @@ pub fn parse(path: &str) -> Option<Target> {
                 [a] if eq(a, "archive") => Some(Target::Archive { fs }),
                 [a] if eq(a, "cancelArchive") => Some(Target::CancelArchive { fs }),
                 [a] if eq(a, "importJobs") => Some(Target::ImportJobs { fs }),
+                [a, job] if eq(a, "autoExportJobs") => Some(Target::AutoExportJob {
+                    fs,
+                    job: job.to_string(),
+                }),
                 [a, job] if eq(a, "expansionJobs") => Some(Target::ExpansionJob {
                     fs,
                     job: job.to_string(),

@@ -59,6 +59,8 @@ pub struct Inner {
     pub role_assignments: HashMap<String, RoleAssignment>,
     /// Expansion jobs by lower-case `FS_KEY/expansionjobs/NAME`, as their JSON resources.
     pub expansions: HashMap<String, serde_json::Value>,
+    /// Auto-export jobs by lower-case `FS_KEY/autoexportjobs/NAME`, as their JSON resources.
+    pub auto_exports: HashMap<String, serde_json::Value>,
     /// VM scale sets by lower-case id, as their JSON resources.
     pub scale_sets: HashMap<String, serde_json::Value>,
 }

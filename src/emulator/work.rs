@@ -390,6 +390,7 @@ pub async fn archive(state: Arc<State>, fs: FsKey, path: String) {
         job: format!("archive:{path}"),
         paths: vec![path.trim_start_matches('/').to_string()],
         dry_run: false,
+        auto: false,
     };
     match mover.export(req, Box::new(|_, _| {})).await {
         Ok(r) if r.errors.is_empty() => finish(
@@ -416,5 +417,79 @@ pub async fn archive(state: Arc<State>, fs: FsKey, path: String) {
                 ..Default::default()
             }),
         ),
+    }
+}
+
+pub fn auto_export_key(fs: &FsKey, job: &str) -> String {
+    format!("{}/autoexportjobs/{}", fs.key(), job.to_ascii_lowercase())
+}
+
+/// An enabled auto-export job: passes over its prefixes, each under the file system's HSM
+/// lock (one HSM job at a time), until it is disabled or gone.
+pub async fn auto_export(state: Arc<State>, fs: FsKey, key: String) {
+    let fs_key = fs.key();
+    loop {
+        let prefixes: Vec<String> = {
+            let inner = state.lock();
+            match inner.auto_exports.get(&key) {
+                Some(v) if v["properties"]["adminStatus"] == "Enable" => {
+                    v["properties"]["autoExportPrefixes"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|p| p.as_str())
+                        .map(|p| p.trim_start_matches('/').to_string())
+                        .collect()
+                }
+                _ => return,
+            }
+        };
+        let (container, dir, hsm) = match hsm_of(&state, &fs_key) {
+            Ok(v) => v,
+            Err(_) => return,
+        };
+        let pass = {
+            let _turn = hsm.lock().await;
+            match mover(&state, &fs_key, &container, dir) {
+                Ok(m) => m
+                    .export(
+                        ExportRequest {
+                            job: format!("auto-export:{key}"),
+                            paths: prefixes,
+                            dry_run: false,
+                            auto: false,
+                        },
+                        Box::new(|_, _| {}),
+                    )
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            }
+        };
+        if let Some(v) = state.lock().auto_exports.get_mut(&key) {
+            let status = &mut v["properties"]["status"];
+            let iterations = status["exportIterationCount"].as_u64().unwrap_or(0) + 1;
+            status["exportIterationCount"] = json!(iterations);
+            match pass {
+                Ok(r) => {
+                    let total = status["totalFilesExported"].as_u64().unwrap_or(0) + r.exported;
+                    status["totalFilesExported"] = json!(total);
+                    status["lastSuccessfulIterationCompletionTimeUTC"] =
+                        json!(crate::clock::iso8601(crate::clock::now_secs()));
+                }
+                Err(e) => {
+                    status["state"] = json!("Failed");
+                    status["statusMessage"] = json!(e);
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(
+            state
+                .opts
+                .job_delay
+                .max(std::time::Duration::from_millis(200)),
+        )
+        .await;
     }
 }

@@ -174,9 +174,15 @@ impl Engine {
         let paths = export_paths(&self.pipeline, e, &self.backends.fs.root())
             .map_err(|err| Self::failed(&step.name, err.to_string()))?;
         let req = ExportRequest {
-            job: self.job_name(run, step),
+            // An auto-export job outlives the run: one per pipeline step, not per run.
+            job: if e.auto {
+                format!("stage-{}-{}", self.pipeline.name, step.name)
+            } else {
+                self.job_name(run, step)
+            },
             paths,
             dry_run: false,
+            auto: e.auto,
         };
         let report = self
             .backends

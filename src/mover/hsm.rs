@@ -224,6 +224,9 @@ impl Mover for HsmMover {
         req: ExportRequest,
         progress: Progress,
     ) -> Result<ExportReport, MoverError> {
+        if req.auto && !req.dry_run {
+            return self.auto_export(&req, progress).await;
+        }
         let mut report = ExportReport::default();
         for path in store::disjoint_paths(&req.paths) {
             // What differs from the container now is what archive will write; when nothing
@@ -274,6 +277,70 @@ impl HsmMover {
     }
 
     /// Archives `path` and waits for it, after any archive already running.
+    /// Makes sure an auto-export job covers the paths (it stays enabled after the run: that
+    /// is the point of it), then waits until the container holds every file as it is now.
+    async fn auto_export(
+        &self,
+        req: &ExportRequest,
+        progress: Progress,
+    ) -> Result<ExportReport, MoverError> {
+        let name = job_name(&req.job);
+        let path = self.fs.auto_export_job_path(&name);
+        let prefixes: Vec<String> = store::disjoint_paths(&req.paths)
+            .iter()
+            .map(|p| format!("/{p}"))
+            .collect();
+        let have: Option<serde_json::Value> = self.arm.get(&path).await.map_err(|e| self.err(e))?;
+        let enabled = have.as_ref().is_some_and(|j| {
+            j["properties"]["adminStatus"] == "Enable"
+                && j["properties"]["autoExportPrefixes"] == serde_json::json!(prefixes)
+        });
+        if !enabled {
+            let body = serde_json::json!({
+                "location": self.fs.location,
+                "properties": { "autoExportPrefixes": prefixes, "adminStatus": "Enable" },
+            });
+            self.arm
+                .call_lro(Method::PUT, &path, Some(&body), || {})
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        let mut first: Option<ExportReport> = None;
+        loop {
+            let job: serde_json::Value = self
+                .arm
+                .get(&path)
+                .await
+                .map_err(|e| self.err(e))?
+                .unwrap_or_default();
+            let status = &job["properties"]["status"];
+            if let Some(state @ ("Failed" | "Disabled" | "DisableFailed")) =
+                status["state"].as_str()
+            {
+                return Err(self.err(format!(
+                    "auto-export job {name} is {state}: {}",
+                    status["statusMessage"].as_str().unwrap_or("no message")
+                )));
+            }
+            let mut now = ExportReport::default();
+            for p in store::disjoint_paths(&req.paths) {
+                self.verify(&p, &mut now, true).await?;
+            }
+            let pending = now.exported;
+            let first = first.get_or_insert_with(|| now.clone());
+            if pending == 0 || !now.errors.is_empty() {
+                let mut report = now;
+                // What the job wrote for this run: what differed when it started.
+                report.exported = first.exported;
+                report.bytes = first.bytes;
+                report.unchanged = report.unchanged.saturating_sub(first.exported);
+                return Ok(report);
+            }
+            progress(first.exported - pending.min(first.exported), 0);
+            tokio::time::sleep(self.arm.poll_interval()).await;
+        }
+    }
+
     async fn archive(&self, path: &str) -> Result<(), MoverError> {
         let body = ArchiveRequest {
             filesystem_path: Some(format!("/{path}")),

@@ -50,6 +50,8 @@ pub struct ExportRequest {
     pub paths: Vec<String>,
     /// Decide and count, copy nothing (for `plan`).
     pub dry_run: bool,
+    /// Continuous export (an AMLFS auto-export job) rather than one archive.
+    pub auto: bool,
 }
 
 /// AMLFS import job states that a finished job can be in.

@@ -264,6 +264,9 @@ pub struct ExportStep {
     pub paths: Vec<String>,
     /// Steps whose declared outputs are exported.
     pub outputs_of: Vec<String>,
+    /// Export continuously with an AMLFS auto-export job left enabled after the run, instead
+    /// of a one-off archive.
+    pub auto: bool,
 }
 
 /// Variables every process template may use, with what they mean (for errors and docs).

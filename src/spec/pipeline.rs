@@ -73,7 +73,7 @@ pub const PROCESS_KEYS: &[&str] = &[
     "timeout",
     "env",
 ];
-pub const EXPORT_KEYS: &[&str] = &["name", "mover", "paths", "outputs_of"];
+pub const EXPORT_KEYS: &[&str] = &["name", "mover", "paths", "outputs_of", "auto"];
 pub const DAYS: &[&str] = &[
     "Monday",
     "Tuesday",
@@ -933,6 +933,20 @@ fn export(cx: &mut Cx, mut m: MapReader, earlier: &[Step]) -> Option<ExportStep>
             );
         }
     }
+    let auto = match m.get("auto") {
+        Some(n) => match cx.choice(n, "auto", &["true", "false"]) {
+            Some("true") if mover == Some(MoverKind::Direct) => {
+                cx.problems.hint(
+                    n.span,
+                    "`auto` export is an AMLFS auto-export job, which `mover: direct` cannot run",
+                    "drop `mover: direct`, or `auto`",
+                );
+                None
+            }
+            c => c.map(|c| c == "true"),
+        },
+        None => Some(false),
+    };
     m.finish(cx, EXPORT_KEYS);
     if paths.is_empty() && named_steps.is_none() {
         cx.problems.hint(
@@ -946,6 +960,7 @@ fn export(cx: &mut Cx, mut m: MapReader, earlier: &[Step]) -> Option<ExportStep>
         mover: mover?,
         paths,
         outputs_of,
+        auto: auto?,
     })
 }
 

@@ -269,6 +269,9 @@ struct ExportDoc {
     paths: Option<StringsDoc>,
     /// Process steps whose declared outputs are exported.
     outputs_of: Option<StringsDoc>,
+    /// Export continuously: an AMLFS auto-export job over the paths, left enabled after the
+    /// run (the step waits until the container matches). Default false (one archive).
+    auto: Option<bool>,
 }
 
 /// The schema as pretty JSON.
