@@ -25,6 +25,18 @@ fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response {
     r
 }
 
+/// A request body, or ARM's 400 for one that does not parse.
+pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
+    serde_json::from_slice(body).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContent",
+            &e.to_string(),
+            None,
+        ))
+    })
+}
+
 pub fn json_ok(status: StatusCode, body: &impl serde::Serialize) -> Response {
     json_response(status, body)
 }
@@ -412,16 +424,9 @@ fn immutable(r: &AmlFilesystem) -> Vec<(&'static str, String)> {
 }
 
 fn put_fs(state: &St, fs: FsKey, body: &[u8]) -> Response {
-    let req: AmlFilesystem = match serde_json::from_slice(body) {
+    let req: AmlFilesystem = match parse_body(body) {
         Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "InvalidRequestContent",
-                &e.to_string(),
-                None,
-            );
-        }
+        Err(response) => return *response,
     };
     if let Err((message, target)) = validate(&req) {
         return error(
@@ -624,16 +629,8 @@ fn put_expansion(state: &St, fs: FsKey, job: String, body: &[u8]) -> Response {
         let Some(e) = inner.filesystems.get(&fs.key()) else {
             return not_found(&fs.id());
         };
-        let sku = e
-            .resource
-            .sku
-            .as_ref()
-            .map(|s| s.name.clone())
-            .unwrap_or_default();
-        let step = crate::spec::Sku::ALL
-            .iter()
-            .find(|s| s.name() == sku)
-            .map_or(1.0, |s| f64::from(s.capacity_step_tib()));
+        let step =
+            super::work::sku_of(&e.resource).map_or(1.0, |s| f64::from(s.capacity_step_tib()));
         (
             e.resource.properties.storage_capacity_tib.unwrap_or(0.0),
             step,
@@ -803,16 +800,9 @@ fn put_job(state: &St, fs: FsKey, job: String, body: &[u8]) -> Response {
     if let Some(r) = not_ready(state, &fs) {
         return r;
     }
-    let req: ImportJob = match serde_json::from_slice(body) {
+    let req: ImportJob = match parse_body(body) {
         Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "InvalidRequestContent",
-                &e.to_string(),
-                None,
-            );
-        }
+        Err(response) => return *response,
     };
     let mode = req
         .properties

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::handlers::{St, accepted, error, json_ok};
+use super::handlers::{St, accepted, error, json_ok, parse_body};
 use super::state::State;
 
 fn quota(state: &State, capacity: u64) -> Option<Response> {
@@ -36,16 +36,9 @@ pub fn get(state: &State, id: &str) -> Response {
 }
 
 pub fn put(state: &St, id: &str, body: &[u8]) -> Response {
-    let mut v: Value = match serde_json::from_slice(body) {
-        Ok(v) => v,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "InvalidRequestContent",
-                &e.to_string(),
-                None,
-            );
-        }
+    let mut v: Value = match parse_body(body) {
+        Ok(r) => r,
+        Err(response) => return *response,
     };
     let Some(capacity) = v["sku"]["capacity"].as_u64() else {
         return error(

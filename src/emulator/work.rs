@@ -80,6 +80,7 @@ pub async fn provision(state: Arc<State>, fs: FsKey, op: String) {
         let Some(e) = inner.filesystems.get_mut(&key) else {
             return;
         };
+        let per_tib = sku_of(&e.resource).map_or(0.0, |s| f64::from(s.mb_per_tib()));
         let p = &mut e.resource.properties;
         p.provisioning_state = Some("Succeeded".into());
         p.health = Some(Health {
@@ -87,16 +88,6 @@ pub async fn provision(state: Arc<State>, fs: FsKey, op: String) {
             status_description: Some("amlFilesystem is ok.".into()),
             ..Default::default()
         });
-        let sku = e
-            .resource
-            .sku
-            .as_ref()
-            .map(|s| s.name.clone())
-            .unwrap_or_default();
-        let per_tib = SpecSku::ALL
-            .iter()
-            .find(|s| s.name() == sku)
-            .map_or(0.0, |s| f64::from(s.mb_per_tib()));
         p.throughput_mbps = p.storage_capacity_tib.map(|c| c * per_tib);
         p.client_info = Some(ClientInfo {
             mgs_address: Some("127.0.0.1".into()),
@@ -492,4 +483,10 @@ pub async fn auto_export(state: Arc<State>, fs: FsKey, key: String) {
         )
         .await;
     }
+}
+
+/// The SKU a file system resource names, if it is one stage knows.
+pub fn sku_of(r: &AmlFilesystem) -> Option<SpecSku> {
+    let name = r.sku.as_ref()?.name.as_str();
+    SpecSku::ALL.iter().copied().find(|s| s.name() == name)
 }
