@@ -441,6 +441,14 @@ fn an_auto_export_step_leaves_a_job_that_keeps_exporting() {
         );
         std::thread::sleep(std::time::Duration::from_millis(300));
     }
+    // A later run's import job cannot run beside it (one HSM job at a time): the job is
+    // paused for the import and enabled again afterwards.
+    let o = run(&b.ws, &["run", "--new", b.pipeline.to_str().unwrap()], None);
+    assert_exit(&o, 0);
+    let (_, job) =
+        b.em.get(&format!("{FS}/autoExportJobs/stage-genomics-export"));
+    assert_eq!(job["properties"]["adminStatus"], "Enable", "{job}");
+    assert_eq!(job["properties"]["status"]["state"], "InProgress");
 }
 
 #[test]

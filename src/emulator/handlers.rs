@@ -205,6 +205,20 @@ pub async fn dispatch(
             }
         }
         (Method::PUT, Target::AutoExportJob { fs, job }) => put_auto_export(&state, fs, job, &body),
+        (Method::PATCH, Target::AutoExportJob { fs, job }) => {
+            patch_auto_export(&state, fs, job, &body)
+        }
+        (Method::GET, Target::AutoExportJobs { fs }) => {
+            let prefix = format!("{}/autoexportjobs/", fs.key());
+            let value: Vec<serde_json::Value> = state
+                .lock()
+                .auto_exports
+                .iter()
+                .filter(|(k, _)| k.starts_with(&prefix))
+                .map(|(_, v)| v.clone())
+                .collect();
+            json_response(StatusCode::OK, &json!({ "value": value }))
+        }
         (Method::GET, Target::ExpansionJob { fs, job }) => get_expansion(&state, &fs, &job),
         (Method::PUT, Target::ExpansionJob { fs, job }) => put_expansion(&state, fs, job, &body),
         (Method::GET, Target::ScaleSet { id }) => super::vmss::get(&state, &id),
@@ -569,10 +583,6 @@ fn put_auto_export(state: &St, fs: FsKey, job: String, body: &[u8]) -> Response 
     let key = work::auto_export_key(&fs, &job);
     let location = req["location"].as_str().unwrap_or("eastus").to_string();
     let mut inner = state.lock();
-    let was_running = inner
-        .auto_exports
-        .get(&key)
-        .is_some_and(|v| v["properties"]["status"]["state"] == "InProgress");
     let v = json!({
         "id": format!("{}/autoExportJobs/{job}", fs.id()),
         "name": job,
@@ -588,10 +598,33 @@ fn put_auto_export(state: &St, fs: FsKey, job: String, body: &[u8]) -> Response 
     });
     inner.auto_exports.insert(key.clone(), v.clone());
     drop(inner);
-    if enable && !was_running {
+    if enable {
         tokio::spawn(work::auto_export(state.clone(), fs, key));
     }
     json_response(StatusCode::CREATED, &v)
+}
+
+/// Enables or disables an auto-export job (`adminStatus`).
+fn patch_auto_export(state: &St, fs: FsKey, job: String, body: &[u8]) -> Response {
+    let req: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let key = work::auto_export_key(&fs, &job);
+    let mut inner = state.lock();
+    let Some(v) = inner.auto_exports.get_mut(&key) else {
+        return not_found(&job);
+    };
+    let enable = match req["properties"]["adminStatus"].as_str() {
+        Some("Enable") => true,
+        Some("Disable") => false,
+        _ => return json_response(StatusCode::OK, v),
+    };
+    v["properties"]["adminStatus"] = json!(if enable { "Enable" } else { "Disable" });
+    v["properties"]["status"]["state"] = json!(if enable { "InProgress" } else { "Disabled" });
+    let body = v.clone();
+    drop(inner);
+    if enable {
+        tokio::spawn(work::auto_export(state.clone(), fs, key));
+    }
+    json_response(StatusCode::OK, &body)
 }
 
 fn expansion_key(fs: &FsKey, job: &str) -> String {
@@ -799,6 +832,21 @@ fn get_job(state: &State, fs: &FsKey, job: &str) -> Response {
 fn put_job(state: &St, fs: FsKey, job: String, body: &[u8]) -> Response {
     if let Some(r) = not_ready(state, &fs) {
         return r;
+    }
+    // One HSM job at a time: an enabled auto-export job is one.
+    let prefix = format!("{}/autoexportjobs/", fs.key());
+    let exporting = state
+        .lock()
+        .auto_exports
+        .iter()
+        .any(|(k, v)| k.starts_with(&prefix) && v["properties"]["adminStatus"] == "Enable");
+    if exporting && !state.lock().jobs.contains_key(&fs.job_key(&job)) {
+        return error(
+            StatusCode::CONFLICT,
+            "OperationNotAllowed",
+            "Another HSM job (an auto-export job) is active on this file system; disable it first.",
+            None,
+        );
     }
     let req: ImportJob = match parse_body(body) {
         Ok(r) => r,

@@ -41,6 +41,9 @@ pub enum Target {
         fs: FsKey,
         job: String,
     },
+    AutoExportJobs {
+        fs: FsKey,
+    },
     /// A VM scale set, by its resource id as given.
     ScaleSet {
         id: String,
@@ -155,6 +158,7 @@ pub fn parse(path: &str) -> Option<Target> {
                 [a] if eq(a, "archive") => Some(Target::Archive { fs }),
                 [a] if eq(a, "cancelArchive") => Some(Target::CancelArchive { fs }),
                 [a] if eq(a, "importJobs") => Some(Target::ImportJobs { fs }),
+                [a] if eq(a, "autoExportJobs") => Some(Target::AutoExportJobs { fs }),
                 [a, job] if eq(a, "autoExportJobs") => Some(Target::AutoExportJob {
                     fs,
                     job: job.to_string(),

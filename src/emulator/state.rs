@@ -61,6 +61,9 @@ pub struct Inner {
     pub expansions: HashMap<String, serde_json::Value>,
     /// Auto-export jobs by lower-case `FS_KEY/autoexportjobs/NAME`, as their JSON resources.
     pub auto_exports: HashMap<String, serde_json::Value>,
+    /// The export loop each enabled auto-export job should have: an older loop that sees
+    /// another number here stops.
+    pub auto_export_loops: HashMap<String, u64>,
     /// VM scale sets by lower-case id, as their JSON resources.
     pub scale_sets: HashMap<String, serde_json::Value>,
 }

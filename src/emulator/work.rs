@@ -419,9 +419,18 @@ pub fn auto_export_key(fs: &FsKey, job: &str) -> String {
 /// lock (one HSM job at a time), until it is disabled or gone.
 pub async fn auto_export(state: Arc<State>, fs: FsKey, key: String) {
     let fs_key = fs.key();
+    let me = {
+        let mut inner = state.lock();
+        let n = inner.auto_export_loops.get(&key).map_or(0, |n| n + 1);
+        inner.auto_export_loops.insert(key.clone(), n);
+        n
+    };
     loop {
         let prefixes: Vec<String> = {
             let inner = state.lock();
+            if inner.auto_export_loops.get(&key) != Some(&me) {
+                return;
+            }
             match inner.auto_exports.get(&key) {
                 Some(v) if v["properties"]["adminStatus"] == "Enable" => {
                     v["properties"]["autoExportPrefixes"]

@@ -124,6 +124,34 @@ impl Mover for HsmMover {
         if req.dry_run {
             return self.plan_import(&req).await;
         }
+        // AMLFS runs one HSM job at a time, auto-export jobs included: pause them for the
+        // import, and enable them again whatever its outcome. (A run killed in between leaves
+        // them paused; the next `auto: true` export step enables its job again.)
+        let paused = self.pause_auto_exports().await?;
+        let result = self.import_job(req, progress).await;
+        for job in &paused {
+            if let Err(e) = self.set_auto_export(job, "Enable").await {
+                tracing::warn!("cannot enable auto-export job {job} again: {e}");
+            }
+        }
+        result
+    }
+
+    async fn export(
+        &self,
+        req: ExportRequest,
+        progress: Progress,
+    ) -> Result<ExportReport, MoverError> {
+        self.export_paths(req, progress).await
+    }
+}
+
+impl HsmMover {
+    async fn import_job(
+        &self,
+        req: ImportRequest,
+        progress: Progress,
+    ) -> Result<ImportReport, MoverError> {
         let name = job_name(&req.job);
         let path = self.fs.import_job_path(&name);
         let mut existing: Option<ImportJob> = self.arm.get(&path).await.map_err(|e| self.err(e))?;
@@ -219,7 +247,7 @@ impl Mover for HsmMover {
         }
     }
 
-    async fn export(
+    async fn export_paths(
         &self,
         req: ExportRequest,
         progress: Progress,
@@ -277,6 +305,55 @@ impl HsmMover {
     }
 
     /// Archives `path` and waits for it, after any archive already running.
+    /// Disables the file system's enabled auto-export jobs and waits until they stop;
+    /// returns their names.
+    async fn pause_auto_exports(&self) -> Result<Vec<String>, MoverError> {
+        let list: serde_json::Value = self
+            .arm
+            .get(&format!("{}/autoExportJobs", self.fs.path()))
+            .await
+            .map_err(|e| self.err(e))?
+            .unwrap_or_default();
+        let enabled: Vec<String> = list["value"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|j| j["properties"]["adminStatus"] == "Enable")
+            .filter_map(|j| j["name"].as_str().map(str::to_string))
+            .collect();
+        for job in &enabled {
+            tracing::info!("pausing auto-export job {job} for the import");
+            self.set_auto_export(job, "Disable").await?;
+            let path = self.fs.auto_export_job_path(job);
+            loop {
+                let j: serde_json::Value = self
+                    .arm
+                    .get(&path)
+                    .await
+                    .map_err(|e| self.err(e))?
+                    .unwrap_or_default();
+                let state = j["properties"]["status"]["state"]
+                    .as_str()
+                    .unwrap_or("Disabled");
+                if matches!(state, "Disabled" | "DisableFailed" | "Failed") {
+                    break;
+                }
+                tokio::time::sleep(self.arm.poll_interval()).await;
+            }
+        }
+        Ok(enabled)
+    }
+
+    async fn set_auto_export(&self, job: &str, status: &str) -> Result<(), MoverError> {
+        let path = self.fs.auto_export_job_path(job);
+        let body = serde_json::json!({ "properties": { "adminStatus": status } });
+        self.arm
+            .call_lro(Method::PATCH, &path, Some(&body), || {})
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     /// Makes sure an auto-export job covers the paths (it stays enabled after the run: that
     /// is the point of it), then waits until the container holds every file as it is now.
     async fn auto_export(
