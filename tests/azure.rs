@@ -175,6 +175,13 @@ fn genomics_on_the_azure_target_end_to_end_then_nothing_to_do() {
     ] {
         assert!(shown.contains(want), "{want} missing from:\n{shown}");
     }
+    // status adds what Azure says about the file system now.
+    let o = run(&b.ws, &["status", b.pipeline.to_str().unwrap()], None);
+    assert_exit(&o, 0);
+    assert_has(
+        &o.stdout,
+        "file system: AMLFS genomics-scratch: Succeeded, health Available (amlFilesystem is ok.), 8 TiB",
+    );
     let o = b.run(None);
     assert_exit(&o, 0);
     assert_has(&o.stderr, "nothing to do");

@@ -22,6 +22,29 @@ pub enum FsCommand {
     },
 }
 
+/// One line on the file system as Azure has it now: state, health, capacity.
+pub async fn health(p: &crate::spec::Pipeline) -> Result<String, String> {
+    let fs = crate::azure::resources::fs_ref(p).map_err(|e| e.to_string())?;
+    let arm = crate::target::arm_client(p).map_err(|e| e.to_string())?;
+    let got: Option<crate::azure::models::AmlFilesystem> =
+        arm.get(&fs.path()).await.map_err(|e| e.to_string())?;
+    let Some(r) = got else {
+        return Ok(format!("AMLFS {} does not exist", fs.name));
+    };
+    let pr = &r.properties;
+    let health = pr.health.as_ref();
+    Ok(format!(
+        "AMLFS {}: {}, health {} ({}), {} TiB",
+        fs.name,
+        pr.provisioning_state.as_deref().unwrap_or("unknown"),
+        health.and_then(|h| h.state.as_deref()).unwrap_or("unknown"),
+        health
+            .and_then(|h| h.status_description.as_deref())
+            .unwrap_or("no description"),
+        pr.storage_capacity_tib.unwrap_or(0.0)
+    ))
+}
+
 pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
     let FsCommand::Show { file } = a.command;
     let p = load(&file)?;

@@ -187,7 +187,7 @@ pub async fn main(cli: Cli) -> Result<Exit, CliError> {
         Command::Run(a) => run::run(&ctx, a).await,
         Command::Plan(a) => plan::run(&ctx, a).await,
         Command::Validate(a) => validate::run(&ctx, a),
-        Command::Status(a) => status::run(&ctx, a),
+        Command::Status(a) => status::run(&ctx, a).await,
         Command::Logs(a) => logs::run(&ctx, a),
         Command::Explain(a) => explain::run(&ctx, a),
         Command::Exec(a) => exec::run(&ctx, a).await,

@@ -24,7 +24,7 @@ fn time(ms: Option<u64>) -> String {
     crate::clock::iso8601(ms / 1000).replace('T', " ")
 }
 
-pub fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
+pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
     let journal = match ctx.open_journal(false) {
         Ok(j) => j,
         Err(CliError::Journal(crate::journal::JournalError::Locked(lock))) => {
@@ -185,6 +185,20 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
         }
         for l in lines {
             println!("{l}");
+        }
+        if pipeline.target == crate::spec::Target::Azure {
+            // What Azure says now, not what the journal last saw; bounded, since status is
+            // what people run when something is wrong.
+            let line = tokio::time::timeout(
+                std::time::Duration::from_secs(15),
+                super::fs::health(&pipeline),
+            )
+            .await
+            .unwrap_or_else(|_| Err("Azure did not answer within 15 s".into()));
+            match line {
+                Ok(l) => println!("  file system: {l}"),
+                Err(e) => println!("  file system: cannot read it: {e}"),
+            }
         }
     }
     Ok(Exit::Success)
