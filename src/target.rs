@@ -84,16 +84,17 @@ fn scale_set_executor(
         .ok_or_else(|| {
             TargetError::Azure("the scale set needs a `subnet` (or the file system's)".into())
         })?;
-    Ok(Arc::new(crate::executor::ScaleSetExecutor::new(
-        Arc::new(arm_client(p)?),
-        scale_set_ref(p, set)?,
-        set.clone(),
-        fs.path(),
-        root(p).display().to_string(),
+    Ok(Arc::new(crate::executor::ScaleSetExecutor {
+        arm: Arc::new(arm_client(p)?),
+        set: scale_set_ref(p, set)?,
+        spec: set.clone(),
+        fs_path: fs.path(),
+        mount: root(p).display().to_string(),
         subnet,
-        p.pool.slots as usize,
-        ssh_options(p, state_dir)?,
-    )))
+        slots_per_host: p.pool.slots as usize,
+        ssh: ssh_options(p, state_dir)?,
+        inner: Default::default(),
+    }))
 }
 
 pub fn scale_set_ref(

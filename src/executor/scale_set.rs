@@ -17,43 +17,20 @@ use crate::pool::hostlist::Host;
 use crate::spec::ScaleSet;
 
 pub struct ScaleSetExecutor {
-    arm: Arc<Arm>,
-    set: ScaleSetRef,
-    spec: ScaleSet,
+    pub arm: Arc<Arm>,
+    pub set: ScaleSetRef,
+    pub spec: ScaleSet,
     /// The file system's ARM path (for its MGS address) and where the instances mount it.
-    fs_path: String,
-    mount: String,
-    subnet: String,
-    slots_per_host: usize,
-    ssh: SshOptions,
-    inner: OnceCell<SshExecutor>,
+    pub fs_path: String,
+    pub mount: String,
+    pub subnet: String,
+    pub slots_per_host: usize,
+    pub ssh: SshOptions,
+    /// The SSH executor over the instances, once the set is ready.
+    pub inner: OnceCell<SshExecutor>,
 }
 
 impl ScaleSetExecutor {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        arm: Arc<Arm>,
-        set: ScaleSetRef,
-        spec: ScaleSet,
-        fs_path: String,
-        mount: String,
-        subnet: String,
-        slots_per_host: usize,
-        ssh: SshOptions,
-    ) -> Self {
-        ScaleSetExecutor {
-            arm,
-            set,
-            spec,
-            fs_path,
-            mount,
-            subnet,
-            slots_per_host,
-            ssh,
-            inner: OnceCell::new(),
-        }
-    }
-
     async fn hosts(&self) -> Result<&SshExecutor, ExecError> {
         self.inner
             .get_or_try_init(|| async {
