@@ -55,6 +55,12 @@ pub fn container_id(p: &Pipeline, url: &str) -> Result<String, ResourceError> {
     ))
 }
 
+/// The storage account id of a container id (`…/storageAccounts/A/blobServices/default/containers/C`).
+pub fn storage_account(container: &str) -> Option<String> {
+    let at = container.to_ascii_lowercase().find("/blobservices/")?;
+    Some(container[..at].to_string())
+}
+
 pub fn fs_ref(p: &Pipeline) -> Result<FsRef, ResourceError> {
     let az = p
         .azure

@@ -21,6 +21,10 @@ pub struct ScaleSetRef {
 }
 
 impl ScaleSetRef {
+    /// The path with Microsoft.Compute's api-version, as every call here sends it.
+    pub fn url(&self) -> String {
+        format!("{}?api-version={API_VERSION}", self.path())
+    }
     pub fn path(&self) -> String {
         format!(
             "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/virtualMachineScaleSets/{}",
@@ -96,7 +100,7 @@ pub async fn ensure(
     r: &ScaleSetRef,
     want: &Value,
 ) -> Result<(Vec<String>, bool), ArmError> {
-    let path = format!("{}?api-version={API_VERSION}", r.path());
+    let path = r.url();
     let capacity = want["sku"]["capacity"].as_u64().unwrap_or(0);
     let fresh = match arm.get::<Value>(&path).await? {
         None => {
@@ -135,7 +139,7 @@ pub async fn ensure(
 
 /// The set's instance count, or None when it does not exist.
 pub async fn capacity(arm: &Arm, r: &ScaleSetRef) -> Result<Option<u64>, ArmError> {
-    let path = format!("{}?api-version={API_VERSION}", r.path());
+    let path = r.url();
     Ok(arm
         .get::<Value>(&path)
         .await?
@@ -164,7 +168,7 @@ pub fn drift(want: &Value, have: &Value) -> Vec<String> {
 
 /// Scales the set to zero instances if it exists and has any.
 pub async fn scale_to_zero(arm: &Arm, r: &ScaleSetRef) -> Result<(), ArmError> {
-    let path = format!("{}?api-version={API_VERSION}", r.path());
+    let path = r.url();
     match arm.get::<Value>(&path).await? {
         Some(have) if have["sku"]["capacity"].as_u64().unwrap_or(0) > 0 => scale(arm, r, 0).await,
         _ => Ok(()),
@@ -172,7 +176,7 @@ pub async fn scale_to_zero(arm: &Arm, r: &ScaleSetRef) -> Result<(), ArmError> {
 }
 
 pub async fn scale(arm: &Arm, r: &ScaleSetRef, capacity: u64) -> Result<(), ArmError> {
-    let path = format!("{}?api-version={API_VERSION}", r.path());
+    let path = r.url();
     let patch = json!({ "sku": { "capacity": capacity } });
     arm.call_lro(Method::PATCH, &path, Some(&patch), || {})
         .await?;

@@ -198,7 +198,7 @@ pub async fn dispatch(
             match state
                 .lock()
                 .auto_exports
-                .get(&work::auto_export_key(&fs, &job))
+                .get(&fs.child_key(work::AUTO_EXPORTS, &job))
             {
                 Some(v) => json_response(StatusCode::OK, v),
                 None => not_found(&job),
@@ -209,7 +209,7 @@ pub async fn dispatch(
             patch_auto_export(&state, fs, job, &body)
         }
         (Method::GET, Target::AutoExportJobs { fs }) => {
-            let prefix = format!("{}/autoexportjobs/", fs.key());
+            let prefix = fs.children(work::AUTO_EXPORTS);
             let value: Vec<serde_json::Value> = state
                 .lock()
                 .auto_exports
@@ -580,7 +580,7 @@ fn put_auto_export(state: &St, fs: FsKey, job: String, body: &[u8]) -> Response 
         .as_str()
         .unwrap_or("Enable")
         == "Enable";
-    let key = work::auto_export_key(&fs, &job);
+    let key = fs.child_key(work::AUTO_EXPORTS, &job);
     let location = req["location"].as_str().unwrap_or("eastus").to_string();
     let mut inner = state.lock();
     let v = json!({
@@ -607,7 +607,7 @@ fn put_auto_export(state: &St, fs: FsKey, job: String, body: &[u8]) -> Response 
 /// Enables or disables an auto-export job (`adminStatus`).
 fn patch_auto_export(state: &St, fs: FsKey, job: String, body: &[u8]) -> Response {
     let req: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-    let key = work::auto_export_key(&fs, &job);
+    let key = fs.child_key(work::AUTO_EXPORTS, &job);
     let mut inner = state.lock();
     let Some(v) = inner.auto_exports.get_mut(&key) else {
         return not_found(&job);
@@ -627,12 +627,12 @@ fn patch_auto_export(state: &St, fs: FsKey, job: String, body: &[u8]) -> Respons
     json_response(StatusCode::OK, &body)
 }
 
-fn expansion_key(fs: &FsKey, job: &str) -> String {
-    format!("{}/expansionjobs/{}", fs.key(), job.to_ascii_lowercase())
-}
-
 fn get_expansion(state: &State, fs: &FsKey, job: &str) -> Response {
-    match state.lock().expansions.get(&expansion_key(fs, job)) {
+    match state
+        .lock()
+        .expansions
+        .get(&fs.child_key("expansionjobs", job))
+    {
         Some(v) => json_response(StatusCode::OK, v),
         None => not_found(job),
     }
@@ -644,7 +644,7 @@ fn put_expansion(state: &St, fs: FsKey, job: String, body: &[u8]) -> Response {
     if let Some(r) = not_ready(state, &fs) {
         return r;
     }
-    let key = expansion_key(&fs, &job);
+    let key = fs.child_key("expansionjobs", &job);
     if let Some(v) = state.lock().expansions.get(&key) {
         return json_response(StatusCode::OK, v);
     }
@@ -834,7 +834,7 @@ fn put_job(state: &St, fs: FsKey, job: String, body: &[u8]) -> Response {
         return r;
     }
     // One HSM job at a time: an enabled auto-export job is one.
-    let prefix = format!("{}/autoexportjobs/", fs.key());
+    let prefix = fs.children(work::AUTO_EXPORTS);
     let exporting = state
         .lock()
         .auto_exports

@@ -71,8 +71,15 @@ impl FsKey {
     pub fn key(&self) -> String {
         self.id().to_ascii_lowercase()
     }
+    /// Key prefix of a child collection (`importjobs`, `expansionjobs`, `autoexportjobs`).
+    pub fn children(&self, collection: &str) -> String {
+        format!("{}/{collection}/", self.key())
+    }
+    pub fn child_key(&self, collection: &str, name: &str) -> String {
+        self.children(collection) + &name.to_ascii_lowercase()
+    }
     pub fn job_key(&self, job: &str) -> String {
-        format!("{}/importjobs/{}", self.key(), job.to_ascii_lowercase())
+        self.child_key("importjobs", job)
     }
 }
 

@@ -47,10 +47,7 @@ pub async fn provision(state: Arc<State>, fs: FsKey, op: String) {
             .hsm
             .as_ref()
             .and_then(|h| h.settings.as_ref())
-            .and_then(|st| {
-                let at = st.container.to_ascii_lowercase().find("/blobservices/")?;
-                Some(st.container[..at].to_string())
-            });
+            .and_then(|st| crate::azure::resources::storage_account(&st.container));
         if let Some(account) = account {
             let missing: Vec<&str> = crate::azure::roles::ROLES
                 .iter()
@@ -411,9 +408,8 @@ pub async fn archive(state: Arc<State>, fs: FsKey, path: String) {
     }
 }
 
-pub fn auto_export_key(fs: &FsKey, job: &str) -> String {
-    format!("{}/autoexportjobs/{}", fs.key(), job.to_ascii_lowercase())
-}
+/// The collection auto-export jobs are kept under (`FsKey::child_key`).
+pub const AUTO_EXPORTS: &str = "autoexportjobs";
 
 /// An enabled auto-export job: passes over its prefixes, each under the file system's HSM
 /// lock (one HSM job at a time), until it is disabled or gone.

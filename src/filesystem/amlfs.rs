@@ -98,12 +98,6 @@ impl AmlfsFileSystem {
     }
 }
 
-/// The storage account id of a container id (`…/storageAccounts/A/blobServices/default/containers/C`).
-fn storage_account(container: &str) -> Option<String> {
-    let at = container.to_ascii_lowercase().find("/blobservices/")?;
-    Some(container[..at].to_string())
-}
-
 #[async_trait]
 impl FileSystem for AmlfsFileSystem {
     fn describe(&self) -> String {
@@ -154,7 +148,7 @@ impl FileSystem for AmlfsFileSystem {
             .hsm
             .as_ref()
             .and_then(|h| h.settings.as_ref())
-            .and_then(|s| storage_account(&s.container))
+            .and_then(|s| crate::azure::resources::storage_account(&s.container))
         {
             let granted = crate::azure::roles::ensure(&self.arm, &account)
                 .await
