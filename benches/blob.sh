@@ -75,8 +75,10 @@ rate() { echo "scale=1; $1 / $2" | bc -l; }
 ratio() { echo "scale=2; $1 / $2" | bc -l; }
 
 # Runs a command under /usr/bin/time, prints "seconds peak_rss_mb".
+# Dirty pages are written back first, so no tool pays for writeback of what came before it.
 measure() {
   local t0 t1 rss
+  sync
   t0=$(now)
   /usr/bin/time -f "%M" -o "$work/rss" "$@" >/dev/null 2>"$work/err" || {
     cat "$work/err" >&2

@@ -594,3 +594,59 @@ fn the_genomics_pipeline_stages_through_azurite_with_the_direct_mover() {
     assert_exit(&o, 0);
     assert_has(&o.stderr, "nothing to do");
 }
+
+/// A blob whose bytes no longer match the checksum recorded with it (storage rot, or a tool
+/// that rewrote the content and kept the metadata) is refused and never written under its
+/// name: stage's CRC for a blob read in one GET and for one read in ranges, and Content-MD5
+/// for blobs other tools wrote.
+#[tokio::test(flavor = "multi_thread")]
+async fn content_that_does_not_match_its_recorded_checksum_is_refused() {
+    use azure_storage_blob::models::BlobClientSetPropertiesOptions;
+    use stage::store::checksum::{Hasher, Sum};
+    let crc = |data: &[u8]| {
+        let mut h = Hasher::crc64();
+        h.update(data);
+        match h.finish() {
+            Some(Sum::Crc64(v)) => Sum::crc64_hex(v),
+            other => panic!("not a CRC: {other:?}"),
+        }
+    };
+    let az = Azurite::start();
+    let ws = Workspace::new();
+    let c = raw(&az, "rot");
+    c.create(None).await.unwrap();
+    put(&c, "good", b"good", &[("stage_crc64", &crc(b"good"))]).await;
+    put(&c, "small", b"rotten", &[("stage_crc64", &crc(b"intact"))]).await;
+    // Larger than one ranged GET (64 MiB): one flipped bit in the second range.
+    let intact: Vec<u8> = (0..65u32 << 20).map(|i| (i % 251) as u8).collect();
+    let mut rotten = intact.clone();
+    rotten[66_000_000] ^= 1;
+    put(&c, "large", &rotten, &[("stage_crc64", &crc(&intact))]).await;
+    drop((intact, rotten));
+    put(&c, "md5", b"changed", &[]).await;
+    c.blob_client("md5")
+        .set_properties(Some(BlobClientSetPropertiesOptions {
+            blob_content_md5: Some(<md5::Md5 as md5::Digest>::digest(b"original").to_vec()),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+
+    let o = stage_env(
+        &ws,
+        &["import", "--max-errors", "-1", &az.url("rot"), "dst"],
+    );
+    assert_exit(&o, 0);
+    for (name, check) in [("small", "CRC64"), ("large", "CRC64"), ("md5", "MD5")] {
+        let line = String::from_utf8_lossy(&o.stderr)
+            .lines()
+            .find(|l| l.contains(name) && l.contains("does not match"))
+            .map(str::to_string);
+        assert!(
+            line.as_deref().is_some_and(|l| l.contains(check)),
+            "no {check} failure reported for {name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    assert_eq!(walk(&ws.path().join("dst")), vec!["good".to_string()]);
+}

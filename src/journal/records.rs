@@ -144,8 +144,6 @@ pub struct FileRecord {
     pub blob_etag: String,
     pub size: u64,
     pub mtime_ns: i128,
-    #[serde(default)]
-    pub md5: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -229,7 +229,6 @@ impl Inner {
                     blob_etag: e.etag.clone(),
                     size: e.size,
                     mtime_ns: 0,
-                    md5: None,
                 },
             )?;
         }
@@ -284,15 +283,7 @@ impl Inner {
                     store::StoreError::Item { message, .. } => message,
                     other => other.to_string(),
                 })?;
-            if n != e.size {
-                return Err(format!(
-                    "blob changed while copying: listed {} bytes, read {n}",
-                    e.size
-                ));
-            }
-            if e.md5.is_some_and(|m| m != sum) {
-                return Err("MD5 of the data read does not match the blob's Content-MD5".into());
-            }
+            store::checksum::verify(e.size, e.sum, n, sum)?;
             e.attrs
                 .apply(&tmp, 0o644)
                 .and_then(|_| fs::rename(&tmp, &dest))
@@ -310,7 +301,6 @@ impl Inner {
             blob_etag: e.etag.clone(),
             size: now.size(),
             mtime_ns: mtime_ns(&now),
-            md5: None,
         }))
     }
 
@@ -438,15 +428,16 @@ impl Inner {
         {
             return Ok(true);
         }
-        let (Some(want), true) = (blob.md5, blob.size == meta.size()) else {
+        let (Some(want), true) = (blob.sum, blob.size == meta.size()) else {
             return Ok(false);
         };
         let path = self.root.join(name);
-        let (n, sum) = tokio::task::spawn_blocking(move || store::dir::md5_file(&path))
-            .await
-            .map_err(|e| io_err("cannot hash", name, std::io::Error::other(e.to_string())))?
-            .map_err(|e| io_err("cannot hash", name, e))?;
-        if n != blob.size || sum != want {
+        let (n, sum) =
+            tokio::task::spawn_blocking(move || store::checksum::file(&path, Some(want)))
+                .await
+                .map_err(|e| io_err("cannot hash", name, std::io::Error::other(e.to_string())))?
+                .map_err(|e| io_err("cannot hash", name, e))?;
+        if n != blob.size || sum != Some(want) {
             return Ok(false);
         }
         self.journal.put_file(
@@ -457,7 +448,6 @@ impl Inner {
                 blob_etag: blob.etag.clone(),
                 size: n,
                 mtime_ns: mtime_ns(meta),
-                md5: Some(crate::digest::hex(&sum)),
             },
         )?;
         Ok(true)
@@ -481,7 +471,6 @@ impl Inner {
                     blob_etag: String::new(),
                     size: meta.size(),
                     mtime_ns: mtime_ns(meta),
-                    md5: None,
                 },
             )?;
         }
@@ -520,7 +509,6 @@ impl Inner {
                     blob_etag: up.etag,
                     size: up.size,
                     mtime_ns: mtime_ns(&meta),
-                    md5: Some(crate::digest::hex(&up.md5)),
                 },
             )?;
             report.exported += 1;

@@ -460,21 +460,21 @@ impl HsmMover {
         }
     }
 
-    /// Every file under `path` must be in the container with its length, and its MD5 where
-    /// the blob records one.
+    /// Every file under `path` must be in the container with its length, and its checksum
+    /// where the blob records one.
     async fn verify(
         &self,
         path: &str,
         report: &mut ExportReport,
         dry_run: bool,
     ) -> Result<(), MoverError> {
-        let mut blobs: HashMap<String, (u64, Option<[u8; 16]>)> = HashMap::new();
+        let mut blobs: HashMap<String, (u64, Option<store::Sum>)> = HashMap::new();
         let mut listing = self.store.list(path);
         while let Some(item) = listing.next().await {
             if let Listing::Entry(e) = item?
                 && e.kind == Kind::File
             {
-                blobs.insert(e.name, (e.size, e.md5));
+                blobs.insert(e.name, (e.size, e.sum));
             }
         }
         drop(listing);
@@ -509,25 +509,28 @@ impl HsmMover {
                         ));
                     }
                 }
-                Some((_, md5)) => {
-                    if let Some(want) = md5 {
+                Some((_, sum)) => {
+                    if let Some(want) = *sum {
                         let p = local.clone();
-                        let got = tokio::task::spawn_blocking(move || store::dir::md5_file(&p))
-                            .await
-                            .map_err(|e| self.err(e))?
-                            .map_err(|err| MoverError::Io {
-                                what: "cannot hash",
-                                path: e.name.clone(),
-                                source: err,
-                            })?;
-                        if got.1 != *want {
+                        let got = tokio::task::spawn_blocking(move || {
+                            store::checksum::file(&p, Some(want))
+                        })
+                        .await
+                        .map_err(|e| self.err(e))?
+                        .map_err(|err| MoverError::Io {
+                            what: "cannot hash",
+                            path: e.name.clone(),
+                            source: err,
+                        })?;
+                        if got.1 != Some(want) {
                             if dry_run {
                                 report.exported += 1;
                                 report.bytes += size;
                             } else {
-                                report
-                                    .errors
-                                    .push(format!("{}: MD5 differs from the container's", e.name));
+                                report.errors.push(format!(
+                                    "{}: checksum differs from the container's",
+                                    e.name
+                                ));
                             }
                             continue;
                         }

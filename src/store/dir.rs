@@ -9,12 +9,11 @@ use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use super::checksum::{self, Hasher};
+use super::{Attrs, BlobEntry, BlobStore, Kind, Listing, StoreError, Sum, Uploaded};
+use crate::journal::mtime_ns;
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
-use md5::{Digest, Md5};
-
-use super::{Attrs, BlobEntry, BlobStore, Kind, Listing, StoreError, Uploaded};
-use crate::journal::mtime_ns;
 
 /// Files being written carry this suffix until renamed: never listed, never final.
 pub const TMP_SUFFIX: &str = ".stage-tmp";
@@ -41,7 +40,7 @@ fn entry(rel: String, m: &Metadata) -> Listing {
         kind: if m.is_dir() { Kind::Dir } else { Kind::File },
         size: if m.is_dir() { 0 } else { m.size() },
         etag: etag(m),
-        md5: None,
+        sum: None,
         attrs: Attrs::of(m),
         name: rel,
     })
@@ -152,11 +151,10 @@ pub fn tmp_path(dest: &Path) -> PathBuf {
     dest.with_file_name(name)
 }
 
-/// Copies `src` to `dest`, returning the bytes and MD5 of what was written.
-pub fn copy_hashed(src: &Path, dest: &Path) -> std::io::Result<(u64, [u8; 16])> {
+/// Copies `src` to `dest`, returning the bytes written and their sum.
+fn copy_hashed(src: &Path, dest: &Path, mut hasher: Hasher) -> std::io::Result<(u64, Option<Sum>)> {
     let mut input = File::open(src)?;
     let mut out = File::create(dest)?;
-    let mut hasher = Md5::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     loop {
@@ -168,22 +166,7 @@ pub fn copy_hashed(src: &Path, dest: &Path) -> std::io::Result<(u64, [u8; 16])> 
         out.write_all(&buf[..n])?;
         total += n as u64;
     }
-    Ok((total, hasher.finalize().into()))
-}
-
-pub fn md5_file(path: &Path) -> std::io::Result<(u64, [u8; 16])> {
-    let mut f = File::open(path)?;
-    let mut hasher = Md5::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            return Ok((total, hasher.finalize().into()));
-        }
-        hasher.update(&buf[..n]);
-        total += n as u64;
-    }
+    Ok((total, hasher.finish()))
 }
 
 async fn blocking<T: Send + 'static>(
@@ -202,10 +185,14 @@ impl BlobStore for DirStore {
         stream::iter(walk_prefix(&self.root, prefix).map(Ok)).boxed()
     }
 
-    async fn download(&self, e: &BlobEntry, dest: &Path) -> Result<(u64, [u8; 16]), StoreError> {
+    async fn download(&self, e: &BlobEntry, dest: &Path) -> Result<(u64, Option<Sum>), StoreError> {
         let src = self.root.join(&e.name);
         let dest = dest.to_path_buf();
-        blocking(&e.name, move || copy_hashed(&src, &dest)).await
+        let want = e.sum;
+        blocking(&e.name, move || {
+            copy_hashed(&src, &dest, Hasher::like(want))
+        })
+        .await
     }
 
     async fn upload(&self, src: &Path, name: &str, attrs: &Attrs) -> Result<Uploaded, StoreError> {
@@ -217,10 +204,10 @@ impl BlobStore for DirStore {
                 fs::create_dir_all(parent)?;
             }
             let tmp = tmp_path(&dest);
-            let (n, sum) = copy_hashed(&src, &tmp)?;
+            let (n, sum) = copy_hashed(&src, &tmp, Hasher::crc64())?;
             attrs.apply(&tmp, 0o644)?;
             fs::rename(&tmp, &dest)?;
-            let (m, back) = md5_file(&dest)?;
+            let (m, back) = checksum::file(&dest, sum)?;
             if m != n || back != sum {
                 return Err(std::io::Error::other(format!(
                     "verification failed: wrote {n} bytes, read back {m}"
@@ -230,7 +217,6 @@ impl BlobStore for DirStore {
             Ok(Uploaded {
                 etag: etag(&meta),
                 size: n,
-                md5: sum,
             })
         })
         .await

@@ -9,6 +9,7 @@
 
 mod attrs;
 pub mod azure;
+pub mod checksum;
 pub mod dir;
 pub mod redact;
 
@@ -19,6 +20,7 @@ use futures::stream::BoxStream;
 
 pub use attrs::Attrs;
 pub use azure::AzureStore;
+pub use checksum::Sum;
 pub use dir::DirStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -58,8 +60,9 @@ pub struct BlobEntry {
     pub size: u64,
     /// Changes whenever the blob is rewritten: what the journal pins an import to.
     pub etag: String,
-    /// Content MD5, when the container knows it.
-    pub md5: Option<[u8; 16]>,
+    /// The checksum recorded with the blob, the cheapest to check when there are two
+    /// (see [`checksum`]); `None` leaves only the length to verify.
+    pub sum: Option<Sum>,
     pub attrs: Attrs,
 }
 
@@ -75,7 +78,6 @@ pub enum Listing {
 pub struct Uploaded {
     pub etag: String,
     pub size: u64,
-    pub md5: [u8; 16],
 }
 
 #[async_trait]
@@ -84,9 +86,12 @@ pub trait BlobStore: Send + Sync {
     /// as its name plus `/`), fetched lazily page by page.
     fn list<'a>(&'a self, prefix: &'a str) -> BoxStream<'a, Result<Listing, StoreError>>;
     /// Writes the blob's content to `dest`, a temporary path the caller renames; returns the
-    /// bytes written and their MD5, checked against the entry's size and MD5 when known.
-    async fn download(&self, entry: &BlobEntry, dest: &Path)
-    -> Result<(u64, [u8; 16]), StoreError>;
+    /// bytes written and their sum of the kind `entry.sum` is, for [`checksum::verify`].
+    async fn download(
+        &self,
+        entry: &BlobEntry,
+        dest: &Path,
+    ) -> Result<(u64, Option<Sum>), StoreError>;
     /// Export creates a missing container, as azcopy does.
     async fn create_if_missing(&self) -> Result<(), StoreError> {
         Ok(())

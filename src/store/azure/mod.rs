@@ -24,6 +24,7 @@ use azure_storage_blob::models::{
     ListBlobsIncludeItem,
 };
 use azure_storage_blob::{BlobContainerClient, BlobContainerClientOptions};
+use crc_fast::CrcAlgorithm;
 use futures::stream::{self, BoxStream, FuturesUnordered, StreamExt};
 use md5::{Digest, Md5};
 use tokio::sync::{OnceCell, Semaphore};
@@ -32,7 +33,8 @@ pub use credential::Credential;
 pub use location::Location;
 
 use super::attrs::FOLDER_KEY;
-use super::{Attrs, BlobEntry, BlobStore, Kind, Listing, StoreError, Uploaded};
+use super::checksum::{self, CRC64_KEY, Hasher};
+use super::{Attrs, BlobEntry, BlobStore, Kind, Listing, StoreError, Sum, Uploaded};
 
 /// Block size for uploading large files; files up to this size go in one request.
 const BLOCK: usize = 8 << 20;
@@ -229,7 +231,11 @@ impl AzureStore {
                 props.content_length.unwrap_or(0)
             },
             etag: props.etag.map(unquote).unwrap_or_default(),
-            md5: md5_array(props.content_md5.as_ref()),
+            sum: metadata
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(CRC64_KEY))
+                .and_then(|(_, v)| Sum::parse_crc64(v))
+                .or_else(|| md5_array(props.content_md5.as_ref()).map(Sum::Md5)),
             attrs: Attrs::from_metadata(metadata.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
         }))
     }
@@ -255,18 +261,25 @@ impl AzureStore {
             .map(|_| ())
     }
 
-    async fn download_once(&self, e: &BlobEntry, dest: &Path) -> Result<(u64, [u8; 16]), Failure> {
+    async fn download_once(
+        &self,
+        e: &BlobEntry,
+        dest: &Path,
+    ) -> Result<(u64, Option<Sum>), Failure> {
         let blob = self.client.blob_client(&format!("{}{}", self.root, e.name));
         if e.size <= RANGE {
-            return stream_whole(&blob, e.size, dest).await;
+            return stream_whole(&blob, e, dest).await;
         }
         // Large: ranges fetched a few at a time, each streamed straight to its offset, so
-        // memory holds only chunks in flight; the MD5 is taken afterwards from the page cache.
+        // memory holds only chunks in flight. A CRC is taken per range as it lands and the
+        // ranges' CRCs joined; an MD5 cannot be split, so it is taken afterwards from the
+        // page cache.
         let _permit = self.large.acquire().await.ok();
         let file = std::fs::File::create(dest)?;
         file.set_len(e.size)?;
         let file = &file;
         let blob = &blob;
+        let per_range = matches!(e.sum, Some(Sum::Crc64(_)));
         let ranges = (0..e.size)
             .step_by(RANGE as usize)
             .map(|start| (start, RANGE.min(e.size - start)));
@@ -278,11 +291,17 @@ impl AzureStore {
                     partition_size: NonZero::new(len as usize),
                     ..Default::default()
                 };
+                let mut hasher = if per_range {
+                    Hasher::crc64()
+                } else {
+                    Hasher::Nothing
+                };
                 let mut body = blob.download(Some(opts)).await?.body;
                 let mut pos = start;
                 while let Some(chunk) = body.next().await {
                     let chunk = chunk?;
                     std::os::unix::fs::FileExt::write_all_at(file, &chunk, pos)?;
+                    hasher.update(&chunk);
                     pos += chunk.len() as u64;
                 }
                 if pos != start + len {
@@ -291,15 +310,25 @@ impl AzureStore {
                         pos - start
                     )));
                 }
-                Ok(())
+                Ok((start, hasher))
             })
             .buffer_unordered(BLOCKS_IN_FLIGHT);
+        let mut done = std::collections::BTreeMap::new();
         while let Some(r) = fetches.next().await {
-            r?;
+            let (start, hasher) = r?;
+            done.insert(start, hasher);
         }
         drop(fetches);
+        if per_range {
+            let mut whole = Hasher::crc64();
+            for part in done.values() {
+                whole.append(part);
+            }
+            return Ok((e.size, whole.finish()));
+        }
         let path = dest.to_path_buf();
-        tokio::task::spawn_blocking(move || super::dir::md5_file(&path))
+        let want = e.sum;
+        tokio::task::spawn_blocking(move || checksum::file(&path, want))
             .await
             .map_err(|e| Failure::Item(e.to_string()))?
             .map_err(Failure::from)
@@ -314,11 +343,16 @@ impl AzureStore {
         let full = format!("{}{name}", self.root);
         let blob = self.client.blob_client(&full).block_blob_client();
         let size = std::fs::metadata(src)?.len();
-        let metadata = attrs.to_metadata(false);
+        let mut metadata = attrs.to_metadata(false);
         if size <= BLOCK as u64 {
             let data = std::fs::read(src)?;
+            // Content-MD5 on a single-request upload is checked by the service on arrival.
             let md5: [u8; 16] = Md5::digest(&data).into();
             let n = data.len() as u64;
+            metadata.insert(
+                CRC64_KEY.to_string(),
+                Sum::crc64_hex(crc_fast::checksum(CrcAlgorithm::Crc64Nvme, &data)),
+            );
             let opts = BlockBlobClientUploadOptions {
                 metadata: Some(metadata),
                 blob_content_md5: Some(md5.to_vec()),
@@ -335,11 +369,14 @@ impl AzureStore {
                 ));
             }
             let etag = r.etag.map(unquote).unwrap_or_default();
-            return Ok(Uploaded { etag, size: n, md5 });
+            return Ok(Uploaded { etag, size: n });
         }
         let _permit = self.large.acquire().await.ok();
         let mut file = std::fs::File::open(src)?;
-        let mut whole = Md5::new();
+        // Each block carries its MD5 for the service to check on arrival; the whole file's
+        // CRC goes into metadata for whoever downloads it (an MD5 of the whole would cost a
+        // second pass of the slowest hash for nothing the service checks).
+        let mut whole = Hasher::crc64();
         let mut ids = Vec::new();
         let mut total = 0u64;
         let mut in_flight = FuturesUnordered::new();
@@ -374,23 +411,20 @@ impl AzureStore {
         while let Some(r) = in_flight.next().await {
             r?;
         }
-        let md5: [u8; 16] = whole.finalize().into();
+        if let Some(Sum::Crc64(crc)) = whole.finish() {
+            metadata.insert(CRC64_KEY.to_string(), Sum::crc64_hex(crc));
+        }
         let list = BlockLookupList {
             latest: Some(ids),
             ..Default::default()
         };
         let opts = BlockBlobClientCommitBlockListOptions {
             metadata: Some(metadata),
-            blob_content_md5: Some(md5.to_vec()),
             ..Default::default()
         };
         let r = blob.commit_block_list(list.try_into()?, Some(opts)).await?;
         let etag = r.etag()?.map(unquote).unwrap_or_default();
-        Ok(Uploaded {
-            etag,
-            size: total,
-            md5,
-        })
+        Ok(Uploaded { etag, size: total })
     }
 }
 
@@ -423,7 +457,7 @@ impl BlobStore for AzureStore {
             .boxed()
     }
 
-    async fn download(&self, e: &BlobEntry, dest: &Path) -> Result<(u64, [u8; 16]), StoreError> {
+    async fn download(&self, e: &BlobEntry, dest: &Path) -> Result<(u64, Option<Sum>), StoreError> {
         with_retries(&e.name, || self.download_once(e, dest)).await
     }
 
@@ -481,13 +515,15 @@ fn fail_listing(e: azure_core::Error) -> StoreError {
 /// short queue, so the network side keeps reading while the previous chunk is hashed.
 async fn stream_whole(
     blob: &azure_storage_blob::BlobClient,
-    size: u64,
+    e: &BlobEntry,
     dest: &Path,
-) -> Result<(u64, [u8; 16]), Failure> {
+) -> Result<(u64, Option<Sum>), Failure> {
+    let size = e.size;
+    let mut hasher = Hasher::like(e.sum);
     if size == 0 {
         // Nothing to fetch (and ranged reads of an empty blob are malformed in some services).
         std::fs::File::create(dest)?;
-        return Ok((0, Md5::digest(b"").into()));
+        return Ok((0, hasher.finish()));
     }
     let opts = BlobClientDownloadOptions {
         parallel: NonZero::new(1),
@@ -497,16 +533,15 @@ async fn stream_whole(
     let mut body = blob.download(Some(opts)).await?.body;
     let file = std::fs::File::create(dest)?;
     let (tx, rx) = std::sync::mpsc::sync_channel::<azure_core::Bytes>(16);
-    let sink = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, [u8; 16])> {
+    let sink = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, Option<Sum>)> {
         let mut file = file;
-        let mut hasher = Md5::new();
         let mut n = 0u64;
         for chunk in rx {
             hasher.update(&chunk);
             file.write_all(&chunk)?;
             n += chunk.len() as u64;
         }
-        Ok((n, hasher.finalize().into()))
+        Ok((n, hasher.finish()))
     });
     let mut fed = Ok(());
     while let Some(chunk) = body.next().await {
