@@ -207,6 +207,7 @@ fn azure_backends(
         mover: Arc::new(crate::mover::HsmMover::new(
             arm,
             fs_ref,
+            journal.clone(),
             store.clone(),
             root.clone(),
         )),

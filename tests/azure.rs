@@ -456,6 +456,46 @@ fn an_auto_export_step_leaves_a_job_that_keeps_exporting() {
         b.em.get(&format!("{FS}/autoExportJobs/stage-genomics-export"));
     assert_eq!(job["properties"]["adminStatus"], "Enable", "{job}");
     assert_eq!(job["properties"]["status"]["state"], "InProgress");
+
+    // Killed while the job is paused for an import: the resumed run enables it again. A new
+    // sample gives the resumed run a task to stop at, after its imports and before the
+    // export step (which would enable its own job anyway).
+    std::fs::create_dir_all(b.ws.path().join("more")).unwrap();
+    std::fs::copy(
+        b.ws.path().join("pipelines/data/genomics/samples/S1.fastq.gz"),
+        b.ws.path().join("more/S5.fastq.gz"),
+    )
+    .unwrap();
+    let o = run(
+        &b.ws,
+        &["export", "more", &b.az.url("genomics/samples")],
+        None,
+    );
+    assert_exit(&o, 0);
+    let o = run(
+        &b.ws,
+        &["run", "--new", b.pipeline.to_str().unwrap()],
+        Some("hsm.after-import-job"),
+    );
+    assert_eq!(
+        o.status.code(),
+        None,
+        "should be killed: {}",
+        text(&o.stderr)
+    );
+    let (_, job) =
+        b.em.get(&format!("{FS}/autoExportJobs/stage-genomics-export"));
+    assert_eq!(job["properties"]["adminStatus"], "Disable", "{job}");
+    let o = b.run(Some("process.after-intent"));
+    assert_eq!(o.status.code(), None, "should be killed: {}", text(&o.stderr));
+    let (_, job) =
+        b.em.get(&format!("{FS}/autoExportJobs/stage-genomics-export"));
+    assert_eq!(job["properties"]["adminStatus"], "Enable", "{job}");
+    let o = b.run(None);
+    assert_exit(&o, 0);
+    let (_, job) =
+        b.em.get(&format!("{FS}/autoExportJobs/stage-genomics-export"));
+    assert_eq!(job["properties"]["adminStatus"], "Enable", "{job}");
 }
 
 #[test]

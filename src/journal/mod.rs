@@ -46,6 +46,7 @@ pub struct Journal {
     done: sled::Tree,
     files: sled::Tree,
     filesystems: sled::Tree,
+    paused: sled::Tree,
     dir: PathBuf,
     _lock: StateLock,
 }
@@ -92,6 +93,7 @@ impl Journal {
             done: tree("done")?,
             files: tree("files")?,
             filesystems: tree("filesystems")?,
+            paused: tree("paused")?,
             db,
             dir: dir.to_path_buf(),
             _lock: lock,
@@ -379,6 +381,26 @@ impl Journal {
 
     pub fn put_filesystem(&self, name: &str, rec: &FsRecord) -> Result<()> {
         self.put(&self.filesystems, name.as_bytes(), rec)
+    }
+
+    // ---- auto-export jobs paused for an import ----
+
+    /// Jobs of the file system (by ARM id) that a run disabled and has not yet enabled again.
+    pub fn paused_auto_exports(&self, fs_id: &str) -> Result<Vec<String>> {
+        Ok(self
+            .get(&self.paused, fs_id.to_ascii_lowercase().as_bytes())?
+            .unwrap_or_default())
+    }
+
+    pub fn set_paused_auto_exports(&self, fs_id: &str, jobs: &[String]) -> Result<()> {
+        let k = fs_id.to_ascii_lowercase();
+        if jobs.is_empty() {
+            self.paused
+                .remove(k.as_bytes())
+                .map_err(JournalError::Write)?;
+            return Ok(());
+        }
+        self.put(&self.paused, k.as_bytes(), &jobs)
     }
 }
 

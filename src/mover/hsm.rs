@@ -19,21 +19,32 @@ use crate::azure::models::{
     AmlFilesystem, ArchiveRequest, ImportJob, ImportJobList, ImportJobProperties, job_finished,
 };
 use crate::azure::resources::FsRef;
+use crate::journal::Journal;
 use crate::store::{self, BlobStore, Kind, Listing};
 
 pub struct HsmMover {
     arm: Arc<Arm>,
     fs: FsRef,
+    /// Holds the auto-export jobs an import paused until they are enabled again, so a run
+    /// killed in between does not leave them off.
+    journal: Arc<Journal>,
     /// The HSM container, read directly to plan imports and verify exports.
     store: Arc<dyn BlobStore>,
     root: PathBuf,
 }
 
 impl HsmMover {
-    pub fn new(arm: Arc<Arm>, fs: FsRef, store: Arc<dyn BlobStore>, root: PathBuf) -> Self {
+    pub fn new(
+        arm: Arc<Arm>,
+        fs: FsRef,
+        journal: Arc<Journal>,
+        store: Arc<dyn BlobStore>,
+        root: PathBuf,
+    ) -> Self {
         HsmMover {
             arm,
             fs,
+            journal,
             store,
             root,
         }
@@ -125,15 +136,11 @@ impl Mover for HsmMover {
             return self.plan_import(&req).await;
         }
         // AMLFS runs one HSM job at a time, auto-export jobs included: pause them for the
-        // import, and enable them again whatever its outcome. (A run killed in between leaves
-        // them paused; the next `auto: true` export step enables its job again.)
+        // import, and enable them again whatever its outcome. The journal holds them while
+        // paused, so after a kill the resumed import enables them.
         let paused = self.pause_auto_exports().await?;
         let result = self.import_job(req, progress).await;
-        for job in &paused {
-            if let Err(e) = self.set_auto_export(job, "Enable").await {
-                tracing::warn!("cannot enable auto-export job {job} again: {e}");
-            }
-        }
+        self.resume_auto_exports(paused).await?;
         result
     }
 
@@ -306,7 +313,7 @@ impl HsmMover {
 
     /// Archives `path` and waits for it, after any archive already running.
     /// Disables the file system's enabled auto-export jobs and waits until they stop;
-    /// returns their names.
+    /// returns them with any a killed run left paused, all recorded in the journal first.
     async fn pause_auto_exports(&self) -> Result<Vec<String>, MoverError> {
         let list: serde_json::Value = self
             .arm
@@ -321,6 +328,15 @@ impl HsmMover {
             .filter(|j| j["properties"]["adminStatus"] == "Enable")
             .filter_map(|j| j["name"].as_str().map(str::to_string))
             .collect();
+        let id = self.fs.path();
+        let mut paused = self.journal.paused_auto_exports(&id)?;
+        for job in &enabled {
+            if !paused.iter().any(|p| p.eq_ignore_ascii_case(job)) {
+                paused.push(job.clone());
+            }
+        }
+        self.journal.set_paused_auto_exports(&id, &paused)?;
+        self.journal.flush()?;
         for job in &enabled {
             tracing::info!("pausing auto-export job {job} for the import");
             self.set_auto_export(job, "Disable").await?;
@@ -341,7 +357,30 @@ impl HsmMover {
                 tokio::time::sleep(self.arm.poll_interval()).await;
             }
         }
-        Ok(enabled)
+        Ok(paused)
+    }
+
+    /// Enables the paused jobs again (those since deleted are forgotten); any that cannot be
+    /// enabled now stay recorded for the next import to retry.
+    async fn resume_auto_exports(&self, paused: Vec<String>) -> Result<(), MoverError> {
+        let mut left = Vec::new();
+        for job in paused {
+            let path = self.fs.auto_export_job_path(&job);
+            let enabled = match self.arm.get::<serde_json::Value>(&path).await {
+                Ok(None) => continue,
+                Ok(Some(j)) if j["properties"]["adminStatus"] == "Enable" => Ok(()),
+                Ok(Some(_)) => self.set_auto_export(&job, "Enable").await,
+                Err(e) => Err(self.err(e)),
+            };
+            if let Err(e) = enabled {
+                tracing::warn!("cannot enable auto-export job {job} again: {e}");
+                left.push(job);
+            }
+        }
+        self.journal
+            .set_paused_auto_exports(&self.fs.path(), &left)?;
+        self.journal.flush()?;
+        Ok(())
     }
 
     async fn set_auto_export(&self, job: &str, status: &str) -> Result<(), MoverError> {
