@@ -176,11 +176,16 @@ fn mover(
 
 /// The ARM endpoint: `STAGE_ARM_ENDPOINT`, else the pipeline's, else Azure's public cloud.
 pub fn arm_endpoint(p: &Pipeline) -> String {
+    env_arm_endpoint()
+        .or_else(|| p.azure.as_ref().and_then(|a| a.endpoint.clone()))
+        .unwrap_or_else(|| "https://management.azure.com".into())
+}
+
+/// `STAGE_ARM_ENDPOINT`, which overrides any pipeline's endpoint.
+pub fn env_arm_endpoint() -> Option<String> {
     std::env::var("STAGE_ARM_ENDPOINT")
         .ok()
         .filter(|v| !v.is_empty())
-        .or_else(|| p.azure.as_ref().and_then(|a| a.endpoint.clone()))
-        .unwrap_or_else(|| "https://management.azure.com".into())
 }
 
 fn azure_backends(
@@ -225,15 +230,18 @@ fn azure_backends(
 /// An ARM client for the pipeline's endpoint: a loopback emulator takes any bearer token;
 /// everything else gets a real one from azure_identity.
 pub fn arm_client(p: &Pipeline) -> Result<crate::azure::arm::Arm, TargetError> {
+    arm_client_at(&arm_endpoint(p))
+}
+
+pub fn arm_client_at(endpoint: &str) -> Result<crate::azure::arm::Arm, TargetError> {
     use crate::azure::arm::{Arm, Auth};
     let bad = |e: &dyn std::fmt::Display| TargetError::Azure(e.to_string());
-    let endpoint = arm_endpoint(p);
-    let auth = if crate::azure::is_loopback_http(&endpoint) {
+    let auth = if crate::azure::is_loopback_http(endpoint) {
         Auth::Emulator
     } else {
         Auth::Credential(crate::store::azure::credential::token_credential().map_err(|e| bad(&e))?)
     };
-    Arm::new(&endpoint, auth).map_err(|e| bad(&e))
+    Arm::new(endpoint, auth).map_err(|e| bad(&e))
 }
 
 /// The pipeline's HSM container, as a blob store.

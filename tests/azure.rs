@@ -462,7 +462,8 @@ fn an_auto_export_step_leaves_a_job_that_keeps_exporting() {
     // export step (which would enable its own job anyway).
     std::fs::create_dir_all(b.ws.path().join("more")).unwrap();
     std::fs::copy(
-        b.ws.path().join("pipelines/data/genomics/samples/S1.fastq.gz"),
+        b.ws.path()
+            .join("pipelines/data/genomics/samples/S1.fastq.gz"),
         b.ws.path().join("more/S5.fastq.gz"),
     )
     .unwrap();
@@ -487,7 +488,12 @@ fn an_auto_export_step_leaves_a_job_that_keeps_exporting() {
         b.em.get(&format!("{FS}/autoExportJobs/stage-genomics-export"));
     assert_eq!(job["properties"]["adminStatus"], "Disable", "{job}");
     let o = b.run(Some("process.after-intent"));
-    assert_eq!(o.status.code(), None, "should be killed: {}", text(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        None,
+        "should be killed: {}",
+        text(&o.stderr)
+    );
     let (_, job) =
         b.em.get(&format!("{FS}/autoExportJobs/stage-genomics-export"));
     assert_eq!(job["properties"]["adminStatus"], "Enable", "{job}");
@@ -625,4 +631,72 @@ async fn an_import_with_errors_under_max_errors_completes_partially() {
             .join("filesystems/escape.fastq.gz")
             .exists()
     );
+}
+
+/// On an AMLFS node the Slurm prolog turns `#STAGE in` lines for the file system's own
+/// container into import jobs and copies the rest itself, restores `#STAGE restore` paths,
+/// and when Slurm runs it again (a requeue) finds its job instead of starting another.
+#[test]
+fn a_slurm_prolog_on_an_amlfs_node_stages_in_with_import_jobs() {
+    let b = bed(&[], |y| y);
+    assert_exit(&b.run(None), 0);
+    let fs_dir = b.em.fs_dir("genomics-scratch");
+    b.ws.write("more/S7.fastq.gz", "a new sample\n");
+    let o = run(
+        &b.ws,
+        &["export", "more", &b.az.url("genomics/samples")],
+        None,
+    );
+    assert_exit(&o, 0);
+    let script = b.ws.write(
+        "job.sh",
+        format!(
+            "#!/bin/sh\n#STAGE in {} {}/samples\n#STAGE in {} {}/copied\n#STAGE restore {}/reference\n#STAGE conflict skip\nsrun true\n",
+            b.az.url("genomics/samples"),
+            fs_dir.display(),
+            b.az.url("genomics/reference"),
+            b.ws.path().display(),
+            fs_dir.display()
+        ),
+    );
+    let prolog = |script: &std::path::Path| {
+        let mut c =
+            b.ws.cmd(&["slurm", "prolog", "--script", script.to_str().unwrap()]);
+        c.env("AZURE_STORAGE_CONNECTION_STRING", CONNECTION_STRING)
+            .env("SLURM_JOB_ID", "4242")
+            .env("STAGE_AMLFS", FS)
+            .env("STAGE_AMLFS_MOUNT", &fs_dir)
+            .env("STAGE_ARM_ENDPOINT", b.em.endpoint());
+        c.output().unwrap()
+    };
+    let jobs_before = b.jobs().len();
+    let o = prolog(&script);
+    assert_exit(&o, 0);
+    assert_eq!(
+        std::fs::read_to_string(fs_dir.join("samples/S7.fastq.gz")).unwrap(),
+        "a new sample\n"
+    );
+    assert!(
+        b.jobs().iter().any(|j| j == "slurm-4242-1"),
+        "{:?}",
+        b.jobs()
+    );
+    assert_eq!(b.jobs().len(), jobs_before + 1, "{:?}", b.jobs());
+    // The reference lives in the same container but is wanted elsewhere: copied directly.
+    assert_has(&o.stderr, "copying directly");
+    assert!(b.ws.path().join("copied/chr21-mini.fa").is_file());
+    assert_has(&o.stderr, "reference: 1 files");
+
+    let o = prolog(&script);
+    assert_exit(&o, 0);
+    assert_eq!(b.jobs().len(), jobs_before + 1, "{:?}", b.jobs());
+
+    // A path to restore that is not there fails the prolog (Slurm holds the job).
+    let missing = b.ws.write(
+        "missing.sh",
+        format!("#!/bin/sh\n#STAGE restore {}/nope\n", fs_dir.display()),
+    );
+    let o = prolog(&missing);
+    assert_exit(&o, 1);
+    assert_has(&o.stderr, "FAILED restore");
 }

@@ -15,6 +15,29 @@ pub struct FsRef {
 }
 
 impl FsRef {
+    /// From a file system's ARM id (`/subscriptions/S/resourceGroups/G/providers/
+    /// Microsoft.StorageCache/amlFilesystems/N`), matched case-insensitively as ARM does.
+    pub fn from_id(id: &str, location: &str) -> Option<FsRef> {
+        let parts: Vec<&str> = id.trim_matches('/').split('/').collect();
+        match parts.as_slice() {
+            [s, sub, r, group, p, provider, a, name]
+                if s.eq_ignore_ascii_case("subscriptions")
+                    && r.eq_ignore_ascii_case("resourceGroups")
+                    && p.eq_ignore_ascii_case("providers")
+                    && provider.eq_ignore_ascii_case(PROVIDER)
+                    && a.eq_ignore_ascii_case("amlFilesystems") =>
+            {
+                Some(FsRef {
+                    subscription: sub.to_string(),
+                    group: group.to_string(),
+                    location: location.to_string(),
+                    name: name.to_string(),
+                })
+            }
+            _ => None,
+        }
+    }
+
     pub fn path(&self) -> String {
         format!(
             "/subscriptions/{}/resourceGroups/{}/providers/{PROVIDER}/amlFilesystems/{}",

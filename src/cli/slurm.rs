@@ -7,14 +7,22 @@
 //! error and records it in the state directory.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::{CliError, Ctx};
+use crate::azure::arm::Arm;
+use crate::azure::models::AmlFilesystem;
+use crate::azure::resources::FsRef;
 use crate::exit::Exit;
-use crate::mover::{BlobMover, ExportRequest, ImportRequest, JobStatus, Mover};
+use crate::mover::{
+    BlobMover, ExportRequest, HsmMover, ImportRequest, JobStatus, Mover, MoverError,
+};
 use crate::slurm::directives::{self, Directives};
+use crate::slurm::restore;
+use crate::slurm::route::{self, Route};
+use crate::store::azure::Location;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -29,8 +37,12 @@ where stage-prolog.sh is, for example:
 Job scripts declare what they need:
   #STAGE in  https://ACCOUNT.blob.core.windows.net/CONTAINER/PREFIX  /lustre/job/in
   #STAGE out /lustre/job/out  https://ACCOUNT.blob.core.windows.net/CONTAINER/results
+  #STAGE restore /lustre/reference        (data of files already there, back from blob)
   #STAGE conflict overwrite-if-dirty      (default fail)
   #STAGE max_errors 0
+On an AMLFS node, set STAGE_AMLFS=<file system ARM id> (and STAGE_AMLFS_MOUNT if not
+/mnt/lustre) in /etc/stage/env: `in` lines naming its HSM container at the path AMLFS maps
+the prefix to become AMLFS import jobs; others are copied by stage itself.
 or, without a script of their own, in their comment:
   sbatch --comment \"stage: in URL DIR; out DIR URL\" ...
 
@@ -44,8 +56,9 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Hook {
-    /// Stage a job's `#STAGE in` data into place; blocks until done.
-    Prolog(HookArgs),
+    /// Stage a job's `#STAGE in` data into place and restore its `#STAGE restore` paths;
+    /// blocks until done.
+    Prolog(PrologArgs),
     /// Export a job's `#STAGE out` directories; never fails the node for a transfer error.
     Epilog(HookArgs),
 }
@@ -60,6 +73,24 @@ pub struct HookArgs {
     #[arg(long, default_value = "2h", value_parser = parse_duration)]
     pub timeout: Duration,
 }
+
+#[derive(Debug, clap::Args)]
+pub struct PrologArgs {
+    #[command(flatten)]
+    pub hook: HookArgs,
+    /// The AMLFS file system mounted on this node (its ARM id). `#STAGE in` lines that name
+    /// its HSM container and the directory AMLFS maps the prefix to become AMLFS import jobs
+    /// (server-side, one HSM job at a time); the rest are copied directly.
+    #[arg(long, env = "STAGE_AMLFS", value_name = "ARM_ID")]
+    pub amlfs: Option<String>,
+    /// Where that file system is mounted.
+    #[arg(long, env = "STAGE_AMLFS_MOUNT", default_value = "/mnt/lustre")]
+    pub mount: PathBuf,
+}
+
+/// Files read at once by `#STAGE restore`: each read waits on a restore from blob, so many
+/// in flight keep the HSM copytools busy.
+const RESTORE_READERS: usize = 32;
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::spec::decode::parse_duration(s)
@@ -121,6 +152,69 @@ fn directives(a: &HookArgs) -> Result<Directives, CliError> {
     Ok(d)
 }
 
+/// The node's AMLFS file system, as ARM describes it now.
+struct Amlfs {
+    arm: Arc<Arm>,
+    fs: FsRef,
+    /// ARM id of its HSM container.
+    container: String,
+    mount: PathBuf,
+}
+
+fn hsm_error(what: String, e: impl std::fmt::Display) -> CliError {
+    CliError::Transfer {
+        what,
+        source: MoverError::Hsm(e.to_string()),
+    }
+}
+
+impl Amlfs {
+    async fn open(id: &str, mount: &Path) -> Result<Amlfs, CliError> {
+        let endpoint = crate::target::env_arm_endpoint()
+            .unwrap_or_else(|| "https://management.azure.com".into());
+        let arm = Arc::new(crate::target::arm_client_at(&endpoint)?);
+        let found: Option<AmlFilesystem> = arm
+            .get(id)
+            .await
+            .map_err(|e| hsm_error(format!("file system {id}"), e))?;
+        let fs = found.ok_or_else(|| hsm_error(format!("file system {id}"), "not found"))?;
+        let location = fs.location.clone().unwrap_or_default();
+        let fs_ref = FsRef::from_id(id, &location).ok_or_else(|| {
+            CliError::Usage(format!(
+                "--amlfs `{id}` is not an AMLFS id (/subscriptions/S/resourceGroups/G/providers/Microsoft.StorageCache/amlFilesystems/NAME)"
+            ))
+        })?;
+        let container = fs
+            .properties
+            .hsm
+            .and_then(|h| h.settings)
+            .map(|s| s.container)
+            .ok_or_else(|| hsm_error(format!("file system {id}"), "has no HSM container"))?;
+        Ok(Amlfs {
+            arm,
+            fs: fs_ref,
+            container,
+            mount: mount.to_path_buf(),
+        })
+    }
+
+    fn route(&self, url: &str, dir: &Path) -> Result<Route, CliError> {
+        let loc = Location::parse(url).map_err(|e| CliError::Usage(format!("{url}: {e}")))?;
+        Ok(route::route(&loc, dir, &self.container, &self.mount))
+    }
+
+    fn mover(&self, ctx: &Ctx, url: &str) -> Result<HsmMover, CliError> {
+        let store = crate::store::open(url).map_err(|e| CliError::Usage(format!("{url}: {e}")))?;
+        Ok(HsmMover::new(
+            self.arm.clone(),
+            self.fs.clone(),
+            ctx.open_journal(true)?,
+            store,
+            self.mount.clone(),
+        ))
+    }
+}
+
 fn mover(ctx: &Ctx, url: &str, dir: &std::path::Path) -> Result<BlobMover, CliError> {
     let store = crate::store::open(url).map_err(|e| CliError::Usage(format!("{url}: {e}")))?;
     // Prologs of jobs starting together on one node share the state: queue on its lock.
@@ -142,28 +236,53 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
     }
 }
 
-async fn prolog(ctx: &Ctx, a: HookArgs) -> Result<Exit, CliError> {
-    let d = directives(&a)?;
-    if d.stage_in.is_empty() {
+async fn prolog(ctx: &Ctx, a: PrologArgs) -> Result<Exit, CliError> {
+    let d = directives(&a.hook)?;
+    if d.stage_in.is_empty() && d.restore.is_empty() {
         return Ok(Exit::Success);
     }
     let work = async {
-        for (url, dir) in &d.stage_in {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| CliError::Read(format!("cannot create {}", dir.display()), e))?;
-            let report = mover(ctx, url, dir)?
-                .import(
-                    ImportRequest {
-                        job: format!("slurm-{}", job_id()),
-                        prefixes: vec![String::new()],
-                        conflict: d.conflict,
-                        max_errors: d.max_errors,
-                        dry_run: false,
-                        cancel: None,
-                        detach: false,
-                    },
-                    Box::new(|_, _| {}),
-                )
+        let amlfs = match &a.amlfs {
+            Some(id) if !d.stage_in.is_empty() => Some(Amlfs::open(id, &a.mount).await?),
+            _ => None,
+        };
+        for (i, (url, dir)) in d.stage_in.iter().enumerate() {
+            let mut req = ImportRequest {
+                job: format!("slurm-{}", job_id()),
+                prefixes: vec![String::new()],
+                conflict: d.conflict,
+                max_errors: d.max_errors,
+                dry_run: false,
+                cancel: None,
+                detach: false,
+            };
+            let import_job = match &amlfs {
+                Some(fs) => match fs.route(url, dir)? {
+                    Route::ImportJob { prefix } => Some((fs, prefix)),
+                    Route::Direct { why } => {
+                        log(ctx, "prolog", &format!("{url}: copying directly: {why}"));
+                        None
+                    }
+                },
+                None => None,
+            };
+            let mover: Box<dyn Mover> = match import_job {
+                Some((fs, prefix)) => {
+                    // One job per directive; the same names when Slurm reruns the prolog,
+                    // so a rerun finds its jobs instead of starting them again.
+                    req.job = format!("slurm-{}-{}", job_id(), i + 1);
+                    req.prefixes = vec![prefix];
+                    Box::new(fs.mover(ctx, url)?)
+                }
+                None => {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        CliError::Read(format!("cannot create {}", dir.display()), e)
+                    })?;
+                    Box::new(mover(ctx, url, dir)?)
+                }
+            };
+            let report = mover
+                .import(req, Box::new(|_, _| {}))
                 .await
                 .map_err(|source| CliError::Transfer {
                     what: format!("stage in {url}"),
@@ -180,9 +299,32 @@ async fn prolog(ctx: &Ctx, a: HookArgs) -> Result<Exit, CliError> {
             }
             log(ctx, "prolog", &what);
         }
+        for path in &d.restore {
+            let p = path.clone();
+            let restored =
+                tokio::task::spawn_blocking(move || restore::restore(&p, RESTORE_READERS))
+                    .await
+                    .map_err(|e| hsm_error(format!("restore {}", path.display()), e))?;
+            match restored {
+                Ok(r) => log(
+                    ctx,
+                    "prolog",
+                    &format!(
+                        "restore {}: {} files ({}) on the file system",
+                        path.display(),
+                        r.files,
+                        indicatif::HumanBytes(r.bytes)
+                    ),
+                ),
+                Err(e) => {
+                    log(ctx, "prolog", &format!("FAILED restore {e}"));
+                    return Ok(Exit::Failed);
+                }
+            }
+        }
         Ok(Exit::Success)
     };
-    match tokio::time::timeout(a.timeout, work).await {
+    match tokio::time::timeout(a.hook.timeout, work).await {
         Ok(Err(e)) => {
             log(ctx, "prolog", &format!("FAILED {e}"));
             Err(e)
@@ -192,7 +334,7 @@ async fn prolog(ctx: &Ctx, a: HookArgs) -> Result<Exit, CliError> {
             log(
                 ctx,
                 "prolog",
-                &format!("FAILED: not done after {:?}", a.timeout),
+                &format!("FAILED: not done after {:?}", a.hook.timeout),
             );
             Ok(Exit::Failed)
         }

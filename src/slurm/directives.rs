@@ -6,7 +6,11 @@
 //! #STAGE out /lustre/run42/results  https://acct.blob.core.windows.net/genomics/results
 //! #STAGE conflict overwrite-if-dirty
 //! #STAGE max_errors 0
+//! #STAGE restore /lustre/reference
 //! ```
+//!
+//! `restore` brings the data of files already on the file system back from the HSM backend
+//! (see [`super::restore`]).
 //!
 //! The same directives may come from the job's comment, for jobs without a script of their own
 //! (`srun`, a workflow tool's generated scripts): `sbatch --comment "stage: in URL DIR; out DIR
@@ -23,6 +27,8 @@ pub struct Directives {
     pub stage_in: Vec<(String, PathBuf)>,
     /// (directory, container URL with prefix)
     pub stage_out: Vec<(PathBuf, String)>,
+    /// Paths whose files' data must be on the file system before the job starts.
+    pub restore: Vec<PathBuf>,
     pub conflict: ConflictMode,
     pub max_errors: i64,
 }
@@ -37,7 +43,7 @@ pub struct DirectiveError {
 
 impl Directives {
     pub fn is_empty(&self) -> bool {
-        self.stage_in.is_empty() && self.stage_out.is_empty()
+        self.stage_in.is_empty() && self.stage_out.is_empty() && self.restore.is_empty()
     }
 }
 
@@ -46,6 +52,7 @@ impl Default for Directives {
         Directives {
             stage_in: Vec::new(),
             stage_out: Vec::new(),
+            restore: Vec::new(),
             conflict: ConflictMode::Fail,
             max_errors: 0,
         }
@@ -112,6 +119,7 @@ fn apply(d: &mut Directives, rest: &str, place: &str) -> Result<(), DirectiveErr
     match words.as_slice() {
         ["in", from, to] => d.stage_in.push((url(from)?, absolute(to)?)),
         ["out", from, to] => d.stage_out.push((absolute(from)?, url(to)?)),
+        ["restore", path] => d.restore.push(absolute(path)?),
         ["conflict", mode] => {
             d.conflict = ConflictMode::from_name(mode).ok_or_else(|| {
                 err(format!(
@@ -129,7 +137,7 @@ fn apply(d: &mut Directives, rest: &str, place: &str) -> Result<(), DirectiveErr
         }
         _ => {
             return Err(err(format!(
-                "cannot read `{line}`: expected `in URL DIR`, `out DIR URL`, `conflict MODE` or `max_errors N`"
+                "cannot read `{line}`: expected `in URL DIR`, `out DIR URL`, `restore PATH`, `conflict MODE` or `max_errors N`"
             )));
         }
     }
@@ -143,13 +151,14 @@ mod tests {
     #[test]
     fn directives_in_the_leading_comment_block() {
         let d = parse(
-            "#!/bin/bash\n#SBATCH -N1\n#STAGE in http://127.0.0.1:1/devstoreaccount1/data/in /scratch/in\n\n#STAGE out /scratch/out https://a.blob.core.windows.net/res/run1\n#STAGE conflict skip\n#STAGE max_errors -1\necho hi\n#STAGE in http://x/y/z /late\n",
+            "#!/bin/bash\n#SBATCH -N1\n#STAGE in http://127.0.0.1:1/devstoreaccount1/data/in /scratch/in\n\n#STAGE out /scratch/out https://a.blob.core.windows.net/res/run1\n#STAGE conflict skip\n#STAGE max_errors -1\n#STAGE restore /lustre/ref\necho hi\n#STAGE in http://x/y/z /late\n",
         )
         .unwrap();
         assert_eq!(d.stage_in.len(), 1);
         assert_eq!(d.stage_out[0].0, PathBuf::from("/scratch/out"));
         assert_eq!(d.conflict, ConflictMode::Skip);
         assert_eq!(d.max_errors, -1);
+        assert_eq!(d.restore, vec![PathBuf::from("/lustre/ref")]);
         assert!(parse("#!/bin/sh\necho no directives\n").unwrap().is_empty());
     }
 

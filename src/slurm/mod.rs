@@ -1,3 +1,5 @@
 //! Slurm integration: stage-in from a prolog, stage-out from an epilog.
 
 pub mod directives;
+pub mod restore;
+pub mod route;
