@@ -40,6 +40,8 @@ use super::{Attrs, BlobEntry, BlobStore, Kind, Listing, StoreError, Sum, Uploade
 const BLOCK: usize = 8 << 20;
 /// Range size for downloading large files; blobs up to this size come in one request.
 const RANGE: u64 = 64 << 20;
+/// Blobs up to this size are read into memory whole (at most `transfers` of them at once).
+const SMALL: u64 = 1 << 20;
 /// Blocks (or ranges) of one large file in flight at once.
 const BLOCKS_IN_FLIGHT: usize = 4;
 /// Large files moving at once: bounds memory to about 4 × 4 × 8 MiB whatever `transfers` is.
@@ -511,8 +513,9 @@ fn fail_listing(e: azure_core::Error) -> StoreError {
     StoreError::service(format!("cannot list the container: {}", describe(&e)))
 }
 
-/// One GET for the whole blob; hashing and writing run on a blocking thread fed through a
-/// short queue, so the network side keeps reading while the previous chunk is hashed.
+/// One GET for the whole blob. A small one is written from memory; for a larger one, hashing
+/// and writing run on a blocking thread fed through a short queue, so the network side keeps
+/// reading while the previous chunk is hashed.
 async fn stream_whole(
     blob: &azure_storage_blob::BlobClient,
     e: &BlobEntry,
@@ -531,6 +534,26 @@ async fn stream_whole(
         ..Default::default()
     };
     let mut body = blob.download(Some(opts)).await?.body;
+    if size <= SMALL {
+        // Small: gathered in memory and written in one go from this task. Handing each
+        // chunk to a blocking thread cost more in wake-ups than the write itself.
+        let mut data = Vec::with_capacity(size as usize);
+        while let Some(chunk) = body.next().await {
+            data.extend_from_slice(&chunk?);
+            if data.len() as u64 > size {
+                break;
+            }
+        }
+        if data.len() as u64 != size {
+            return Err(Failure::Transient(format!(
+                "short read: {} of {size} bytes",
+                data.len()
+            )));
+        }
+        hasher.update(&data);
+        std::fs::write(dest, &data)?;
+        return Ok((size, hasher.finish()));
+    }
     let file = std::fs::File::create(dest)?;
     let (tx, rx) = std::sync::mpsc::sync_channel::<azure_core::Bytes>(16);
     let sink = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, Option<Sum>)> {
