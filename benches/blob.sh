@@ -218,7 +218,7 @@ bench_diff() {
   read -r t rss < <(measure "$STAGE" --state-dir "$d/state" -q export "$d/src" "$BASE/diff")
   echo "diff incremental export, 1 changed of $DIFF_BLOBS (journal): ${t}s, ${rss} MB"
   read -r t rss < <(measure "$STAGE" --state-dir "$d/state2" -q export "$d/src" "$BASE/diff")
-  echo "diff incremental export, nothing changed, no journal (MD5 of every file): ${t}s, ${rss} MB"
+  echo "diff incremental export, nothing changed, no journal (checksum of every file): ${t}s, ${rss} MB"
   fresh_azurite
   rclone_config
   rclone --config "$work/rclone.conf" copy --transfers 32 "$d/src" az:diff >/dev/null 2>&1
