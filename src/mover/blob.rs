@@ -322,8 +322,7 @@ impl Inner {
                 continue;
             }
             // Walk and listing are both in name order: merge-join them, holding neither.
-            let mut listing = self.store.list(&path).peekable();
-            let mut container_dirs = std::collections::HashSet::new();
+            let mut blobs = store::join::Cursor::new(self.store.list(&path));
             let mut local_dirs = Vec::new();
             for item in store::dir::walk(&self.root, &path) {
                 let e = match item {
@@ -341,31 +340,7 @@ impl Inner {
                     local_dirs.push(e.name);
                     continue;
                 }
-                let mut matched = None;
-                while let Some(next) = std::pin::Pin::new(&mut listing).peek().await {
-                    let b = match next {
-                        Ok(Listing::Entry(b)) => b,
-                        Ok(Listing::Unusable(_)) => {
-                            listing.next().await;
-                            continue;
-                        }
-                        Err(_) => match listing.next().await {
-                            Some(Err(err)) => return Err(err.into()),
-                            _ => continue,
-                        },
-                    };
-                    if b.kind == Kind::Dir {
-                        container_dirs.insert(b.name.clone());
-                    } else if b.name.as_str() > e.name.as_str() {
-                        break;
-                    } else if b.name == e.name {
-                        matched = Some(b.clone());
-                    }
-                    listing.next().await;
-                    if matched.is_some() {
-                        break;
-                    }
-                }
+                let matched = blobs.find(&e.name).await?;
                 let meta = fs::symlink_metadata(self.root.join(&e.name))
                     .map_err(|err| io_err("cannot stat", &e.name, err))?;
                 if self
@@ -386,13 +361,7 @@ impl Inner {
                     self.export_batch(&mut batch, &mut report, progress).await?;
                 }
             }
-            while let Some(item) = listing.next().await {
-                if let Listing::Entry(b) = item?
-                    && b.kind == Kind::Dir
-                {
-                    container_dirs.insert(b.name);
-                }
-            }
+            let container_dirs = blobs.finish().await?;
             self.export_batch(&mut batch, &mut report, progress).await?;
             if req.dry_run {
                 continue;

@@ -5,7 +5,6 @@
 //! starting another; a job already running on the file system (including the automatic
 //! `importJobInitialAmlfsPut`) is waited for, never collided with.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -507,16 +506,8 @@ impl HsmMover {
         report: &mut ExportReport,
         dry_run: bool,
     ) -> Result<(), MoverError> {
-        let mut blobs: HashMap<String, (u64, Option<store::Sum>)> = HashMap::new();
-        let mut listing = self.store.list(path);
-        while let Some(item) = listing.next().await {
-            if let Listing::Entry(e) = item?
-                && e.kind == Kind::File
-            {
-                blobs.insert(e.name, (e.size, e.sum));
-            }
-        }
-        drop(listing);
+        // Walk and listing in name order, merge-joined: memory does not grow with the tree.
+        let mut blobs = store::join::Cursor::new(self.store.list(path));
         for item in store::dir::walk(&self.root, path) {
             let e = match item {
                 Listing::Entry(e) if e.kind == Kind::File => e,
@@ -529,7 +520,8 @@ impl HsmMover {
             let local = self.root.join(&e.name);
             // The walk has already stat'ed it.
             let size = e.size;
-            match blobs.get(&e.name) {
+            let blob = blobs.find(&e.name).await?.map(|b| (b.size, b.sum));
+            match blob {
                 None if dry_run => {
                     report.exported += 1;
                     report.bytes += size;
@@ -537,7 +529,7 @@ impl HsmMover {
                 None => report
                     .errors
                     .push(format!("{}: not in the container after archive", e.name)),
-                Some((len, _)) if *len != size => {
+                Some((len, _)) if len != size => {
                     if dry_run {
                         report.exported += 1;
                         report.bytes += size;
@@ -549,7 +541,7 @@ impl HsmMover {
                     }
                 }
                 Some((_, sum)) => {
-                    if let Some(want) = *sum {
+                    if let Some(want) = sum {
                         let p = local.clone();
                         let got = tokio::task::spawn_blocking(move || {
                             store::checksum::file(&p, Some(want))

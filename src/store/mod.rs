@@ -11,6 +11,7 @@ mod attrs;
 pub mod azure;
 pub mod checksum;
 pub mod dir;
+pub mod join;
 pub mod redact;
 
 use std::path::Path;
