@@ -178,8 +178,10 @@ fn mover(
 pub fn arm_endpoint(p: &Pipeline) -> String {
     env_arm_endpoint()
         .or_else(|| p.azure.as_ref().and_then(|a| a.endpoint.clone()))
-        .unwrap_or_else(|| "https://management.azure.com".into())
+        .unwrap_or_else(|| DEFAULT_ARM_ENDPOINT.into())
 }
+
+pub const DEFAULT_ARM_ENDPOINT: &str = "https://management.azure.com";
 
 /// `STAGE_ARM_ENDPOINT`, which overrides any pipeline's endpoint.
 pub fn env_arm_endpoint() -> Option<String> {

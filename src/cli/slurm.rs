@@ -40,11 +40,12 @@ Job scripts declare what they need:
   #STAGE restore /lustre/reference        (data of files already there, back from blob)
   #STAGE conflict overwrite-if-dirty      (default fail)
   #STAGE max_errors 0
+or, without a script of their own, in their comment:
+  sbatch --comment \"stage: in URL DIR; out DIR URL\" ...
+
 On an AMLFS node, set STAGE_AMLFS=<file system ARM id> (and STAGE_AMLFS_MOUNT if not
 /mnt/lustre) in /etc/stage/env: `in` lines naming its HSM container at the path AMLFS maps
 the prefix to become AMLFS import jobs; others are copied by stage itself.
-or, without a script of their own, in their comment:
-  sbatch --comment \"stage: in URL DIR; out DIR URL\" ...
 
 Exit codes: prolog 0 staged (or nothing to stage), 1 inputs could not be staged (Slurm drains
 the node and requeues the job held), 2 bad #STAGE lines; epilog always 0 unless its own
@@ -171,7 +172,7 @@ fn hsm_error(what: String, e: impl std::fmt::Display) -> CliError {
 impl Amlfs {
     async fn open(id: &str, mount: &Path) -> Result<Amlfs, CliError> {
         let endpoint = crate::target::env_arm_endpoint()
-            .unwrap_or_else(|| "https://management.azure.com".into());
+            .unwrap_or_else(|| crate::target::DEFAULT_ARM_ENDPOINT.into());
         let arm = Arc::new(crate::target::arm_client_at(&endpoint)?);
         let found: Option<AmlFilesystem> = arm
             .get(id)
