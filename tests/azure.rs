@@ -635,9 +635,10 @@ async fn an_import_with_errors_under_max_errors_completes_partially() {
 
 /// On an AMLFS node the Slurm prolog turns `#STAGE in` lines for the file system's own
 /// container into import jobs and copies the rest itself, restores `#STAGE restore` paths,
-/// and when Slurm runs it again (a requeue) finds its job instead of starting another.
+/// and when Slurm runs it again (a requeue) finds its job instead of starting another; the
+/// epilog archives outputs there the same way.
 #[test]
-fn a_slurm_prolog_on_an_amlfs_node_stages_in_with_import_jobs() {
+fn slurm_hooks_on_an_amlfs_node_stage_through_its_hsm() {
     let b = bed(&[], |y| y);
     assert_exit(&b.run(None), 0);
     let fs_dir = b.em.fs_dir("genomics-scratch");
@@ -659,9 +660,9 @@ fn a_slurm_prolog_on_an_amlfs_node_stages_in_with_import_jobs() {
             fs_dir.display()
         ),
     );
-    let prolog = |script: &std::path::Path| {
+    let hook = |which: &str, script: &std::path::Path| {
         let mut c =
-            b.ws.cmd(&["slurm", "prolog", "--script", script.to_str().unwrap()]);
+            b.ws.cmd(&["slurm", which, "--script", script.to_str().unwrap()]);
         c.env("AZURE_STORAGE_CONNECTION_STRING", CONNECTION_STRING)
             .env("SLURM_JOB_ID", "4242")
             .env("STAGE_AMLFS", FS)
@@ -670,7 +671,7 @@ fn a_slurm_prolog_on_an_amlfs_node_stages_in_with_import_jobs() {
         c.output().unwrap()
     };
     let jobs_before = b.jobs().len();
-    let o = prolog(&script);
+    let o = hook("prolog", &script);
     assert_exit(&o, 0);
     assert_eq!(
         std::fs::read_to_string(fs_dir.join("samples/S7.fastq.gz")).unwrap(),
@@ -687,16 +688,52 @@ fn a_slurm_prolog_on_an_amlfs_node_stages_in_with_import_jobs() {
     assert!(b.ws.path().join("copied/chr21-mini.fa").is_file());
     assert_has(&o.stderr, "reference: 1 files");
 
-    let o = prolog(&script);
+    let o = hook("prolog", &script);
     assert_exit(&o, 0);
     assert_eq!(b.jobs().len(), jobs_before + 1, "{:?}", b.jobs());
+
+    // The epilog: an output in the file system's own container goes out by archive (Lustre
+    // then knows it is archived); one elsewhere is copied directly.
+    std::fs::create_dir_all(fs_dir.join("out-4242")).unwrap();
+    std::fs::write(fs_dir.join("out-4242/result.txt"), "result\n").unwrap();
+    b.ws.write("local-out/log.txt", "log\n");
+    let outs = b.ws.write(
+        "outs.sh",
+        format!(
+            "#!/bin/sh\n#STAGE out {}/out-4242 {}\n#STAGE out {}/local-out {}\n",
+            fs_dir.display(),
+            b.az.url("genomics/out-4242"),
+            b.ws.path().display(),
+            b.az.url("elsewhere/logs-4242"),
+        ),
+    );
+    let o = hook("epilog", &outs);
+    assert_exit(&o, 0);
+    assert!(!text(&o.stderr).contains("FAILED"), "{}", text(&o.stderr));
+    let (_, fs) = b.em.get(FS);
+    let archived = fs["properties"]["hsm"]["archiveStatus"].to_string();
+    assert!(
+        archived.contains("out-4242"),
+        "no archive of out-4242: {archived}"
+    );
+    for (url, file, want) in [
+        ("genomics/out-4242", "result.txt", "result\n"),
+        ("elsewhere/logs-4242", "log.txt", "log\n"),
+    ] {
+        let dst = format!("check-{}", rand_suffix());
+        assert_exit(&run(&b.ws, &["import", &b.az.url(url), &dst], None), 0);
+        assert_eq!(
+            std::fs::read_to_string(b.ws.path().join(&dst).join(file)).unwrap(),
+            want
+        );
+    }
 
     // A path to restore that is not there fails the prolog (Slurm holds the job).
     let missing = b.ws.write(
         "missing.sh",
         format!("#!/bin/sh\n#STAGE restore {}/nope\n", fs_dir.display()),
     );
-    let o = prolog(&missing);
+    let o = hook("prolog", &missing);
     assert_exit(&o, 1);
     assert_has(&o.stderr, "FAILED restore");
 }

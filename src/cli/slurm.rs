@@ -44,8 +44,8 @@ or, without a script of their own, in their comment:
   sbatch --comment \"stage: in URL DIR; out DIR URL\" ...
 
 On an AMLFS node, set STAGE_AMLFS=<file system ARM id> (and STAGE_AMLFS_MOUNT if not
-/mnt/lustre) in /etc/stage/env: `in` lines naming its HSM container at the path AMLFS maps
-the prefix to become AMLFS import jobs; others are copied by stage itself.
+/mnt/lustre) in /etc/stage/env: `in`/`out` lines naming its HSM container at the path AMLFS
+maps the prefix to become AMLFS import jobs / archives; others are copied by stage itself.
 
 Exit codes: prolog 0 staged (or nothing to stage), 1 inputs could not be staged (Slurm drains
 the node and requeues the job held), 2 bad #STAGE lines; epilog always 0 unless its own
@@ -59,7 +59,7 @@ pub struct Args {
 pub enum Hook {
     /// Stage a job's `#STAGE in` data into place and restore its `#STAGE restore` paths;
     /// blocks until done.
-    Prolog(PrologArgs),
+    Prolog(HookArgs),
     /// Export a job's `#STAGE out` directories; never fails the node for a transfer error.
     Epilog(HookArgs),
 }
@@ -73,15 +73,10 @@ pub struct HookArgs {
     /// Give up after this long (so a stuck transfer cannot hold the node forever).
     #[arg(long, default_value = "2h", value_parser = parse_duration)]
     pub timeout: Duration,
-}
-
-#[derive(Debug, clap::Args)]
-pub struct PrologArgs {
-    #[command(flatten)]
-    pub hook: HookArgs,
-    /// The AMLFS file system mounted on this node (its ARM id). `#STAGE in` lines that name
-    /// its HSM container and the directory AMLFS maps the prefix to become AMLFS import jobs
-    /// (server-side, one HSM job at a time); the rest are copied directly.
+    /// The AMLFS file system mounted on this node (its ARM id). `#STAGE in`/`out` lines that
+    /// name its HSM container and the directory AMLFS maps the prefix to go through AMLFS's
+    /// HSM (an import job in, an archive out; server-side, one HSM job at a time); the rest
+    /// are copied directly.
     #[arg(long, env = "STAGE_AMLFS", value_name = "ARM_ID")]
     pub amlfs: Option<String>,
     /// Where that file system is mounted.
@@ -204,8 +199,13 @@ impl Amlfs {
         Ok(route::route(&loc, dir, &self.container, &self.mount))
     }
 
+    /// A mover over the whole HSM container: AMLFS paths are blob names from its root.
     fn mover(&self, ctx: &Ctx, url: &str) -> Result<HsmMover, CliError> {
-        let store = crate::store::open(url).map_err(|e| CliError::Usage(format!("{url}: {e}")))?;
+        let root = Location::parse(url)
+            .map_err(|e| CliError::Usage(format!("{url}: {e}")))?
+            .container_url();
+        let store =
+            crate::store::open(&root).map_err(|e| CliError::Usage(format!("{url}: {e}")))?;
         Ok(HsmMover::new(
             self.arm.clone(),
             self.fs.clone(),
@@ -237,8 +237,8 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
     }
 }
 
-async fn prolog(ctx: &Ctx, a: PrologArgs) -> Result<Exit, CliError> {
-    let d = directives(&a.hook)?;
+async fn prolog(ctx: &Ctx, a: HookArgs) -> Result<Exit, CliError> {
+    let d = directives(&a)?;
     if d.stage_in.is_empty() && d.restore.is_empty() {
         return Ok(Exit::Success);
     }
@@ -259,7 +259,7 @@ async fn prolog(ctx: &Ctx, a: PrologArgs) -> Result<Exit, CliError> {
             };
             let import_job = match &amlfs {
                 Some(fs) => match fs.route(url, dir)? {
-                    Route::ImportJob { prefix } => Some((fs, prefix)),
+                    Route::Hsm { prefix } => Some((fs, prefix)),
                     Route::Direct { why } => {
                         log(ctx, "prolog", &format!("{url}: copying directly: {why}"));
                         None
@@ -325,7 +325,7 @@ async fn prolog(ctx: &Ctx, a: PrologArgs) -> Result<Exit, CliError> {
         }
         Ok(Exit::Success)
     };
-    match tokio::time::timeout(a.hook.timeout, work).await {
+    match tokio::time::timeout(a.timeout, work).await {
         Ok(Err(e)) => {
             log(ctx, "prolog", &format!("FAILED {e}"));
             Err(e)
@@ -335,7 +335,7 @@ async fn prolog(ctx: &Ctx, a: PrologArgs) -> Result<Exit, CliError> {
             log(
                 ctx,
                 "prolog",
-                &format!("FAILED: not done after {:?}", a.hook.timeout),
+                &format!("FAILED: not done after {:?}", a.timeout),
             );
             Ok(Exit::Failed)
         }
@@ -349,18 +349,47 @@ async fn epilog(ctx: &Ctx, a: HookArgs) -> Result<Exit, CliError> {
     }
     let work = async {
         let mut failures = Vec::new();
-        for (dir, url) in &d.stage_out {
-            let result = match mover(ctx, url, dir) {
+        // Without ARM the outputs still reach blob: copied directly.
+        let amlfs = match &a.amlfs {
+            Some(id) => match Amlfs::open(id, &a.mount).await {
+                Ok(fs) => Some(fs),
+                Err(e) => {
+                    log(ctx, "epilog", &format!("{e}: copying directly"));
+                    None
+                }
+            },
+            None => None,
+        };
+        for (i, (dir, url)) in d.stage_out.iter().enumerate() {
+            let mut req = ExportRequest {
+                job: format!("slurm-{}", job_id()),
+                paths: vec![String::new()],
+                dry_run: false,
+                auto: false,
+            };
+            let archive = match amlfs.as_ref().map(|fs| (fs, fs.route(url, dir))) {
+                Some((fs, Ok(Route::Hsm { prefix }))) => Some((fs, prefix)),
+                Some((_, Ok(Route::Direct { why }))) => {
+                    log(ctx, "epilog", &format!("{url}: copying directly: {why}"));
+                    None
+                }
+                Some((_, Err(e))) => {
+                    failures.push(format!("{} -> {url}: {e}", dir.display()));
+                    continue;
+                }
+                None => None,
+            };
+            let mover: Result<Box<dyn Mover>, CliError> = match archive {
+                Some((fs, prefix)) => {
+                    req.job = format!("slurm-{}-out-{}", job_id(), i + 1);
+                    req.paths = vec![prefix];
+                    fs.mover(ctx, url).map(|m| Box::new(m) as Box<dyn Mover>)
+                }
+                None => mover(ctx, url, dir).map(|m| Box::new(m) as Box<dyn Mover>),
+            };
+            let result = match mover {
                 Ok(m) => m
-                    .export(
-                        ExportRequest {
-                            job: format!("slurm-{}", job_id()),
-                            paths: vec![String::new()],
-                            dry_run: false,
-                            auto: false,
-                        },
-                        Box::new(|_, _| {}),
-                    )
+                    .export(req, Box::new(|_, _| {}))
                     .await
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),

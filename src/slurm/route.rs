@@ -1,10 +1,11 @@
-//! Which way a `#STAGE in` goes on a node whose Lustre is an AMLFS file system.
+//! Which way a `#STAGE in` or `out` goes on a node whose Lustre is an AMLFS file system.
 //!
-//! AMLFS imports blob `P/x` of its HSM container to `MOUNT/P/x`, server-side, restoring file
-//! data on first access. So a directive whose container is the file system's own and whose
-//! directory is where AMLFS would put the prefix becomes an import job; anything else (another
-//! account or container, a directory elsewhere) is copied by the direct mover. Job scripts
-//! stay the same whichever way the site stages.
+//! AMLFS maps blob `P/x` of its HSM container to `MOUNT/P/x` both ways, server-side: import
+//! jobs bring blobs in (data restored on first access), archive writes files back and marks
+//! them archived in Lustre's HSM state. So a directive whose container is the file system's
+//! own and whose directory is where AMLFS maps the prefix goes through AMLFS's HSM; anything
+//! else (another account or container, a directory elsewhere) is copied by the direct mover.
+//! Job scripts stay the same whichever way the site stages.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -12,9 +13,10 @@ use crate::store::azure::Location;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route {
-    /// An AMLFS import job of this blob prefix (no leading `/`; empty for all).
-    ImportJob { prefix: String },
-    /// The direct mover, and why not an import job.
+    /// AMLFS's own HSM (an import job in, an archive out) for this prefix (no leading `/`;
+    /// empty for all).
+    Hsm { prefix: String },
+    /// The direct mover, and why not AMLFS's HSM.
     Direct { why: String },
 }
 
@@ -60,13 +62,13 @@ pub fn route(url: &Location, dir: &Path, hsm_container_id: &str, mount: &Path) -
     if normal(dir) != lands {
         return Route::Direct {
             why: format!(
-                "an import job would put this prefix at {}, not {}",
+                "AMLFS maps this prefix to {}, not {}",
                 lands.display(),
                 dir.display()
             ),
         };
     }
-    Route::ImportJob { prefix }
+    Route::Hsm { prefix }
 }
 
 #[cfg(test)]
@@ -80,7 +82,7 @@ mod tests {
     }
 
     #[test]
-    fn the_file_systems_own_container_at_its_own_path_is_an_import_job() {
+    fn the_file_systems_own_container_at_its_own_path_goes_through_its_hsm() {
         let mount = Path::new("/mnt/lustre");
         assert_eq!(
             route(
@@ -89,7 +91,7 @@ mod tests {
                 HSM,
                 mount
             ),
-            Route::ImportJob {
+            Route::Hsm {
                 prefix: "run7/samples".into()
             }
         );
@@ -100,7 +102,7 @@ mod tests {
                 HSM,
                 mount
             ),
-            Route::ImportJob { prefix: "".into() }
+            Route::Hsm { prefix: "".into() }
         );
     }
 
