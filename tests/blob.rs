@@ -640,7 +640,7 @@ async fn content_that_does_not_match_its_recorded_checksum_is_refused() {
     for (name, check) in [("small", "CRC64"), ("large", "CRC64"), ("md5", "MD5")] {
         let line = String::from_utf8_lossy(&o.stderr)
             .lines()
-            .find(|l| l.contains(name) && l.contains("does not match"))
+            .find(|l| l.contains(name) && l.contains("does not match") && l.contains("damaged"))
             .map(str::to_string);
         assert!(
             line.as_deref().is_some_and(|l| l.contains(check)),

@@ -122,8 +122,14 @@ pub fn verify(size: u64, want: Option<Sum>, n: u64, got: Option<Sum>) -> Result<
     }
     match (want, got) {
         (Some(w), Some(g)) if w == g => Ok(()),
+        (Some(w @ Sum::Crc64(_)), _) => Err(format!(
+            "{} of the data read does not match the one recorded with the blob ({CRC64_KEY}): \
+             the blob is damaged, or a tool rewrote it and kept stage's metadata",
+            w.name()
+        )),
         (Some(w), _) => Err(format!(
-            "{} of the data read does not match the one recorded with the blob",
+            "{} of the data read does not match the blob's Content-MD5: the blob is damaged, \
+             or its Content-MD5 was set by hand",
             w.name()
         )),
         (None, _) => Ok(()),
