@@ -545,8 +545,9 @@ async fn stream_whole(
             }
         }
         if data.len() as u64 != size {
+            // Cut short, or the blob changed since it was listed: try again.
             return Err(Failure::Transient(format!(
-                "short read: {} of {size} bytes",
+                "read {} bytes of a blob listed with {size}",
                 data.len()
             )));
         }
