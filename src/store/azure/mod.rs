@@ -93,6 +93,10 @@ fn sdk_error(e: azure_core::Error) -> Failure {
         Some(StatusCode::NotFound) if text.contains("ContainerNotFound") => {
             Failure::Fatal(format!("container not found ({text})"))
         }
+        // Only reads send a condition (the listed version).
+        Some(StatusCode::PreconditionFailed) => Failure::Item(format!(
+            "the blob changed since it was listed ({text}); the next run imports the new version"
+        )),
         Some(_) => Failure::Item(text),
         // No response at all: connection refused or cut, timeouts.
         None => Failure::Transient(text),
@@ -154,6 +158,13 @@ fn md5_array(v: Option<&Vec<u8>>) -> Option<[u8; 16]> {
 
 fn unquote(etag: impl std::fmt::Display) -> String {
     etag.to_string().trim_matches('"').to_string()
+}
+
+/// `If-Match` for the version a listing saw: reads of a blob rewritten since then fail (412)
+/// instead of mixing versions across ranges or pairing new content with the old ETag and
+/// checksum in the journal.
+fn listed_version(e: &BlobEntry) -> Option<azure_core::http::Etag> {
+    (!e.etag.is_empty()).then(|| format!("\"{}\"", e.etag).into())
 }
 
 impl AzureStore {
@@ -291,6 +302,7 @@ impl AzureStore {
                     range: Some(HttpRange::new(start, len)),
                     parallel: NonZero::new(1),
                     partition_size: NonZero::new(len as usize),
+                    if_match: listed_version(e),
                     ..Default::default()
                 };
                 let mut hasher = if per_range {
@@ -531,6 +543,7 @@ async fn stream_whole(
     let opts = BlobClientDownloadOptions {
         parallel: NonZero::new(1),
         partition_size: NonZero::new(size as usize),
+        if_match: listed_version(e),
         ..Default::default()
     };
     let mut body = blob.download(Some(opts)).await?.body;
