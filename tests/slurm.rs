@@ -151,6 +151,57 @@ fn hooks_with_nothing_declared_do_nothing_and_bad_directives_are_refused() {
     assert_has(&o.stderr, "batch script line 2");
 }
 
+/// `#STAGE restore` hands every file to `lfs hsm_restore` when `lfs` is installed (Lustre
+/// cannot run here: a stand-in records the arguments it is given, which is our side of the
+/// contract: every file once, after `--`, names with spaces and quotes intact), then reads
+/// each file; symlinks are not followed.
+#[test]
+fn restore_queues_every_file_with_lfs_then_reads_them() {
+    let ws = Workspace::new();
+    let data = ws.path().join("lustre/ref");
+    ws.write("lustre/ref/a.fa", "A");
+    ws.write("lustre/ref/sub/it's b.fa", "B");
+    std::os::unix::fs::symlink("/etc", data.join("etc-link")).unwrap();
+    let bin = ws.path().join("bin");
+    let calls = ws.path().join("lfs-calls");
+    ws.write(
+        "bin/lfs",
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" >> '{}'\n",
+            calls.display()
+        ),
+    );
+    std::fs::set_permissions(
+        bin.join("lfs"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let script = ws.write(
+        "job.sh",
+        format!("#!/bin/sh\n#STAGE restore {}\n", data.display()),
+    );
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let o = ws
+        .cmd(&["slurm", "prolog", "--script", script.to_str().unwrap()])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    assert_has(&o.stderr, "2 files");
+    let args = std::fs::read_to_string(&calls).unwrap();
+    let mut lines: Vec<&str> = args.lines().collect();
+    assert_eq!(&lines[..2], &["hsm_restore", "--"], "{args}");
+    lines.drain(..2);
+    lines.sort();
+    assert_eq!(
+        lines,
+        vec![
+            data.join("a.fa").to_str().unwrap(),
+            data.join("sub/it's b.fa").to_str().unwrap(),
+        ]
+    );
+}
+
 #[test]
 fn a_failed_stage_out_keeps_the_node_up_and_shows_in_status() {
     let mut az = Azurite::start();
