@@ -700,16 +700,25 @@ fn slurm_hooks_on_an_amlfs_node_stage_through_its_hsm() {
     let outs = b.ws.write(
         "outs.sh",
         format!(
-            "#!/bin/sh\n#STAGE out {}/out-4242 {}\n#STAGE out {}/local-out {}\n",
+            "#!/bin/sh\n#STAGE out {}/out-4242 {}\n#STAGE out {}/local-out {}\n#STAGE out {}/never-written {}\n",
             fs_dir.display(),
             b.az.url("genomics/out-4242"),
             b.ws.path().display(),
             b.az.url("elsewhere/logs-4242"),
+            fs_dir.display(),
+            b.az.url("genomics/never-written"),
         ),
     );
     let o = hook("epilog", &outs);
     assert_exit(&o, 0);
-    assert!(!text(&o.stderr).contains("FAILED"), "{}", text(&o.stderr));
+    // Only the output the job never wrote failed (recorded; the node stays up).
+    let failed: Vec<String> = text(&o.stderr)
+        .lines()
+        .filter(|l| l.contains("FAILED"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(failed.len(), 1, "{}", text(&o.stderr));
+    assert!(failed[0].contains("never-written: not found"), "{failed:?}");
     let (_, fs) = b.em.get(FS);
     let archived = fs["properties"]["hsm"]["archiveStatus"].to_string();
     assert!(
