@@ -185,6 +185,19 @@ fn genomics_on_the_azure_target_end_to_end_then_nothing_to_do() {
     let o = b.run(None);
     assert_exit(&o, 0);
     assert_has(&o.stderr, "nothing to do");
+    // The emulator archives as AMLFS does: AMLFS metadata, none of stage's own.
+    let blobs = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(azurite::listing(&azurite::raw(&b.az, "genomics")));
+    let results: Vec<_> = blobs
+        .iter()
+        .filter(|(n, _)| n.starts_with("results/"))
+        .collect();
+    assert!(!results.is_empty(), "{blobs:?}");
+    for (name, meta) in results {
+        assert!(meta.contains_key("permissions"), "{name}: {meta:?}");
+        assert!(!meta.contains_key("stage_crc64"), "{name}: {meta:?}");
+    }
 }
 
 #[test]

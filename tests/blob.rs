@@ -5,14 +5,12 @@
 mod azurite;
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Output;
 
-use azure_storage_blob::BlobContainerClient;
-use azure_storage_blob::models::{BlobContainerClientListBlobsOptions, ListBlobsIncludeItem};
-use azurite::{Azurite, CONNECTION_STRING, put, raw};
+use azurite::{Azurite, CONNECTION_STRING, listing, put, raw};
 use common::*;
 use futures::StreamExt;
 use stage::store::azure::{Location, credential};
@@ -22,22 +20,6 @@ fn stage_env(ws: &Workspace, args: &[&str]) -> Output {
         .env("AZURE_STORAGE_CONNECTION_STRING", CONNECTION_STRING)
         .output()
         .expect("run stage")
-}
-
-async fn listing(c: &BlobContainerClient) -> BTreeMap<String, HashMap<String, String>> {
-    let opts = BlobContainerClientListBlobsOptions {
-        include: Some(vec![ListBlobsIncludeItem::Metadata]),
-        ..Default::default()
-    };
-    let mut pages = c.list_blobs(Some(opts)).unwrap().into_pages();
-    let mut out = BTreeMap::new();
-    while let Some(page) = pages.next().await {
-        for item in page.unwrap().into_model().unwrap().blob_items {
-            let meta = item.metadata.and_then(|m| m.values).unwrap_or_default();
-            out.insert(item.name.unwrap(), meta);
-        }
-    }
-    out
 }
 
 /// Relative path → length and a digest, so a failed comparison prints names, not bytes.

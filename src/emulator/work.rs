@@ -198,8 +198,15 @@ pub async fn delete(state: Arc<State>, fs: FsKey, op: String) {
     state.finish_operation(&op, None);
 }
 
+/// Who writes to the HSM container: AMLFS's archive leaves no stage metadata behind.
+#[derive(Clone, Copy)]
+enum Writer {
+    Import,
+    Archive,
+}
+
 /// The blob store behind an HSM container id.
-fn store(state: &State, container_id: &str) -> Result<Arc<dyn BlobStore>, String> {
+fn store(state: &State, container_id: &str, writer: Writer) -> Result<Arc<dyn BlobStore>, String> {
     let (account, container) = paths::container_id(container_id)
         .ok_or_else(|| format!("not a container id: {container_id}"))?;
     let endpoint = state
@@ -208,9 +215,11 @@ fn store(state: &State, container_id: &str) -> Result<Arc<dyn BlobStore>, String
         .clone()
         .unwrap_or_else(|| format!("https://{account}.blob.core.windows.net"));
     let url = format!("{}/{container}", endpoint.trim_end_matches('/'));
-    AzureStore::from_env(&url)
-        .map(|s| Arc::new(s) as Arc<dyn BlobStore>)
-        .map_err(|e| e.to_string())
+    let store = AzureStore::from_env(&url).map_err(|e| e.to_string())?;
+    Ok(Arc::new(match writer {
+        Writer::Import => store,
+        Writer::Archive => store.without_checksum_metadata(),
+    }))
 }
 
 /// The HSM container, the directory and the HSM lock of a ready file system.
@@ -239,8 +248,9 @@ fn mover(
     fs_key: &str,
     container: &str,
     dir: std::path::PathBuf,
+    writer: Writer,
 ) -> Result<BlobMover, String> {
-    let store = store(state, container)?;
+    let store = store(state, container, writer)?;
     let transfers = store.default_transfers();
     Ok(BlobMover::new(
         format!("emulator:{fs_key}"),
@@ -302,7 +312,7 @@ pub async fn import_job(state: Arc<State>, fs: FsKey, key: String, op: String) {
     if state.opts.faults.fail_jobs {
         return fail_job(&state, &key, "injected failure");
     }
-    let mover = match mover(&state, &fs.key(), &container, dir) {
+    let mover = match mover(&state, &fs.key(), &container, dir, Writer::Import) {
         Ok(m) => m,
         Err(msg) => return fail_job(&state, &key, &msg),
     };
@@ -370,7 +380,7 @@ pub async fn archive(state: Arc<State>, fs: FsKey, path: String) {
     };
     let _turn = hsm.lock().await;
     tokio::time::sleep(state.opts.job_delay).await;
-    let mover = match mover(&state, &key, &container, dir) {
+    let mover = match mover(&state, &key, &container, dir, Writer::Archive) {
         Ok(m) => m,
         Err(msg) => return finish("Failed", failed(msg)),
     };
@@ -446,7 +456,7 @@ pub async fn auto_export(state: Arc<State>, fs: FsKey, key: String) {
         };
         let pass = {
             let _turn = hsm.lock().await;
-            match mover(&state, &fs_key, &container, dir) {
+            match mover(&state, &fs_key, &container, dir, Writer::Archive) {
                 Ok(m) => m
                     .export(
                         ExportRequest {

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use azure_core::http::{RequestContent, Url};
 use azure_storage_blob::BlobContainerClient;
-use azure_storage_blob::models::BlockBlobClientUploadOptions;
+use azure_storage_blob::models::{
+    BlobContainerClientListBlobsOptions, BlockBlobClientUploadOptions, ListBlobsIncludeItem,
+};
+use futures::StreamExt;
 use stage::store::azure::{Location, credential};
 
 pub const CONNECTION_STRING: &str = "UseDevelopmentStorage=true";
@@ -106,4 +109,23 @@ pub async fn put(c: &BlobContainerClient, name: &str, data: &[u8], meta: &[(&str
         .upload(RequestContent::from(data.to_vec()), Some(opts))
         .await
         .unwrap();
+}
+
+/// Every blob of the container with its metadata.
+pub async fn listing(
+    c: &BlobContainerClient,
+) -> std::collections::BTreeMap<String, std::collections::HashMap<String, String>> {
+    let opts = BlobContainerClientListBlobsOptions {
+        include: Some(vec![ListBlobsIncludeItem::Metadata]),
+        ..Default::default()
+    };
+    let mut pages = c.list_blobs(Some(opts)).unwrap().into_pages();
+    let mut out = std::collections::BTreeMap::new();
+    while let Some(page) = pages.next().await {
+        for item in page.unwrap().into_model().unwrap().blob_items {
+            let meta = item.metadata.and_then(|m| m.values).unwrap_or_default();
+            out.insert(item.name.unwrap(), meta);
+        }
+    }
+    out
 }

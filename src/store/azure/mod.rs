@@ -56,6 +56,8 @@ pub struct AzureStore {
     client: BlobContainerClient,
     large: Semaphore,
     container_checked: OnceCell<()>,
+    /// Uploads record `stage_crc64` (see [`checksum`]); off only where the writer plays AMLFS.
+    record_crc: bool,
 }
 
 /// One line for a failed request: status and service error code, not the XML body.
@@ -209,8 +211,17 @@ impl AzureStore {
             root,
             client,
             large: Semaphore::new(LARGE_FILES),
+            record_crc: true,
             container_checked: OnceCell::new(),
         })
+    }
+
+    /// Writes blobs as AMLFS's own archive does, without `stage_crc64`: for the emulator, so
+    /// what it archives verifies the way a real archive's blobs do (by Content-MD5 where the
+    /// upload set one, else by length).
+    pub fn without_checksum_metadata(mut self) -> Self {
+        self.record_crc = false;
+        self
     }
 
     pub fn location(&self) -> &Location {
@@ -363,10 +374,12 @@ impl AzureStore {
             // Content-MD5 on a single-request upload is checked by the service on arrival.
             let md5: [u8; 16] = Md5::digest(&data).into();
             let n = data.len() as u64;
-            metadata.insert(
-                CRC64_KEY.to_string(),
-                Sum::crc64_hex(crc_fast::checksum(CrcAlgorithm::Crc64Nvme, &data)),
-            );
+            if self.record_crc {
+                metadata.insert(
+                    CRC64_KEY.to_string(),
+                    Sum::crc64_hex(crc_fast::checksum(CrcAlgorithm::Crc64Nvme, &data)),
+                );
+            }
             let opts = BlockBlobClientUploadOptions {
                 metadata: Some(metadata),
                 blob_content_md5: Some(md5.to_vec()),
@@ -425,7 +438,9 @@ impl AzureStore {
         while let Some(r) = in_flight.next().await {
             r?;
         }
-        if let Some(Sum::Crc64(crc)) = whole.finish() {
+        if let Some(Sum::Crc64(crc)) = whole.finish()
+            && self.record_crc
+        {
             metadata.insert(CRC64_KEY.to_string(), Sum::crc64_hex(crc));
         }
         let list = BlockLookupList {
