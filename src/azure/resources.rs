@@ -84,6 +84,22 @@ pub fn storage_account(container: &str) -> Option<String> {
     Some(container[..at].to_string())
 }
 
+/// `…/storageAccounts/ACCOUNT/blobServices/default/containers/CONTAINER` → (account, container).
+pub fn container_parts(id: &str) -> Option<(String, String)> {
+    let s: Vec<&str> = id.trim_matches('/').split('/').collect();
+    let pos = s
+        .iter()
+        .position(|p| p.eq_ignore_ascii_case("storageAccounts"))?;
+    match &s[pos..] {
+        [_, account, bs, _default, cs, container]
+            if bs.eq_ignore_ascii_case("blobServices") && cs.eq_ignore_ascii_case("containers") =>
+        {
+            Some((account.to_string(), container.to_string()))
+        }
+        _ => None,
+    }
+}
+
 pub fn fs_ref(p: &Pipeline) -> Result<FsRef, ResourceError> {
     let az = p
         .azure
@@ -206,6 +222,20 @@ pub fn drift(want: &AmlFilesystem, have: &AmlFilesystem) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn container_ids_split_into_account_and_container() {
+        assert_eq!(
+            container_parts(
+                "/subscriptions/s/resourceGroups/r/providers/Microsoft.Storage/storageAccounts/acct/blobServices/default/containers/data"
+            ),
+            Some(("acct".into(), "data".into()))
+        );
+        assert_eq!(
+            container_parts("/subscriptions/s/storageAccounts/acct"),
+            None
+        );
+    }
 
     #[test]
     fn drift_names_each_immutable_difference_and_ignores_case_of_ids() {

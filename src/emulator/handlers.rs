@@ -379,13 +379,13 @@ fn validate(r: &AmlFilesystem) -> Result<(), (String, &'static str)> {
         ));
     }
     if let Some(s) = r.properties.hsm.as_ref().and_then(|h| h.settings.as_ref()) {
-        if paths::container_id(&s.container).is_none() {
+        if crate::azure::resources::container_parts(&s.container).is_none() {
             return Err((
                 "hsm container must be a container resource id".into(),
                 "properties.hsm.settings.container",
             ));
         }
-        if paths::container_id(&s.logging_container).is_none() {
+        if crate::azure::resources::container_parts(&s.logging_container).is_none() {
             return Err((
                 "hsm loggingContainer must be a container resource id".into(),
                 "properties.hsm.settings.loggingContainer",

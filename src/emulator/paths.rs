@@ -185,22 +185,6 @@ pub fn parse(path: &str) -> Option<Target> {
     }
 }
 
-/// `…/storageAccounts/ACCOUNT/blobServices/default/containers/CONTAINER` → (account, container).
-pub fn container_id(id: &str) -> Option<(String, String)> {
-    let s: Vec<&str> = id.trim_matches('/').split('/').collect();
-    let pos = s
-        .iter()
-        .position(|p| p.eq_ignore_ascii_case("storageAccounts"))?;
-    match &s[pos..] {
-        [_, account, bs, _default, cs, container]
-            if bs.eq_ignore_ascii_case("blobServices") && cs.eq_ignore_ascii_case("containers") =>
-        {
-            Some((account.to_string(), container.to_string()))
-        }
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,12 +210,6 @@ mod tests {
         assert_eq!(
             parse("/subscriptions/s/resourceGroups/r/providers/Other/x/y"),
             None
-        );
-        assert_eq!(
-            container_id(
-                "/subscriptions/s/resourceGroups/r/providers/Microsoft.Storage/storageAccounts/acct/blobServices/default/containers/data"
-            ),
-            Some(("acct".into(), "data".into()))
         );
     }
 }

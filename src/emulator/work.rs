@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::handlers::set_archive;
-use super::paths::{self, FsKey};
+use super::paths::FsKey;
 use super::state::{JobEntry, State};
 use crate::azure::models::*;
 use crate::mover::{BlobMover, ExportRequest, ImportRequest, JobStatus, Mover};
@@ -207,7 +207,7 @@ enum Writer {
 
 /// The blob store behind an HSM container id.
 fn store(state: &State, container_id: &str, writer: Writer) -> Result<Arc<dyn BlobStore>, String> {
-    let (account, container) = paths::container_id(container_id)
+    let (account, container) = crate::azure::resources::container_parts(container_id)
         .ok_or_else(|| format!("not a container id: {container_id}"))?;
     let endpoint = state
         .opts

@@ -20,20 +20,6 @@ pub enum Route {
     Direct { why: String },
 }
 
-/// Account and container of an HSM container's ARM id
-/// (`…/storageAccounts/A/blobServices/default/containers/C`).
-fn account_and_container(id: &str) -> Option<(String, String)> {
-    let parts: Vec<&str> = id.trim_matches('/').split('/').collect();
-    let at = |key: &str| {
-        parts
-            .iter()
-            .position(|p| p.eq_ignore_ascii_case(key))
-            .and_then(|i| parts.get(i + 1))
-            .map(|s| s.to_string())
-    };
-    Some((at("storageAccounts")?, at("containers")?))
-}
-
 /// A path with `.` removed and no trailing slash, for comparing directories as written.
 fn normal(p: &Path) -> PathBuf {
     p.components()
@@ -42,7 +28,8 @@ fn normal(p: &Path) -> PathBuf {
 }
 
 pub fn route(url: &Location, dir: &Path, hsm_container_id: &str, mount: &Path) -> Route {
-    let Some((account, container)) = account_and_container(hsm_container_id) else {
+    let Some((account, container)) = crate::azure::resources::container_parts(hsm_container_id)
+    else {
         return Route::Direct {
             why: format!(
                 "the file system's HSM container `{hsm_container_id}` is not a container id"
