@@ -246,6 +246,13 @@ pub struct ErrorDetail {
     pub details: Vec<ErrorDetail>,
 }
 
+impl FsProperties {
+    /// `hsm.settings`: the HSM container, logging container and initial import prefixes.
+    pub fn hsm_settings(&self) -> Option<&HsmSettings> {
+        self.hsm.as_ref()?.settings.as_ref()
+    }
+}
+
 impl AmlFilesystem {
     /// The latest archive's entry in `hsm.archiveStatus`.
     pub fn last_archive(&self) -> Option<&ArchiveStatus> {

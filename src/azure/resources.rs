@@ -201,13 +201,7 @@ pub fn drift(want: &AmlFilesystem, have: &AmlFilesystem) -> Vec<String> {
     }
     let subnet = |r: &AmlFilesystem| r.properties.filesystem_subnet.clone().unwrap_or_default();
     cmp("subnet", subnet(want), subnet(have), true);
-    let settings = |r: &AmlFilesystem| {
-        r.properties
-            .hsm
-            .as_ref()
-            .and_then(|h| h.settings.clone())
-            .unwrap_or_default()
-    };
+    let settings = |r: &AmlFilesystem| r.properties.hsm_settings().cloned().unwrap_or_default();
     let (w, h) = (settings(want), settings(have));
     cmp("HSM container", w.container, h.container, true);
     cmp(

@@ -111,7 +111,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
             .and_then(|c| c.mount_command.clone())
             .unwrap_or_default(),
     );
-    if let Some(s) = pr.hsm.as_ref().and_then(|h| h.settings.as_ref()) {
+    if let Some(s) = pr.hsm_settings() {
         show("hsm container", s.container.clone());
         show("hsm logging", s.logging_container.clone());
         show(

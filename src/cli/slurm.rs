@@ -182,9 +182,8 @@ impl Amlfs {
         })?;
         let container = fs
             .properties
-            .hsm
-            .and_then(|h| h.settings)
-            .map(|s| s.container)
+            .hsm_settings()
+            .map(|s| s.container.clone())
             .ok_or_else(|| hsm_error(format!("file system {id}"), "has no HSM container"))?;
         Ok(Amlfs {
             arm,

@@ -378,7 +378,7 @@ fn validate(r: &AmlFilesystem) -> Result<(), (String, &'static str)> {
             "properties.maintenanceWindow",
         ));
     }
-    if let Some(s) = r.properties.hsm.as_ref().and_then(|h| h.settings.as_ref()) {
+    if let Some(s) = r.properties.hsm_settings() {
         if crate::azure::resources::container_parts(&s.container).is_none() {
             return Err((
                 "hsm container must be a container resource id".into(),
@@ -403,7 +403,7 @@ fn validate(r: &AmlFilesystem) -> Result<(), (String, &'static str)> {
 
 /// Settings that can be set only at creation, as (name, value) for a diff.
 fn immutable(r: &AmlFilesystem) -> Vec<(&'static str, String)> {
-    let settings = r.properties.hsm.as_ref().and_then(|h| h.settings.as_ref());
+    let settings = r.properties.hsm_settings();
     vec![
         (
             "sku.name",

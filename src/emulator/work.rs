@@ -44,9 +44,7 @@ pub async fn provision(state: Arc<State>, fs: FsKey, op: String) {
         let account = e
             .resource
             .properties
-            .hsm
-            .as_ref()
-            .and_then(|h| h.settings.as_ref())
+            .hsm_settings()
             .and_then(|st| crate::azure::resources::storage_account(&st.container));
         if let Some(account) = account {
             let missing: Vec<&str> = crate::azure::roles::ROLES
@@ -99,7 +97,7 @@ pub async fn provision(state: Arc<State>, fs: FsKey, op: String) {
             "currentStorageCapacityTiB".into(),
             json!(p.storage_capacity_tib),
         );
-        p.hsm.as_ref().and_then(|h| h.settings.as_ref()).map(|s| {
+        p.hsm_settings().map(|s| {
             s.import_prefixes_initial
                 .clone()
                 .unwrap_or_else(|| vec!["/".into()])
@@ -235,9 +233,7 @@ fn hsm_of(
     let container = e
         .resource
         .properties
-        .hsm
-        .as_ref()
-        .and_then(|h| h.settings.as_ref())
+        .hsm_settings()
         .map(|s| s.container.clone())
         .ok_or("the file system has no HSM settings")?;
     Ok((container, e.dir.clone(), e.hsm.clone()))

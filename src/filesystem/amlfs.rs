@@ -145,9 +145,7 @@ impl FileSystem for AmlfsFileSystem {
         if let Some(account) = self
             .desired
             .properties
-            .hsm
-            .as_ref()
-            .and_then(|h| h.settings.as_ref())
+            .hsm_settings()
             .and_then(|s| crate::azure::resources::storage_account(&s.container))
         {
             let granted = crate::azure::roles::ensure(&self.arm, &account)
