@@ -318,7 +318,6 @@ impl HsmMover {
             .ok_or_else(|| self.err(format!("file system {} not found", self.fs.name)))
     }
 
-    /// Archives `path` and waits for it, after any archive already running.
     /// Disables the file system's enabled auto-export jobs and waits until they stop;
     /// returns them with any a killed run left paused, all recorded in the journal first.
     async fn pause_auto_exports(&self) -> Result<Vec<String>, MoverError> {
@@ -347,14 +346,8 @@ impl HsmMover {
         for job in &enabled {
             tracing::info!("pausing auto-export job {job} for the import");
             self.set_auto_export(job, "Disable").await?;
-            let path = self.fs.auto_export_job_path(job);
             loop {
-                let j: serde_json::Value = self
-                    .arm
-                    .get(&path)
-                    .await
-                    .map_err(|e| self.err(e))?
-                    .unwrap_or_default();
+                let j = self.auto_export_job(job).await?.unwrap_or_default();
                 let state = j["properties"]["status"]["state"]
                     .as_str()
                     .unwrap_or("Disabled");
@@ -372,12 +365,11 @@ impl HsmMover {
     async fn resume_auto_exports(&self, paused: Vec<String>) -> Result<(), MoverError> {
         let mut left = Vec::new();
         for job in paused {
-            let path = self.fs.auto_export_job_path(&job);
-            let enabled = match self.arm.get::<serde_json::Value>(&path).await {
+            let enabled = match self.auto_export_job(&job).await {
                 Ok(None) => continue,
                 Ok(Some(j)) if j["properties"]["adminStatus"] == "Enable" => Ok(()),
                 Ok(Some(_)) => self.set_auto_export(&job, "Enable").await,
-                Err(e) => Err(self.err(e)),
+                Err(e) => Err(e),
             };
             if let Err(e) = enabled {
                 tracing::warn!("cannot enable auto-export job {job} again: {e}");
@@ -388,6 +380,14 @@ impl HsmMover {
             .set_paused_auto_exports(&self.fs.path(), &left)?;
         self.journal.flush()?;
         Ok(())
+    }
+
+    /// The auto-export job as ARM shows it now; `None` once deleted.
+    async fn auto_export_job(&self, job: &str) -> Result<Option<serde_json::Value>, MoverError> {
+        self.arm
+            .get(&self.fs.auto_export_job_path(job))
+            .await
+            .map_err(|e| self.err(e))
     }
 
     async fn set_auto_export(&self, job: &str, status: &str) -> Result<(), MoverError> {
@@ -413,7 +413,7 @@ impl HsmMover {
             .iter()
             .map(|p| format!("/{p}"))
             .collect();
-        let have: Option<serde_json::Value> = self.arm.get(&path).await.map_err(|e| self.err(e))?;
+        let have = self.auto_export_job(&name).await?;
         let enabled = have.as_ref().is_some_and(|j| {
             j["properties"]["adminStatus"] == "Enable"
                 && j["properties"]["autoExportPrefixes"] == serde_json::json!(prefixes)
@@ -430,12 +430,7 @@ impl HsmMover {
         }
         let mut first: Option<ExportReport> = None;
         loop {
-            let job: serde_json::Value = self
-                .arm
-                .get(&path)
-                .await
-                .map_err(|e| self.err(e))?
-                .unwrap_or_default();
+            let job = self.auto_export_job(&name).await?.unwrap_or_default();
             let status = &job["properties"]["status"];
             if let Some(state @ ("Failed" | "Disabled" | "DisableFailed")) =
                 status["state"].as_str()
@@ -464,6 +459,7 @@ impl HsmMover {
         }
     }
 
+    /// Archives `path` and waits for it, after any archive already running.
     async fn archive(&self, path: &str) -> Result<(), MoverError> {
         let body = ArchiveRequest {
             filesystem_path: Some(format!("/{path}")),
