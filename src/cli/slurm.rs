@@ -215,6 +215,27 @@ impl Amlfs {
     }
 }
 
+/// The file system and blob prefix when a directive goes through AMLFS's HSM; `None` (with
+/// the reason logged when there is a file system) when it is copied directly.
+fn via_hsm<'a>(
+    ctx: &Ctx,
+    hook: &str,
+    amlfs: Option<&'a Amlfs>,
+    url: &str,
+    dir: &Path,
+) -> Result<Option<(&'a Amlfs, String)>, CliError> {
+    let Some(fs) = amlfs else {
+        return Ok(None);
+    };
+    match fs.route(url, dir)? {
+        Route::Hsm { prefix } => Ok(Some((fs, prefix))),
+        Route::Direct { why } => {
+            log(ctx, hook, &format!("{url}: copying directly: {why}"));
+            Ok(None)
+        }
+    }
+}
+
 fn mover(ctx: &Ctx, url: &str, dir: &std::path::Path) -> Result<BlobMover, CliError> {
     let store = crate::store::open(url).map_err(|e| CliError::Usage(format!("{url}: {e}")))?;
     // Prologs of jobs starting together on one node share the state: queue on its lock.
@@ -256,16 +277,7 @@ async fn prolog(ctx: &Ctx, a: HookArgs) -> Result<Exit, CliError> {
                 cancel: None,
                 detach: false,
             };
-            let import_job = match &amlfs {
-                Some(fs) => match fs.route(url, dir)? {
-                    Route::Hsm { prefix } => Some((fs, prefix)),
-                    Route::Direct { why } => {
-                        log(ctx, "prolog", &format!("{url}: copying directly: {why}"));
-                        None
-                    }
-                },
-                None => None,
-            };
+            let import_job = via_hsm(ctx, "prolog", amlfs.as_ref(), url, dir)?;
             let mover: Box<dyn Mover> = match import_job {
                 Some((fs, prefix)) => {
                     // One job per directive; the same names when Slurm reruns the prolog,
@@ -366,17 +378,12 @@ async fn epilog(ctx: &Ctx, a: HookArgs) -> Result<Exit, CliError> {
                 dry_run: false,
                 auto: false,
             };
-            let archive = match amlfs.as_ref().map(|fs| (fs, fs.route(url, dir))) {
-                Some((fs, Ok(Route::Hsm { prefix }))) => Some((fs, prefix)),
-                Some((_, Ok(Route::Direct { why }))) => {
-                    log(ctx, "epilog", &format!("{url}: copying directly: {why}"));
-                    None
-                }
-                Some((_, Err(e))) => {
+            let archive = match via_hsm(ctx, "epilog", amlfs.as_ref(), url, dir) {
+                Ok(archive) => archive,
+                Err(e) => {
                     failures.push(format!("{} -> {url}: {e}", dir.display()));
                     continue;
                 }
-                None => None,
             };
             let mover: Result<Box<dyn Mover>, CliError> = match archive {
                 Some((fs, prefix)) => {
