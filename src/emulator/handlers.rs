@@ -296,7 +296,10 @@ fn put_role_assignment(
             None,
         );
     }
-    let req: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let req: serde_json::Value = match parse_body(body) {
+        Ok(v) => v,
+        Err(response) => return *response,
+    };
     let (Some(role), Some(principal)) = (
         req["properties"]["roleDefinitionId"].as_str(),
         req["properties"]["principalId"].as_str(),
@@ -567,7 +570,10 @@ fn put_auto_export(state: &St, fs: FsKey, job: String, body: &[u8]) -> Response 
     if let Some(r) = not_ready(state, &fs) {
         return r;
     }
-    let req: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let req: serde_json::Value = match parse_body(body) {
+        Ok(v) => v,
+        Err(response) => return *response,
+    };
     let Some(prefixes) = req["properties"]["autoExportPrefixes"].as_array().cloned() else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -606,7 +612,10 @@ fn put_auto_export(state: &St, fs: FsKey, job: String, body: &[u8]) -> Response 
 
 /// Enables or disables an auto-export job (`adminStatus`).
 fn patch_auto_export(state: &St, fs: FsKey, job: String, body: &[u8]) -> Response {
-    let req: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let req: serde_json::Value = match parse_body(body) {
+        Ok(v) => v,
+        Err(response) => return *response,
+    };
     let key = fs.child_key(work::AUTO_EXPORTS, &job);
     let mut inner = state.lock();
     let Some(v) = inner.auto_exports.get_mut(&key) else {
@@ -648,7 +657,10 @@ fn put_expansion(state: &St, fs: FsKey, job: String, body: &[u8]) -> Response {
     if let Some(v) = state.lock().expansions.get(&key) {
         return json_response(StatusCode::OK, v);
     }
-    let req: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let req: serde_json::Value = match parse_body(body) {
+        Ok(v) => v,
+        Err(response) => return *response,
+    };
     let Some(new) = req["properties"]["newStorageCapacityTiB"].as_f64() else {
         return error(
             StatusCode::BAD_REQUEST,
