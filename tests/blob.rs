@@ -670,3 +670,31 @@ async fn a_blob_rewritten_after_listing_is_not_read_as_the_listed_version() {
     store.download(&relisted, &dest).await.unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), b"other");
 }
+
+/// A service that accepts connections and closes them unanswered fails the export after the
+/// SDK's retries of the first request (five connections), with the cause in one line naming
+/// the URL once, instead of five more rounds of our own whole-file retries on top (25).
+#[test]
+fn an_unanswering_service_fails_the_export_after_one_round_of_retries() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = connections.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            drop(stream);
+        }
+    });
+    let ws = Workspace::new();
+    ws.write("src/a", "a");
+    let url = format!("http://127.0.0.1:{port}/devstoreaccount1/cont");
+    let o = stage_env(&ws, &["export", "src", &url]);
+    assert_exit(&o, 1);
+    let err = text(&o.stderr);
+    assert!(err.contains("connection closed"), "{err}");
+    assert_eq!(err.matches(&url).count(), 1, "{err}");
+    assert!(!err.contains("retry policy expired"), "{err}");
+    let n = connections.load(std::sync::atomic::Ordering::Relaxed);
+    assert!((2..=5).contains(&n), "{n} connections");
+}

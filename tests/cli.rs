@@ -129,3 +129,32 @@ fn old_runs_are_pruned_so_cron_does_not_grow_the_state_forever() {
     let o = ws.stage(&["run", p.to_str().unwrap()]);
     assert_has(&o.stderr, "nothing to do");
 }
+
+#[test]
+fn a_bad_container_url_is_invalid_input_named_once() {
+    let ws = Workspace::new();
+    ws.write("out/x", "x");
+    let url = "http://127.0.0.1:9/devstoreaccount1/c1/p";
+    let o = ws.stage(&["export", ws.path().join("out").to_str().unwrap(), url]);
+    assert_exit(&o, 2);
+    let err = text(&o.stderr);
+    assert!(err.contains("`c1` is not a valid container name"), "{err}");
+    assert_eq!(
+        err.matches(url).count(),
+        1,
+        "URL not named exactly once:\n{err}"
+    );
+}
+
+#[test]
+fn swapped_transfer_arguments_say_which_way_round() {
+    let ws = Workspace::new();
+    ws.write("dir/x", "x");
+    let url = "http://127.0.0.1:9/devstoreaccount1/cont";
+    let o = ws.stage(&["export", url, "dir"]);
+    assert_exit(&o, 2);
+    assert_has(&o.stderr, "stage export DIR URL");
+    let o = ws.stage(&["import", "dir", url]);
+    assert_exit(&o, 2);
+    assert_has(&o.stderr, "stage import URL DIR");
+}

@@ -148,6 +148,13 @@ pub async fn import(ctx: &Ctx, a: ImportArgs) -> Result<Exit, CliError> {
             a.source
         )));
     }
+    if store::is_url(&a.dest.to_string_lossy()) {
+        return Err(CliError::Usage(format!(
+            "{}: a URL where the directory belongs (import copies a container to a \
+             directory: stage import URL DIR)",
+            a.dest.display()
+        )));
+    }
     let store = open(&a.source)?;
     if !a.common.dry_run {
         std::fs::create_dir_all(&a.dest)
@@ -193,8 +200,12 @@ pub async fn import(ctx: &Ctx, a: ImportArgs) -> Result<Exit, CliError> {
 
 pub async fn export(ctx: &Ctx, a: ExportArgs) -> Result<Exit, CliError> {
     if !a.source.is_dir() {
+        let hint = match store::is_url(&a.source.to_string_lossy()) {
+            true => " (export copies a directory to a container: stage export DIR URL)",
+            false => "",
+        };
         return Err(CliError::Usage(format!(
-            "{}: not a directory",
+            "{}: not a directory{hint}",
             a.source.display()
         )));
     }

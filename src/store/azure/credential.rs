@@ -60,11 +60,11 @@ pub fn from_env(loc: &Location) -> Result<Credential, StoreError> {
         )));
     }
     if !loc.service.starts_with("https://") {
-        return Err(StoreError::service(format!(
-            "{} is plain http, which cannot carry a Microsoft Entra token; set \
-             AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_KEY or AZURE_STORAGE_SAS_TOKEN",
-            loc.display()
-        )));
+        return Err(StoreError::service(
+            "no storage credentials, and this plain-http URL cannot carry a Microsoft Entra \
+             token; set AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_KEY or \
+             AZURE_STORAGE_SAS_TOKEN",
+        ));
     }
     token_credential().map(Credential::Token)
 }

@@ -71,14 +71,30 @@ fn describe(e: &azure_core::Error) -> String {
             error_code.as_deref().unwrap_or_default()
         ),
         _ => {
-            // Transport errors chain their causes: keep them, on one line.
-            let mut t = e.to_string();
+            // Transport errors chain their causes: keep them, on one line, without the
+            // wrappers that say only that a request failed (the callers name the URL, and a
+            // link of the chain that repeats it would repeat the signed query too).
+            const WRAPPERS: [&str; 3] = [
+                "retry policy expired",
+                "failed to execute `reqwest` request",
+                "error sending request for url",
+            ];
+            let mut links = vec![e.to_string()];
             let mut source = std::error::Error::source(e);
             while let Some(s) = source {
-                t += &format!(": {s}");
+                links.push(s.to_string());
                 source = s.source();
             }
-            t.replace('\n', " ")
+            let specific: Vec<&str> = links
+                .iter()
+                .map(String::as_str)
+                .filter(|l| !WRAPPERS.iter().any(|w| l.starts_with(w)))
+                .collect();
+            match specific.is_empty() {
+                true => links.join(": "),
+                false => specific.join(": "),
+            }
+            .replace('\n', " ")
         }
     };
     super::redact::secrets(text.trim())
@@ -110,6 +126,14 @@ enum Failure {
     Transient(String),
     Item(String),
     Fatal(String),
+}
+
+impl Failure {
+    fn message(self) -> String {
+        match self {
+            Failure::Transient(m) | Failure::Item(m) | Failure::Fatal(m) => m,
+        }
+    }
 }
 
 impl From<std::io::Error> for Failure {
@@ -170,9 +194,10 @@ fn listed_version(e: &BlobEntry) -> Option<azure_core::http::Etag> {
 }
 
 impl AzureStore {
-    /// Opens `url` with credentials from the environment (see [`credential`]).
+    /// Opens `url` with credentials from the environment (see [`credential`]). Errors do not
+    /// repeat `url`: every caller names it already.
     pub fn from_env(url: &str) -> Result<AzureStore, StoreError> {
-        let loc = Location::parse(url).map_err(|e| StoreError::service(format!("{url}: {e}")))?;
+        let loc = Location::parse(url).map_err(|e| StoreError::service(e.to_string()))?;
         let cred = credential::from_env(&loc)?;
         AzureStore::new(loc, cred)
     }
@@ -264,11 +289,14 @@ impl AzureStore {
         }))
     }
 
-    /// Export creates the container if it is missing, as azcopy does.
+    /// Export creates the container if it is missing, as azcopy does. One attempt, failing the
+    /// whole export: the SDK has retried each request already, and a service that cannot be
+    /// reached or refuses this now will not serve the files either (whole-file retries are for
+    /// bodies cut mid-transfer).
     async fn ensure_container(&self) -> Result<(), StoreError> {
         self.container_checked
             .get_or_try_init(|| async {
-                with_retries(&self.loc.container, || async {
+                let checked: Result<(), Failure> = async {
                     if !self.client.exists().await? {
                         match self.client.create(None).await {
                             Ok(_) => {}
@@ -278,8 +306,9 @@ impl AzureStore {
                         }
                     }
                     Ok(())
-                })
-                .await
+                }
+                .await;
+                checked.map_err(|f| StoreError::service(f.message()))
             })
             .await
             .map(|_| ())
