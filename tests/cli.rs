@@ -146,6 +146,35 @@ fn a_bad_container_url_is_invalid_input_named_once() {
     );
 }
 
+/// On a terminal (a pty from `script`), an import shows how far it is against the total the
+/// listing found, and an ETA.
+#[test]
+fn a_terminal_sees_transfer_totals_and_an_eta() {
+    let ws = Workspace::new();
+    for i in 0..300 {
+        ws.write(&format!("container/f{i:03}"), "x".repeat(1000));
+    }
+    let on_a_tty = |args: &str| {
+        let o = std::process::Command::new("script")
+            .args([
+                "-qec",
+                &format!("'{STAGE}' --state-dir state {args}"),
+                "/dev/null",
+            ])
+            .current_dir(ws.path())
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run script");
+        assert_exit(&o, 0);
+        text(&o.stdout)
+    };
+    let out = on_a_tty("import container copy");
+    assert!(out.contains("/300 files"), "no total in:\n{out}");
+    assert!(out.contains("eta "), "no ETA in:\n{out}");
+    assert!(out.contains("import done: 300 files imported"), "{out}");
+    assert_eq!(ws.tree("copy"), ws.tree("container"));
+}
+
 #[test]
 fn swapped_transfer_arguments_say_which_way_round() {
     let ws = Workspace::new();

@@ -63,7 +63,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
                             cancel: None,
                             detach: false,
                         },
-                        Box::new(|_, _| {}),
+                        Box::new(|_| {}),
                     )
                     .await
                     .map_err(crate::engine::EngineError::from)?;
@@ -119,7 +119,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
                             dry_run: true,
                             auto: false,
                         },
-                        Box::new(|_, _| {}),
+                        Box::new(|_| {}),
                     )
                     .await
                     .map_err(crate::engine::EngineError::from)?;

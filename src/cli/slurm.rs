@@ -294,7 +294,7 @@ async fn prolog(ctx: &Ctx, a: HookArgs) -> Result<Exit, CliError> {
                 }
             };
             let report = mover
-                .import(req, Box::new(|_, _| {}))
+                .import(req, Box::new(|_| {}))
                 .await
                 .map_err(|source| CliError::Transfer {
                     what: format!("stage in {url}"),
@@ -395,7 +395,7 @@ async fn epilog(ctx: &Ctx, a: HookArgs) -> Result<Exit, CliError> {
             };
             let result = match mover {
                 Ok(m) => m
-                    .export(req, Box::new(|_, _| {}))
+                    .export(req, Box::new(|_| {}))
                     .await
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),

@@ -97,24 +97,18 @@ fn mover(
     ))
 }
 
-/// Files, bytes and rate on a terminal; nothing otherwise (the summary says it all).
+/// Files, bytes, rate and ETA on a terminal; nothing otherwise (the summary says it all).
 fn progress(ctx: &Ctx, verb: &'static str) -> (Progress, Option<indicatif::ProgressBar>) {
     if ctx.quiet || ctx.output != OutputFormat::Auto || !std::io::stderr().is_terminal() {
-        return (Box::new(|_, _| {}), None);
+        return (Box::new(|_| {}), None);
     }
-    let bar = indicatif::ProgressBar::new_spinner();
+    let bar = crate::report::transfer::spinner();
     bar.enable_steady_tick(Duration::from_millis(200));
     let b = bar.clone();
     let start = Instant::now();
     (
-        Box::new(move |files, bytes| {
-            let secs = start.elapsed().as_secs_f64().max(0.001);
-            b.set_message(format!(
-                "{verb} {files} files, {} ({}/s, {:.0} files/s)",
-                indicatif::HumanBytes(bytes),
-                indicatif::HumanBytes((bytes as f64 / secs) as u64),
-                files as f64 / secs
-            ));
+        Box::new(move |tally| {
+            b.set_message(crate::report::transfer::line(verb, &tally, start.elapsed()));
         }),
         Some(bar),
     )

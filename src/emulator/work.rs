@@ -312,7 +312,7 @@ pub async fn import_job(state: Arc<State>, fs: FsKey, key: String, op: String) {
         Ok(m) => m,
         Err(msg) => return fail_job(&state, &key, &msg),
     };
-    match mover.import(req, Box::new(|_, _| {})).await {
+    match mover.import(req, Box::new(|_| {})).await {
         Ok(report) => update_job(&state, &key, |p| {
             let status = p.status.get_or_insert_with(Default::default);
             status.state = Some(
@@ -386,7 +386,7 @@ pub async fn archive(state: Arc<State>, fs: FsKey, path: String) {
         dry_run: false,
         auto: false,
     };
-    match mover.export(req, Box::new(|_, _| {})).await {
+    match mover.export(req, Box::new(|_| {})).await {
         Ok(r) if r.errors.is_empty() => finish(
             "Completed",
             Some(JobStatusBody {
@@ -461,7 +461,7 @@ pub async fn auto_export(state: Arc<State>, fs: FsKey, key: String) {
                             dry_run: false,
                             auto: false,
                         },
-                        Box::new(|_, _| {}),
+                        Box::new(|_| {}),
                     )
                     .await
                     .map_err(|e| e.to_string()),

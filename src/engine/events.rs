@@ -31,8 +31,8 @@ pub enum Event {
     /// Progress of a transfer (import or export).
     Transfer {
         step: String,
-        files: u64,
-        bytes: u64,
+        #[serde(flatten)]
+        tally: crate::mover::Tally,
     },
     TasksPlanned {
         step: String,

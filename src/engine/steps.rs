@@ -47,14 +47,13 @@ impl Engine {
         let reporter = self.reporter.clone();
         let step = step.to_string();
         let last = Mutex::new(Instant::now() - Duration::from_secs(1));
-        Box::new(move |files, bytes| {
+        Box::new(move |tally| {
             let Ok(mut last) = last.lock() else { return };
             if last.elapsed() >= Duration::from_millis(100) {
                 *last = Instant::now();
                 reporter.event(&Event::Transfer {
                     step: step.clone(),
-                    files,
-                    bytes,
+                    tally,
                 });
             }
         })

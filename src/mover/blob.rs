@@ -24,8 +24,43 @@ use crate::failpoint;
 use crate::journal::{FileRecord, FileState, Journal, mtime_ns};
 use crate::store::{self, Attrs, BlobEntry, BlobStore, Kind, Listing};
 
-/// Files per journal batch at the least: one flush covers this many intents (group commit).
-const BATCH: usize = 256;
+/// Entries decided before their copying starts: one flush covers their intents (group
+/// commit), and a job of up to this many files knows its total, for an ETA, from the start
+/// (as rclone's default backlog of checks). About 3 MB of listing entries.
+const BATCH: usize = 10_000;
+
+/// Progress of one job: what is done against what the listing has found to move so far.
+struct Meter<'a> {
+    progress: &'a Progress,
+    found: Tally,
+}
+
+impl<'a> Meter<'a> {
+    fn new(progress: &'a Progress) -> Self {
+        Meter {
+            progress,
+            found: Tally::default(),
+        }
+    }
+
+    fn found(&mut self, bytes: u64) {
+        self.found.found_files += 1;
+        self.found.found_bytes += bytes;
+    }
+
+    /// Nothing more will be found.
+    fn listed(&mut self) {
+        self.found.listed = true;
+    }
+
+    fn done(&self, files: u64, bytes: u64) {
+        (self.progress)(Tally {
+            files,
+            bytes,
+            ..self.found
+        });
+    }
+}
 
 pub struct BlobMover {
     inner: Arc<Inner>,
@@ -145,19 +180,16 @@ impl Inner {
         })
     }
 
-    fn batch_size(&self) -> usize {
-        BATCH.max(self.transfers * 16)
-    }
-
     async fn import(
         &self,
         req: &ImportRequest,
         progress: &Progress,
     ) -> Result<ImportReport, MoverError> {
         let mut report = ImportReport::default();
+        let mut meter = Meter::new(progress);
         let too_many =
             |r: &ImportReport| req.max_errors >= 0 && r.errors.len() as i64 > req.max_errors;
-        let mut batch: Vec<(BlobEntry, bool)> = Vec::with_capacity(self.batch_size());
+        let mut batch: Vec<(BlobEntry, bool)> = Vec::new();
         for prefix in store::disjoint_prefixes(&req.prefixes) {
             let mut listing = self.store.list(&prefix);
             while let Some(item) = listing.next().await {
@@ -173,7 +205,7 @@ impl Inner {
                                 }
                                 Decision::Skip => report.conflicts_skipped += 1,
                                 Decision::Fail(path) => {
-                                    self.import_batch(&mut batch, &mut report, progress).await?;
+                                    self.import_batch(&mut batch, &mut report, &meter).await?;
                                     report.status = JobStatus::Failed;
                                     report.conflict = Some(path);
                                     return Ok(report);
@@ -184,10 +216,12 @@ impl Inner {
                                     report.bytes += e.size;
                                 }
                                 Decision::Import { overwrite } => {
+                                    if e.kind == Kind::File {
+                                        meter.found(e.size);
+                                    }
                                     batch.push((e, overwrite));
-                                    if batch.len() >= self.batch_size() {
-                                        self.import_batch(&mut batch, &mut report, progress)
-                                            .await?;
+                                    if batch.len() >= BATCH {
+                                        self.import_batch(&mut batch, &mut report, &meter).await?;
                                     }
                                 }
                             }
@@ -195,13 +229,14 @@ impl Inner {
                     }
                 }
                 if too_many(&report) {
-                    self.import_batch(&mut batch, &mut report, progress).await?;
+                    self.import_batch(&mut batch, &mut report, &meter).await?;
                     report.status = JobStatus::Failed;
                     return Ok(report);
                 }
             }
         }
-        self.import_batch(&mut batch, &mut report, progress).await?;
+        meter.listed();
+        self.import_batch(&mut batch, &mut report, &meter).await?;
         if too_many(&report) {
             report.status = JobStatus::Failed;
         } else if !report.errors.is_empty() || report.conflicts_skipped > 0 {
@@ -215,7 +250,7 @@ impl Inner {
         &self,
         batch: &mut Vec<(BlobEntry, bool)>,
         report: &mut ImportReport,
-        progress: &Progress,
+        meter: &Meter<'_>,
     ) -> Result<(), MoverError> {
         if batch.is_empty() {
             return Ok(());
@@ -248,7 +283,7 @@ impl Inner {
                     report.imported += 1;
                     report.overwritten += u64::from(overwrite);
                     report.bytes += rec.size;
-                    progress(report.imported, report.bytes);
+                    meter.done(report.imported, report.bytes);
                 }
                 Err(msg) => report.errors.push(format!("{}: {msg}", e.name)),
             }
@@ -310,11 +345,14 @@ impl Inner {
         progress: &Progress,
     ) -> Result<ExportReport, MoverError> {
         let mut report = ExportReport::default();
+        let mut meter = Meter::new(progress);
         let mut batch: Vec<(String, Metadata)> = Vec::new();
         if !req.dry_run {
             self.store.create_if_missing().await?;
         }
-        for path in store::disjoint_paths(&req.paths) {
+        let paths = store::disjoint_paths(&req.paths);
+        let last = paths.len().saturating_sub(1);
+        for (i, path) in paths.into_iter().enumerate() {
             if fs::symlink_metadata(self.root.join(&path)).is_err() {
                 report
                     .errors
@@ -356,13 +394,17 @@ impl Inner {
                     report.bytes += meta.size();
                     continue;
                 }
+                meter.found(meta.size());
                 batch.push((e.name, meta));
-                if batch.len() >= self.batch_size() {
-                    self.export_batch(&mut batch, &mut report, progress).await?;
+                if batch.len() >= BATCH {
+                    self.export_batch(&mut batch, &mut report, &meter).await?;
                 }
             }
             let container_dirs = blobs.finish().await?;
-            self.export_batch(&mut batch, &mut report, progress).await?;
+            if i == last {
+                meter.listed();
+            }
+            self.export_batch(&mut batch, &mut report, &meter).await?;
             if req.dry_run {
                 continue;
             }
@@ -426,7 +468,7 @@ impl Inner {
         &self,
         batch: &mut Vec<(String, Metadata)>,
         report: &mut ExportReport,
-        progress: &Progress,
+        meter: &Meter<'_>,
     ) -> Result<(), MoverError> {
         if batch.is_empty() {
             return Ok(());
@@ -483,7 +525,7 @@ impl Inner {
             report.exported += 1;
             report.verified += 1;
             report.bytes += up.size;
-            progress(report.exported, report.bytes);
+            meter.done(report.exported, report.bytes);
         }
         drop(moves);
         self.journal.flush()?;

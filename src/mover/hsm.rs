@@ -203,7 +203,10 @@ impl HsmMover {
                 .ok_or_else(|| self.err(format!("import job {name} disappeared")))?;
             let status = job.properties.status.clone().unwrap_or_default();
             let imported = status.total_blobs_imported.unwrap_or(0.0) as u64;
-            progress(imported, 0);
+            progress(Tally {
+                files: imported,
+                ..Tally::default()
+            });
             let state = status.state.clone().unwrap_or_default();
             if !job_finished(&state) {
                 let cancelled = match &req.cancel {
@@ -291,7 +294,11 @@ impl HsmMover {
             report.unchanged += before.unchanged;
             report.verified += after.verified;
             report.errors.extend(after.errors);
-            progress(report.verified, report.bytes);
+            progress(Tally {
+                files: report.verified,
+                bytes: report.bytes,
+                ..Tally::default()
+            });
         }
         Ok(report)
     }
@@ -454,7 +461,12 @@ impl HsmMover {
                 report.unchanged = report.unchanged.saturating_sub(first.exported);
                 return Ok(report);
             }
-            progress(first.exported - pending.min(first.exported), 0);
+            progress(Tally {
+                files: first.exported - pending.min(first.exported),
+                found_files: first.exported,
+                listed: true,
+                ..Tally::default()
+            });
             tokio::time::sleep(self.arm.poll_interval()).await;
         }
     }

@@ -86,8 +86,20 @@ pub struct ExportReport {
     pub errors: Vec<String>,
 }
 
-/// Progress callback: files and bytes so far.
-pub type Progress = Box<dyn Fn(u64, u64) + Send + Sync>;
+/// How far a transfer has got. `found_*` is what the listing has shown needs moving so far
+/// (it runs up to a batch ahead of the copying); once `listed`, that is the whole job, so a
+/// display can show a total and an ETA.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Tally {
+    pub files: u64,
+    pub bytes: u64,
+    pub found_files: u64,
+    pub found_bytes: u64,
+    pub listed: bool,
+}
+
+/// Progress callback.
+pub type Progress = Box<dyn Fn(Tally) + Send + Sync>;
 
 #[async_trait]
 pub trait Mover: Send + Sync {

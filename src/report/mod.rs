@@ -4,6 +4,7 @@ mod json;
 mod lines;
 mod progress;
 mod snapshot;
+pub mod transfer;
 
 use std::io::IsTerminal;
 use std::sync::Arc;

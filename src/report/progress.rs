@@ -36,7 +36,7 @@ impl Reporter for ProgressReporter {
                 if let Some(b) = bar.take() {
                     b.finish_and_clear();
                 }
-                let b = ProgressBar::new_spinner().with_message(step.clone());
+                let b = super::transfer::spinner().with_message(step.clone());
                 b.enable_steady_tick(Duration::from_millis(120));
                 *bar = Some(b);
             }
@@ -59,11 +59,12 @@ impl Reporter for ProgressReporter {
                     b.inc(1);
                 }
             }
-            Event::Transfer { step, files, bytes } => {
+            Event::Transfer { step, tally } => {
                 if let Some(b) = bar.as_ref() {
-                    b.set_message(format!(
-                        "{step}: {files} files, {}",
-                        indicatif::HumanBytes(*bytes)
+                    b.set_message(super::transfer::line(
+                        &format!("{step}:"),
+                        tally,
+                        b.elapsed(),
                     ));
                 }
             }

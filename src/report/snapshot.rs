@@ -87,9 +87,9 @@ impl Reporter for SnapshotReporter {
             Event::TaskFailed {
                 will_retry: false, ..
             } => p.tasks_failed += 1,
-            Event::Transfer { files, bytes, .. } => {
-                p.files = *files;
-                p.bytes = *bytes;
+            Event::Transfer { tally, .. } => {
+                p.files = tally.files;
+                p.bytes = tally.bytes;
             }
             Event::RunFinished { .. } => {
                 let _ = std::fs::remove_file(&self.path);
