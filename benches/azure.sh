@@ -6,20 +6,10 @@
 #
 #   benches/azure.sh            # RUNS=3 by default
 set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib.sh"
 RUNS=${RUNS:-3}
-for tool in azurite-blob python3 bc curl; do
-  command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 2; }
-done
-cargo build --release -q
-STAGE=$PWD/target/release/stage
-work=$(mktemp -d "${TMPDIR:-/tmp}/stage-azure-bench.XXXXXX")
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; exit 1; }
-now() { date +%s.%N; }
+needs "apt-get install bc curl; npm install -g azurite" azurite-blob python3 bc curl
+bench_start azure
 export AZURE_STORAGE_CONNECTION_STRING="UseDevelopmentStorage=true"
 SUB=00000000-0000-0000-0000-000000000000
 
@@ -53,7 +43,7 @@ PY
   t0=$(now); "$STAGE" --state-dir "$d/local" -q run "$d/pipelines/genomics.yaml"; t1=$(now)
   t2=$(now); "$STAGE" --state-dir "$d/azure" -q run "$d/pipelines/genomics-azure.yaml"; t3=$(now)
   requests=$(curl -s "http://127.0.0.1:$EM/_emulator/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests"])')
-  local_s=$(echo "$t1 - $t0" | bc -l); azure_s=$(echo "$t3 - $t2" | bc -l)
+  local_s=$(secs "$t0" "$t1"); azure_s=$(secs "$t2" "$t3")
   over=$(echo "$azure_s - $local_s" | bc -l)
   rpm=$(echo "scale=1; $requests * 60 / $azure_s" | bc -l)
   printf 'run %d: local %.2fs, azure %.2fs, control-plane overhead %.2fs; %d ARM requests (%.0f per minute; 2 jobs + 1 archive + create)\n' \

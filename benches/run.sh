@@ -7,23 +7,14 @@
 #
 # Sizes can be lowered for a quick look: FANOUT_TASKS, NOOP_TASKS, PLAN_FILES.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib.sh"
 
 FANOUT_TASKS=${FANOUT_TASKS:-10000}
 NOOP_TASKS=${NOOP_TASKS:-100000}
 PLAN_FILES=${PLAN_FILES:-1000000}
 
-for tool in parallel /usr/bin/time; do
-  command -v "$tool" >/dev/null || { echo "needs $tool: apt-get install parallel time" >&2; exit 2; }
-done
-cargo build --release -q
-STAGE=$PWD/target/release/stage
-work=$(mktemp -d "${TMPDIR:-/tmp}/stage-bench.XXXXXX")
-trap 'rm -rf "$work"' EXIT
-
-now() { date +%s.%N; }
-secs() { echo "$2 - $1" | bc -l; }
-ratio() { echo "scale=3; $1 / $2" | bc -l; }
+needs "apt-get install parallel time bc" parallel /usr/bin/time bc
+bench_start engine
 
 # A pipeline with one process step over `in/<glob>` running `true {{input}}`.
 pipeline() { # dir glob slots

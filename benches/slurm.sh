@@ -9,35 +9,27 @@
 #
 #   benches/slurm.sh            # N=50 hook runs each, TASKS=1000, NODES=4, THROTTLE=8
 set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib.sh"
 N=${N:-50}
 TASKS=${TASKS:-1000}
 NODES=${NODES:-4}
 THROTTLE=${THROTTLE:-8}
-for tool in slurmctld slurmd sbatch scontrol munged python3; do
-  command -v "$tool" >/dev/null || { echo "needs $tool: apt-get install slurm-wlm munge" >&2; exit 2; }
-done
-cargo build --release -q
-STAGE=$PWD/target/release/stage
-work=$(mktemp -d "${TMPDIR:-/tmp}/stage-slurm-bench.XXXXXX")
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
+needs "apt-get install slurm-wlm munge" slurmctld slurmd sbatch scontrol munged python3 bc
+bench_start slurm
 # Ask the daemon, not the socket file: images ship a stale socket with no munged behind it.
 if ! munge -n >/dev/null 2>&1; then
   mkdir -p /run/munge && chown munge:munge /run/munge
   [ -f /etc/munge/munge.key ] || runuser -u munge -- mungekey -c
   runuser -u munge -- /usr/sbin/munged --force
 fi
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 d=$work
 mkdir -p "$d/state" "$d/spool"
 cat > "$d/slurm.conf" <<CONF
 ClusterName=stagebench
 SlurmctldHost=localhost(127.0.0.1)
 SlurmUser=root
-SlurmctldPort=$(port)
-SlurmdPort=$(port)
+SlurmctldPort=$(free_port)
+SlurmdPort=$(free_port)
 AuthType=auth/munge
 StateSaveLocation=$d/state
 SlurmdSpoolDir=$d/spool/%n
@@ -56,7 +48,7 @@ CompleteWait=0
 SlurmdParameters=config_overrides
 Prolog=$d/prolog.sh
 Epilog=$d/epilog.sh
-$(for i in $(seq "$NODES"); do echo "NodeName=n$i NodeHostname=localhost NodeAddr=127.0.0.1 Port=$(port) CPUs=2 State=UNKNOWN"; done)
+$(for i in $(seq "$NODES"); do echo "NodeName=n$i NodeHostname=localhost NodeAddr=127.0.0.1 Port=$(free_port) CPUs=2 State=UNKNOWN"; done)
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
 # The node hooks a site installs (nothing declared here, so they return at once). They matter

@@ -5,24 +5,17 @@
 #
 #   benches/ssh.sh [fanout|broadcast]   TASKS=1000 NODES=4 SLOTS=8, BROADCAST_NODES=32 by default
 set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib.sh"
 TASKS=${TASKS:-1000}
 NODES=${NODES:-4}
 SLOTS=${SLOTS:-8}
 PREFIX=${PREFIX:-127.0.77}
 PORT=22022
 
-command -v parallel >/dev/null || { echo "needs GNU parallel: apt-get install parallel" >&2; exit 2; }
-cargo build --release -q
-STAGE=$PWD/target/release/stage
-work=$(mktemp -d /tmp/stage-sshbench.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  pkill -f "$work" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+needs "apt-get install parallel openssh-server bc" parallel /usr/sbin/sshd bc
+bench_start ssh
+# The ControlMasters GNU parallel and stage leave behind name $work in their sockets.
+on_exit() { pkill -f "$work" 2>/dev/null || true; }
 mkdir -p /run/sshd
 ssh-keygen -q -t ed25519 -N '' -f "$work/client"
 cat > "$work/ssh_config" <<CFG
@@ -57,7 +50,7 @@ start_nodes() { # fast|stock
     pids+=($!)
   done
   for i in $(seq 2 $((NODES + 1))); do
-    for _ in $(seq 100); do (echo > /dev/tcp/$PREFIX.$i/$PORT) 2>/dev/null && break; sleep 0.05; done
+    wait_port "$PORT" "$PREFIX.$i"
   done
 }
 
@@ -79,7 +72,6 @@ steps:
       command: true {{input}}
 YAML
 
-now() { date +%s.%N; }
 run_once() { # fast|stock
   start_nodes "$1"
   rm -rf "$work/state"
