@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use futures::stream;
+use futures::stream::{self, FuturesOrdered};
 
 use super::names;
 use super::*;
@@ -28,6 +28,10 @@ use crate::store::{self, Attrs, BlobEntry, BlobStore, Kind, Listing};
 /// commit), and a job of up to this many files knows its total, for an ETA, from the start
 /// (as rclone's default backlog of checks). About 3 MB of listing entries.
 const BATCH: usize = 10_000;
+
+/// Files compared with their blobs at once on export: a file with no journal record is read
+/// and hashed, which one at a time would leave the disk and the second core idle.
+const CHECKS: usize = 16;
 
 /// Progress of one job: what is done against what the listing has found to move so far.
 struct Meter<'a> {
@@ -362,6 +366,7 @@ impl Inner {
             // Walk and listing are both in name order: merge-join them, holding neither.
             let mut blobs = store::join::Cursor::new(self.store.list(&path));
             let mut local_dirs = Vec::new();
+            let mut checks = FuturesOrdered::new();
             for item in store::dir::walk(&self.root, &path) {
                 let e = match item {
                     Listing::Entry(e) => e,
@@ -381,24 +386,24 @@ impl Inner {
                 let matched = blobs.find(&e.name).await?;
                 let meta = fs::symlink_metadata(self.root.join(&e.name))
                     .map_err(|err| io_err("cannot stat", &e.name, err))?;
-                if self
-                    .export_unchanged(&e.name, &meta, matched.as_ref())
-                    .await?
+                checks.push_back(async move {
+                    let same = self
+                        .export_unchanged(&e.name, &meta, matched.as_ref())
+                        .await;
+                    (e.name, meta, same)
+                });
+                if checks.len() >= CHECKS
+                    && let Some(checked) = checks.next().await
                 {
-                    report.unchanged += 1;
-                    report.verified += 1;
-                    continue;
+                    let (report, meter, batch) = (&mut report, &mut meter, &mut batch);
+                    self.export_checked(checked, req.dry_run, report, meter, batch)
+                        .await?;
                 }
-                if req.dry_run {
-                    report.exported += 1;
-                    report.bytes += meta.size();
-                    continue;
-                }
-                meter.found(meta.size());
-                batch.push((e.name, meta));
-                if batch.len() >= BATCH {
-                    self.export_batch(&mut batch, &mut report, &meter).await?;
-                }
+            }
+            while let Some(checked) = checks.next().await {
+                let (report, meter, batch) = (&mut report, &mut meter, &mut batch);
+                self.export_checked(checked, req.dry_run, report, meter, batch)
+                    .await?;
             }
             let container_dirs = blobs.finish().await?;
             if i == last {
@@ -418,6 +423,31 @@ impl Inner {
             }
         }
         Ok(report)
+    }
+
+    /// Counts a file found unchanged, or queues it for upload.
+    async fn export_checked(
+        &self,
+        (name, meta, same): (String, Metadata, Result<bool, MoverError>),
+        dry_run: bool,
+        report: &mut ExportReport,
+        meter: &mut Meter<'_>,
+        batch: &mut Vec<(String, Metadata)>,
+    ) -> Result<(), MoverError> {
+        if same? {
+            report.unchanged += 1;
+            report.verified += 1;
+        } else if dry_run {
+            report.exported += 1;
+            report.bytes += meta.size();
+        } else {
+            meter.found(meta.size());
+            batch.push((name, meta));
+            if batch.len() >= BATCH {
+                self.export_batch(batch, report, meter).await?;
+            }
+        }
+        Ok(())
     }
 
     /// The container already holds this version of the file: the journal says we exported
