@@ -698,3 +698,42 @@ fn an_unanswering_service_fails_the_export_after_one_round_of_retries() {
     let n = connections.load(std::sync::atomic::Ordering::Relaxed);
     assert!((2..=5).contains(&n), "{n} connections");
 }
+
+/// With `--max-errors 0` an import starts no transfer after its first error, however large its
+/// batch (10,000 entries are decided before copying starts); the files it did not attempt are
+/// not lost: the next run takes them up.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_import_starts_nothing_more_once_over_its_error_limit() {
+    let az = Azurite::start();
+    let ws = Workspace::new();
+    let c = raw(&az, "limit");
+    c.create(None).await.unwrap();
+    for i in 0..200 {
+        put(
+            &c,
+            &format!("f{i:03}"),
+            b"rotten",
+            &[("stage_crc64", "0123456789abcdef")],
+        )
+        .await;
+    }
+    let o = stage_env(
+        &ws,
+        &["import", "--transfers", "4", &az.url("limit"), "dst"],
+    );
+    assert_exit(&o, 1);
+    let attempted = text(&o.stderr)
+        .lines()
+        .filter(|l| l.contains("does not match"))
+        .count();
+    assert!(
+        (1..=4).contains(&attempted),
+        "{attempted} files failed, not just those in flight at the first error:\n{}",
+        text(&o.stderr)
+    );
+    let o = stage_env(
+        &ws,
+        &["import", "--max-errors", "-1", &az.url("limit"), "dst"],
+    );
+    assert_has(&o.stderr, "200 errors");
+}

@@ -13,6 +13,7 @@ use std::fs::{self, Metadata};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -141,6 +142,11 @@ enum Moved {
     File(FileRecord),
 }
 
+/// More errors than the job tolerates (-1: any number).
+fn over_limit(errors: usize, max_errors: i64) -> bool {
+    max_errors >= 0 && errors as i64 > max_errors
+}
+
 fn stamp_matches(rec: &FileRecord, m: &Metadata) -> bool {
     rec.size == m.size() && rec.mtime_ns == mtime_ns(m)
 }
@@ -191,8 +197,7 @@ impl Inner {
     ) -> Result<ImportReport, MoverError> {
         let mut report = ImportReport::default();
         let mut meter = Meter::new(progress);
-        let too_many =
-            |r: &ImportReport| req.max_errors >= 0 && r.errors.len() as i64 > req.max_errors;
+        let too_many = |r: &ImportReport| over_limit(r.errors.len(), req.max_errors);
         let mut batch: Vec<(BlobEntry, bool)> = Vec::new();
         for prefix in store::disjoint_prefixes(&req.prefixes) {
             let mut listing = self.store.list(&prefix);
@@ -209,7 +214,13 @@ impl Inner {
                                 }
                                 Decision::Skip => report.conflicts_skipped += 1,
                                 Decision::Fail(path) => {
-                                    self.import_batch(&mut batch, &mut report, &meter).await?;
+                                    self.import_batch(
+                                        &mut batch,
+                                        &mut report,
+                                        &meter,
+                                        req.max_errors,
+                                    )
+                                    .await?;
                                     report.status = JobStatus::Failed;
                                     report.conflict = Some(path);
                                     return Ok(report);
@@ -225,7 +236,13 @@ impl Inner {
                                     }
                                     batch.push((e, overwrite));
                                     if batch.len() >= BATCH {
-                                        self.import_batch(&mut batch, &mut report, &meter).await?;
+                                        self.import_batch(
+                                            &mut batch,
+                                            &mut report,
+                                            &meter,
+                                            req.max_errors,
+                                        )
+                                        .await?;
                                     }
                                 }
                             }
@@ -233,14 +250,16 @@ impl Inner {
                     }
                 }
                 if too_many(&report) {
-                    self.import_batch(&mut batch, &mut report, &meter).await?;
+                    self.import_batch(&mut batch, &mut report, &meter, req.max_errors)
+                        .await?;
                     report.status = JobStatus::Failed;
                     return Ok(report);
                 }
             }
         }
         meter.listed();
-        self.import_batch(&mut batch, &mut report, &meter).await?;
+        self.import_batch(&mut batch, &mut report, &meter, req.max_errors)
+            .await?;
         if too_many(&report) {
             report.status = JobStatus::Failed;
         } else if !report.errors.is_empty() || report.conflicts_skipped > 0 {
@@ -250,11 +269,14 @@ impl Inner {
     }
 
     /// Records the batch's intents with one flush, copies concurrently, records outcomes.
+    /// Once the errors are over `max_errors` nothing more is started: the rest of the batch
+    /// keeps its intents, as if the run had been killed there, and the next run finishes them.
     async fn import_batch(
         &self,
         batch: &mut Vec<(BlobEntry, bool)>,
         report: &mut ImportReport,
         meter: &Meter<'_>,
+        max_errors: i64,
     ) -> Result<(), MoverError> {
         if batch.is_empty() {
             return Ok(());
@@ -273,23 +295,34 @@ impl Inner {
         }
         self.journal.flush()?;
         failpoint::hit("import.after-intent");
+        let stop = AtomicBool::new(false);
+        let stop = &stop;
         let mut moves = stream::iter(batch.drain(..))
             .map(|(e, overwrite)| async move {
+                if stop.load(Ordering::Relaxed) {
+                    return (e, overwrite, None);
+                }
                 let r = self.import_one(&e, overwrite).await;
-                (e, overwrite, r)
+                (e, overwrite, Some(r))
             })
             .buffer_unordered(self.transfers);
         while let Some((e, overwrite, r)) = moves.next().await {
             match r {
-                Ok(Moved::Dir) => report.directories += 1,
-                Ok(Moved::File(rec)) => {
+                None => {}
+                Some(Ok(Moved::Dir)) => report.directories += 1,
+                Some(Ok(Moved::File(rec))) => {
                     self.journal.put_file(&self.fs_name, &e.name, &rec)?;
                     report.imported += 1;
                     report.overwritten += u64::from(overwrite);
                     report.bytes += rec.size;
                     meter.done(report.imported, report.bytes);
                 }
-                Err(msg) => report.errors.push(format!("{}: {msg}", e.name)),
+                Some(Err(msg)) => {
+                    report.errors.push(format!("{}: {msg}", e.name));
+                    if over_limit(report.errors.len(), max_errors) {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                }
             }
         }
         drop(moves);
