@@ -390,10 +390,8 @@ impl Inner {
         let paths = store::disjoint_paths(&req.paths);
         let last = paths.len().saturating_sub(1);
         for (i, path) in paths.into_iter().enumerate() {
-            if fs::symlink_metadata(self.root.join(&path)).is_err() {
-                report
-                    .errors
-                    .push(format!("{path}: not found in the file system"));
+            if let Some(missing) = missing_export_path(&self.root, &path) {
+                report.errors.push(missing);
                 continue;
             }
             // Walk and listing are both in name order: merge-join them, holding neither.

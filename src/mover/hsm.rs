@@ -266,12 +266,8 @@ impl HsmMover {
         }
         let mut report = ExportReport::default();
         for path in store::disjoint_paths(&req.paths) {
-            // As the direct mover: a path to export that is not there is an error, not an
-            // empty success (a job that wrote nothing must not look exported).
-            if std::fs::symlink_metadata(self.root.join(&path)).is_err() {
-                report
-                    .errors
-                    .push(format!("{path}: not found in the file system"));
+            if let Some(missing) = missing_export_path(&self.root, &path) {
+                report.errors.push(missing);
                 continue;
             }
             // What differs from the container now is what archive will write; when nothing

@@ -86,6 +86,14 @@ pub struct ExportReport {
     pub errors: Vec<String>,
 }
 
+/// Why a path asked to be exported cannot be, when it is not there: an error, not an empty
+/// success, in both movers (a job that wrote nothing must not look exported).
+fn missing_export_path(root: &std::path::Path, path: &str) -> Option<String> {
+    std::fs::symlink_metadata(root.join(path))
+        .is_err()
+        .then(|| format!("{path}: not found in the file system"))
+}
+
 /// How far a transfer has got. `found_*` is what the listing has shown needs moving so far
 /// (it runs up to a batch ahead of the copying); once `listed`, that is the whole job, so a
 /// display can show a total and an ETA.

@@ -90,11 +90,12 @@ fn describe(e: &azure_core::Error) -> String {
                 .map(String::as_str)
                 .filter(|l| !WRAPPERS.iter().any(|w| l.starts_with(w)))
                 .collect();
-            match specific.is_empty() {
-                true => links.join(": "),
-                false => specific.join(": "),
-            }
-            .replace('\n', " ")
+            let joined = if specific.is_empty() {
+                links.join(": ")
+            } else {
+                specific.join(": ")
+            };
+            joined.replace('\n', " ")
         }
     };
     super::redact::secrets(text.trim())
