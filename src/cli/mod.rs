@@ -7,6 +7,7 @@ mod explain;
 mod fs;
 mod logs;
 mod plan;
+mod report;
 mod run;
 mod schema;
 mod slurm;
@@ -83,6 +84,8 @@ pub enum Command {
     Status(status::Args),
     /// Print a task's output.
     Logs(logs::Args),
+    /// Write a run's HTML report: step timeline, tasks per host, slowest tasks, failures.
+    Report(report::Args),
     /// Say why each task will or will not run.
     Explain(explain::Args),
     /// Run a command once on every host of a pipeline's pool (like pdsh).
@@ -189,6 +192,7 @@ pub async fn main(cli: Cli) -> Result<Exit, CliError> {
         Command::Validate(a) => validate::run(&ctx, a),
         Command::Status(a) => status::run(&ctx, a).await,
         Command::Logs(a) => logs::run(&ctx, a),
+        Command::Report(a) => report::run(&ctx, a),
         Command::Explain(a) => explain::run(&ctx, a),
         Command::Exec(a) => exec::run(&ctx, a).await,
         Command::Import(a) => transfer::import(&ctx, a).await,

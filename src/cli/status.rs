@@ -45,16 +45,11 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
                 println!("{}", serde_json::to_string_pretty(&p).unwrap_or_default());
             } else {
                 println!(
-                    "{} run {}: running (pid {}), step {}: {} of {} tasks done, {} failed; {} files, {} moved; as of {}",
+                    "{} run {}: running (pid {}), {}; as of {}",
                     p.pipeline,
                     p.run,
                     p.pid,
-                    p.step,
-                    p.tasks_done,
-                    p.tasks_total,
-                    p.tasks_failed,
-                    p.files,
-                    indicatif::HumanBytes(p.bytes),
+                    p.step_line(),
                     time(Some(p.updated_ms))
                 );
             }
@@ -118,21 +113,28 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
             .iter()
             .filter(|t| t.state == TaskState::Failed)
             .collect();
-        lines.push(format!(
-            "  {:<10} {:<8} {:<7} {}",
-            step.name,
-            step.kind,
-            format!("{:?}", step.state).to_lowercase(),
-            if counts.is_empty() {
-                String::new()
-            } else {
-                counts
-                    .iter()
-                    .map(|(k, v)| format!("{v} {k}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            }
-        ));
+        lines.push(
+            format!(
+                "  {:<10} {:<8} {:<7} {:>7}  {}",
+                step.name,
+                step.kind,
+                format!("{:?}", step.state).to_lowercase(),
+                step.finished_ms
+                    .map(|f| crate::report::human_ms(f.saturating_sub(step.started_ms)))
+                    .unwrap_or_default(),
+                if counts.is_empty() {
+                    String::new()
+                } else {
+                    counts
+                        .iter()
+                        .map(|(k, v)| format!("{v} {k}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            )
+            .trim_end()
+            .to_string(),
+        );
         for t in &failed {
             lines.push(format!(
                 "      failed {} after {} attempt(s): {}  (stage logs {} {}/{})",

@@ -8,8 +8,6 @@
 //! means that task runs again, which the at-least-once contract allows.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -56,22 +54,6 @@ fn pick(pending: &VecDeque<Pending>, host: &str) -> usize {
 fn backoff(base: Duration, attempt: u32) -> Duration {
     base.saturating_mul(1 << attempt.saturating_sub(1).min(16))
         .min(Duration::from_secs(600))
-}
-
-fn tail(path: &Path, lines: usize) -> Vec<String> {
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return Vec::new();
-    };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let _ = f.seek(SeekFrom::Start(len.saturating_sub(4096)));
-    let mut buf = Vec::new();
-    let _ = f.read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf);
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
 }
 
 impl Engine {
@@ -375,7 +357,7 @@ impl Engine {
                         signal: exit.signal,
                         will_retry,
                         reason: reason.clone(),
-                        stderr_tail: tail(&cmd.stderr, 5),
+                        stderr_tail: tasks::log_tail(&cmd.stderr, 5),
                         log: cmd.stderr.display().to_string(),
                     });
                     if let Some(q) = slots.failed(slot) {

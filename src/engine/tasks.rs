@@ -1,6 +1,7 @@
 //! A process step's tasks: expanding globs into tasks, and deciding which must run.
 
 use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -534,6 +535,24 @@ pub fn log_files(dir: &Path, key: &str, attempt: u32) -> (PathBuf, PathBuf) {
         dir.join(format!("{name}.out")),
         dir.join(format!("{name}.err")),
     )
+}
+
+/// The last `lines` lines of a task log (from its last 4 KiB: enough for an error message,
+/// bounded for a log of gigabytes).
+pub fn log_tail(path: &Path, lines: usize) -> Vec<String> {
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(4096)));
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 /// A task key as one safe file name: path separators and odd bytes percent-encoded.

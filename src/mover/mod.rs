@@ -5,7 +5,7 @@ mod hsm;
 pub mod names;
 
 use async_trait::async_trait;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use blob::BlobMover;
 pub use hsm::HsmMover;
@@ -97,7 +97,7 @@ fn missing_export_path(root: &std::path::Path, path: &str) -> Option<String> {
 /// How far a transfer has got. `found_*` is what the listing has shown needs moving so far
 /// (it runs up to a batch ahead of the copying); once `listed`, that is the whole job, so a
 /// display can show a total and an ETA.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tally {
     pub files: u64,
     pub bytes: u64,

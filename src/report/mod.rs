@@ -1,5 +1,7 @@
-//! Reporters render engine events: log lines, progress bars, or JSON.
+//! Reporters render engine events: log lines, progress bars, or JSON; `html` renders a
+//! recorded run from the journal.
 
+pub mod html;
 mod json;
 mod lines;
 mod progress;

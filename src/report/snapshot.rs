@@ -17,9 +17,30 @@ pub struct Progress {
     pub tasks_total: usize,
     pub tasks_done: usize,
     pub tasks_failed: usize,
-    pub files: u64,
-    pub bytes: u64,
+    /// When the current step started, so a reader can work out rates and an ETA.
+    #[serde(default)]
+    pub step_started_ms: u64,
+    /// The current step's transfer, if it moves files: done, found so far, listing finished.
+    #[serde(flatten)]
+    pub transfer: crate::mover::Tally,
     pub updated_ms: u64,
+}
+
+impl Progress {
+    /// `step qc: 3 of 10 tasks done, 0 failed`, or for a transfer the line its progress bar
+    /// shows (`step import: 120/2000 files, 7.50 MiB/125.00 MiB, 30.00 MiB/s, eta 4s`), as of
+    /// the snapshot's time.
+    pub fn step_line(&self) -> String {
+        let t = &self.transfer;
+        if self.tasks_total > 0 || (t.files == 0 && t.found_files == 0) {
+            return format!(
+                "step {}: {} of {} tasks done, {} failed",
+                self.step, self.tasks_done, self.tasks_total, self.tasks_failed
+            );
+        }
+        let elapsed = Duration::from_millis(self.updated_ms.saturating_sub(self.step_started_ms));
+        super::transfer::line(&format!("step {}:", self.step), t, elapsed)
+    }
 }
 
 /// Keeps `STATE_DIR/progress.json` current, at most once a second, and removes it at the end.
@@ -78,8 +99,8 @@ impl Reporter for SnapshotReporter {
                 p.tasks_total = 0;
                 p.tasks_done = 0;
                 p.tasks_failed = 0;
-                p.files = 0;
-                p.bytes = 0;
+                p.transfer = crate::mover::Tally::default();
+                p.step_started_ms = crate::journal::now_ms();
                 now = true;
             }
             Event::TasksPlanned { to_run, .. } => p.tasks_total = *to_run,
@@ -87,10 +108,7 @@ impl Reporter for SnapshotReporter {
             Event::TaskFailed {
                 will_retry: false, ..
             } => p.tasks_failed += 1,
-            Event::Transfer { tally, .. } => {
-                p.files = tally.files;
-                p.bytes = tally.bytes;
-            }
+            Event::Transfer { tally, .. } => p.transfer = *tally,
             Event::RunFinished { .. } => {
                 let _ = std::fs::remove_file(&self.path);
                 return;
@@ -102,5 +120,58 @@ impl Reporter for SnapshotReporter {
             *last = Some(Instant::now());
             self.write(p);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mover::Tally;
+
+    #[test]
+    fn a_process_step_reads_as_task_counts_and_a_transfer_as_its_progress_line() {
+        let mut p = Progress {
+            step: "qc".into(),
+            tasks_total: 10,
+            tasks_done: 3,
+            ..Progress::default()
+        };
+        assert_eq!(p.step_line(), "step qc: 3 of 10 tasks done, 0 failed");
+        p = Progress {
+            step: "import".into(),
+            step_started_ms: 10_000,
+            updated_ms: 14_000,
+            transfer: Tally {
+                files: 500,
+                bytes: 4 << 20,
+                found_files: 1000,
+                found_bytes: 8 << 20,
+                listed: true,
+            },
+            ..Progress::default()
+        };
+        assert_eq!(
+            p.step_line(),
+            "step import: 500/1000 files, 4.00 MiB/8.00 MiB, 1.00 MiB/s, eta 4s"
+        );
+    }
+
+    #[test]
+    fn a_snapshot_round_trips_through_its_file_format() {
+        let p = Progress {
+            pid: 42,
+            step: "export".into(),
+            transfer: Tally {
+                files: 2,
+                found_files: 3,
+                ..Tally::default()
+            },
+            ..Progress::default()
+        };
+        let text = serde_json::to_string(&p).unwrap();
+        assert!(text.contains("\"found_files\":3"), "{text}");
+        let back: Progress = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.transfer, p.transfer);
+        assert_eq!(back.pid, 42);
     }
 }
