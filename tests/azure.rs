@@ -614,6 +614,49 @@ fn ctrl_c_with_detach_leaves_the_job_running_and_a_rerun_reattaches() {
     );
 }
 
+/// The emulator's import job counts blobs as it copies them, as AMLFS does, and a run shows
+/// those counts while it waits rather than only when the job ends.
+#[test]
+fn an_import_job_reports_its_progress_while_it_runs() {
+    let b = bed(&[], |y| y);
+    // A first run creates the file system, whose automatic import takes what is there now.
+    assert_exit(&b.run(None), 0);
+    const EXTRA: usize = 1500;
+    for i in 0..EXTRA {
+        b.ws.write(&format!("extra/x{i:04}.txt"), format!("{i}\n"));
+    }
+    let o = run(
+        &b.ws,
+        &["export", "extra", &b.az.url("genomics/reference/extra")],
+        None,
+    );
+    assert_exit(&o, 0);
+    let o = run(
+        &b.ws,
+        &[
+            "--output",
+            "json",
+            "run",
+            "--new",
+            b.pipeline.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_exit(&o, 0);
+    let seen: Vec<u64> = text(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "transfer" && e["step"] == "import")
+        .filter_map(|e| e["files"].as_u64())
+        .collect();
+    let total = EXTRA as u64;
+    assert!(
+        seen.iter().any(|&n| n > 0 && n < total),
+        "no count between 0 and {total} while the job ran: {seen:?}"
+    );
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_import_with_errors_under_max_errors_completes_partially() {
     let b = bed(&[], |y| y.replace("max_errors: 0", "max_errors: -1"));

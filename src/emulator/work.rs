@@ -312,7 +312,17 @@ pub async fn import_job(state: Arc<State>, fs: FsKey, key: String, op: String) {
         Ok(m) => m,
         Err(msg) => return fail_job(&state, &key, &msg),
     };
-    match mover.import(req, Box::new(|_| {})).await {
+    // The job's counters move while it runs, as the service's do, so a client can show progress.
+    let live = {
+        let (state, key) = (state.clone(), key.clone());
+        Box::new(move |t: crate::mover::Tally| {
+            update_job(&state, &key, |p| {
+                let status = p.status.get_or_insert_with(Default::default);
+                status.total_blobs_imported = Some(t.files as f64);
+            })
+        })
+    };
+    match mover.import(req, live).await {
         Ok(report) => update_job(&state, &key, |p| {
             let status = p.status.get_or_insert_with(Default::default);
             status.state = Some(

@@ -17,11 +17,18 @@ pub fn line(verb: &str, t: &Tally, elapsed: Duration) -> String {
     if t.found_files > 0 {
         s += &format!("/{}{more}", t.found_files);
     }
-    s += &format!(" files, {}", HumanBytes(t.bytes));
-    if t.found_files > 0 {
-        s += &format!("/{}{more}", HumanBytes(t.found_bytes));
+    s += " files";
+    if t.bytes == 0 && t.found_bytes == 0 {
+        // No sizes known (an AMLFS job reports counts only) or only empty files: "0 B, 0 B/s"
+        // would read as a stall.
+        s += &format!(", {:.0} files/s", t.files as f64 / secs);
+    } else {
+        s += &format!(", {}", HumanBytes(t.bytes));
+        if t.found_files > 0 {
+            s += &format!("/{}{more}", HumanBytes(t.found_bytes));
+        }
+        s += &format!(", {}/s", HumanBytes((t.bytes as f64 / secs) as u64));
     }
-    s += &format!(", {}/s", HumanBytes((t.bytes as f64 / secs) as u64));
     if let Some(eta) = eta(t, secs) {
         s += &format!(", eta {}", short(eta));
     }
@@ -97,7 +104,15 @@ mod tests {
     #[test]
     fn eta_by_files_when_there_are_no_bytes() {
         let t = tally(10, 0, (40, 0), true);
-        assert!(line("imported", &t, Duration::from_secs(60)).ends_with("eta 3m00s"));
+        assert_eq!(
+            line("imported", &t, Duration::from_secs(5)),
+            "imported 10/40 files, 2 files/s, eta 15s"
+        );
+        let t = tally(120, 0, (0, 0), false);
+        assert_eq!(
+            line("import:", &t, Duration::from_secs(60)),
+            "import: 120 files, 2 files/s"
+        );
         let t = tally(0, 0, (40, 0), true);
         assert!(!line("imported", &t, Duration::from_secs(1)).contains("eta"));
     }
