@@ -27,18 +27,54 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// Follows the run's events; true for those worth writing down at once (a new run or
+    /// step). `updated_ms` is the time of the last event.
+    pub fn apply(&mut self, event: &Event) -> bool {
+        self.updated_ms = crate::journal::now_ms();
+        match event {
+            Event::RunStarted { run, pipeline, .. } => {
+                self.run = *run;
+                self.pipeline = pipeline.clone();
+                return true;
+            }
+            Event::StepStarted { step, .. } => {
+                self.step = step.clone();
+                self.tasks_total = 0;
+                self.tasks_done = 0;
+                self.tasks_failed = 0;
+                self.transfer = crate::mover::Tally::default();
+                self.step_started_ms = self.updated_ms;
+                return true;
+            }
+            Event::TasksPlanned { to_run, .. } => self.tasks_total = *to_run,
+            Event::TaskFinished { .. } => self.tasks_done += 1,
+            Event::TaskFailed {
+                will_retry: false, ..
+            } => self.tasks_failed += 1,
+            Event::Transfer { tally, .. } => self.transfer = *tally,
+            _ => {}
+        }
+        false
+    }
+
     /// `step qc: 3 of 10 tasks done, 0 failed`, or for a transfer the line its progress bar
     /// shows (`step import: 120/2000 files, 7.50 MiB/125.00 MiB, 30.00 MiB/s, eta 4s`), as of
     /// the snapshot's time.
     pub fn step_line(&self) -> String {
         let t = &self.transfer;
+        let elapsed = Duration::from_millis(self.updated_ms.saturating_sub(self.step_started_ms));
         if self.tasks_total > 0 || (t.files == 0 && t.found_files == 0) {
-            return format!(
+            let mut s = format!(
                 "step {}: {} of {} tasks done, {} failed",
                 self.step, self.tasks_done, self.tasks_total, self.tasks_failed
             );
+            let ended = self.tasks_done + self.tasks_failed;
+            if ended > 0 && ended < self.tasks_total {
+                let left = elapsed.mul_f64((self.tasks_total - ended) as f64 / ended as f64);
+                s += &format!(", eta {}", super::transfer::short(left));
+            }
+            return s;
         }
-        let elapsed = Duration::from_millis(self.updated_ms.saturating_sub(self.step_started_ms));
         super::transfer::line(&format!("step {}:", self.step), t, elapsed)
     }
 }
@@ -87,36 +123,12 @@ impl Reporter for SnapshotReporter {
             return;
         };
         let (p, last) = &mut *guard;
-        let mut now = false;
-        match event {
-            Event::RunStarted { run, pipeline, .. } => {
-                p.run = *run;
-                p.pipeline = pipeline.clone();
-                now = true;
-            }
-            Event::StepStarted { step, .. } => {
-                p.step = step.clone();
-                p.tasks_total = 0;
-                p.tasks_done = 0;
-                p.tasks_failed = 0;
-                p.transfer = crate::mover::Tally::default();
-                p.step_started_ms = crate::journal::now_ms();
-                now = true;
-            }
-            Event::TasksPlanned { to_run, .. } => p.tasks_total = *to_run,
-            Event::TaskFinished { .. } => p.tasks_done += 1,
-            Event::TaskFailed {
-                will_retry: false, ..
-            } => p.tasks_failed += 1,
-            Event::Transfer { tally, .. } => p.transfer = *tally,
-            Event::RunFinished { .. } => {
-                let _ = std::fs::remove_file(&self.path);
-                return;
-            }
-            _ => {}
+        if let Event::RunFinished { .. } = event {
+            let _ = std::fs::remove_file(&self.path);
+            return;
         }
+        let now = p.apply(event);
         if now || last.is_none_or(|l| l.elapsed() >= EVERY) {
-            p.updated_ms = crate::journal::now_ms();
             *last = Some(Instant::now());
             self.write(p);
         }
@@ -134,9 +146,18 @@ mod tests {
             step: "qc".into(),
             tasks_total: 10,
             tasks_done: 3,
+            tasks_failed: 1,
+            step_started_ms: 1_000,
+            updated_ms: 9_000,
             ..Progress::default()
         };
-        assert_eq!(p.step_line(), "step qc: 3 of 10 tasks done, 0 failed");
+        assert_eq!(
+            p.step_line(),
+            "step qc: 3 of 10 tasks done, 1 failed, eta 12s"
+        );
+        p.tasks_done = 0;
+        p.tasks_failed = 0;
+        assert_eq!(p.step_line(), "step qc: 0 of 10 tasks done, 0 failed");
         p = Progress {
             step: "import".into(),
             step_started_ms: 10_000,

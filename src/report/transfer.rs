@@ -62,7 +62,7 @@ fn eta(t: &Tally, secs: f64) -> Option<Duration> {
 }
 
 /// `4s`, `1m05s`, `2h03m`.
-fn short(d: Duration) -> String {
+pub fn short(d: Duration) -> String {
     let s = d.as_secs_f64().round() as u64;
     match s {
         0..60 => format!("{s}s"),
