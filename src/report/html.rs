@@ -233,7 +233,10 @@ fn tasks_section(h: &mut String, v: &RunView, s: &StepView) {
             "<p class=\"meta\">the first {MAX_BARS} tasks to start are drawn</p>"
         );
     }
-    timeline(h, &bars, st.started_ms, end, 8.0);
+    // A resumed step's record may start after tasks an earlier process ran.
+    let start = bars.iter().map(|b| b.start).fold(st.started_ms, u64::min);
+    let end = bars.iter().map(|b| b.end).fold(end, u64::max);
+    timeline(h, &bars, start, end, 8.0);
     hosts_table(h, &s.tasks, end);
     slowest_table(h, &s.tasks);
     failures(h, v, s);
