@@ -5,6 +5,7 @@
 #
 #   benches/blob.sh                  # small, large, diff
 #   benches/blob.sh small large      # some of them
+#   benches/blob.sh servercost       # what Azurite spends serving each client the small files
 #
 # Sizes: SMALL_FILES (2000 × 64 KiB), LARGE_FILES (4 × 256 MiB), DIFF_BLOBS (100000);
 # REPS (3) runs of each tool, the best kept.
@@ -253,7 +254,48 @@ bench_diff() {
   echo "diff rclone copy, nothing changed: ${t}s, ${rss} MB"
 }
 
+# Where the small-download time goes: the same 2,000 blobs fetched from one Azurite, each client
+# in turn and REPS rounds alternating, with the CPU seconds Azurite itself spent on each
+# (utime + stime of its process). Clients: curl's plain GETs, curl with the headers the SDK
+# sends (Range, x-ms-version), one listing of the container, stage's import (a listing, then
+# GETs, files written, verified, journaled) and rclone's copy at --transfers 32.
+bench_servercost() {
+  local src=$work/small/src sas cfg rep hz t0 t1 c0 c1
+  [ -d "$src" ] || make_files "$src" "$SMALL_FILES" 65536
+  fresh_azurite
+  "$STAGE" --state-dir "$work/cost-state" -q export "$src" "$BASE/cost" >/dev/null
+  rclone_config
+  sas=$(account_sas)
+  cfg=$work/cost-get.cfg
+  : > "$cfg"
+  while IFS= read -r f; do
+    printf 'url = "%s/cost/%s?%s"\noutput = "/dev/null"\n' "$BASE" "$f" "$sas" >> "$cfg"
+  done < <(cd "$src" && find . -type f | sed 's#^\./##')
+  hz=$(getconf CLK_TCK)
+  served() { awk '{print $14 + $15}' "/proc/$azurite_pid/stat"; }
+  cost() { # label command...
+    local label=$1
+    shift
+    rm -rf "$work/cost-dst" "$work/cost-state2"
+    sync
+    c0=$(served)
+    t0=$(now)
+    "$@" >/dev/null
+    t1=$(now)
+    c1=$(served)
+    echo "servercost $label: $(secs "$t0" "$t1" | cut -c1-5)s wall, Azurite $(echo "scale=2; ($c1 - $c0) / $hz" | bc)s CPU"
+  }
+  for rep in $(seq "$REPS"); do
+    cost "curl GETs            " curl -sf --no-progress-meter --parallel --parallel-max 32 -K "$cfg"
+    cost "curl GETs, SDK headers" curl -sf --no-progress-meter --parallel --parallel-max 32 \
+      -H "Range: bytes=0-65535" -H "x-ms-version: 2026-04-06" -K "$cfg"
+    cost "one listing           " curl -sf "$BASE/cost?restype=container&comp=list&maxresults=5000&$sas"
+    cost "stage import          " "$STAGE" --state-dir "$work/cost-state2" -q import "$BASE/cost" "$work/cost-dst"
+    cost "rclone copy (32)      " rclone --config "$work/rclone.conf" copy --transfers 32 az:cost "$work/cost-dst"
+  done
+}
+
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem/ {print $2}') GiB; $(rclone version | head -1); azurite $(azurite-blob --version 2>/dev/null)"
-for b in "${@:-small large diff}"; do
+for b in "${@:-small large diff servercost}"; do
   for one in $b; do "bench_$one"; done
 done
