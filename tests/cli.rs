@@ -114,11 +114,15 @@ fn old_runs_are_pruned_so_cron_does_not_grow_the_state_forever() {
     );
     for _ in 0..23 {
         assert_exit(&ws.stage(&["run", "-q", p.to_str().unwrap()]), 0);
+        assert_exit(&ws.stage(&["report", "-q", p.to_str().unwrap()]), 0);
     }
     assert!(
         !ws.state().join("logs/cronjob/1").exists(),
         "logs of pruned run 1 remain"
     );
+    let reports = std::fs::read_dir(ws.state().join("reports")).unwrap().count();
+    assert_eq!(reports, 20, "reports of pruned runs remain");
+    assert!(ws.state().join("reports/cronjob-run-23.html").exists());
     let o = ws.stage(&["status", "--output", "json"]);
     let runs: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
     let ids: Vec<u64> = runs.iter().map(|r| r["id"].as_u64().unwrap()).collect();

@@ -63,9 +63,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
     };
     let page = render(&view);
     let out = a.out.unwrap_or_else(|| {
-        ctx.state_dir
-            .join("reports")
-            .join(format!("{}-run-{}.html", pipeline.name, view.run.id))
+        crate::report::html::default_path(&ctx.state_dir, &pipeline.name, view.run.id)
     });
     if out.as_os_str() == "-" {
         use std::io::Write;

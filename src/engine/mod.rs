@@ -194,6 +194,11 @@ impl Engine {
                     .join(&self.pipeline.name)
                     .join(old.to_string());
                 let _ = std::fs::remove_dir_all(logs);
+                let _ = std::fs::remove_file(crate::report::html::default_path(
+                    &self.state_dir,
+                    &self.pipeline.name,
+                    old,
+                ));
             }
             self.journal.flush()?;
         }

@@ -43,6 +43,13 @@ pub struct RunView {
     pub now_ms: u64,
 }
 
+/// Where `stage report` writes a run's page unless told otherwise; pruning a run removes it.
+pub fn default_path(state_dir: &std::path::Path, pipeline: &str, run: u64) -> std::path::PathBuf {
+    state_dir
+        .join("reports")
+        .join(format!("{pipeline}-run-{run}.html"))
+}
+
 /// `<`, `>`, `&` and both quotes as entities: safe in text and in quoted attributes.
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
