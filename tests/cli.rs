@@ -120,7 +120,9 @@ fn old_runs_are_pruned_so_cron_does_not_grow_the_state_forever() {
         !ws.state().join("logs/cronjob/1").exists(),
         "logs of pruned run 1 remain"
     );
-    let reports = std::fs::read_dir(ws.state().join("reports")).unwrap().count();
+    let reports = std::fs::read_dir(ws.state().join("reports"))
+        .unwrap()
+        .count();
     assert_eq!(reports, 20, "reports of pruned runs remain");
     assert!(ws.state().join("reports/cronjob-run-23.html").exists());
     let o = ws.stage(&["status", "--output", "json"]);
