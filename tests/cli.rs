@@ -193,3 +193,27 @@ fn swapped_transfer_arguments_say_which_way_round() {
     assert_exit(&o, 2);
     assert_has(&o.stderr, "stage import URL DIR");
 }
+
+/// The emulator reaches blob with its own environment's credentials: without them it says so
+/// at start, instead of failing every import job later with a message that seems to be about
+/// the run.
+#[test]
+fn the_emulator_refuses_to_start_without_blob_credentials() {
+    let ws = Workspace::new();
+    let emulator = |endpoint: &str| {
+        let mut c = ws.cmd(&["emulator", "--listen", "127.0.0.1:0", "--data-dir", "emu"]);
+        c.args(["--blob-endpoint", endpoint]);
+        c
+    };
+    let o = emulator("http://127.0.0.1:10000/devstoreaccount1")
+        .env_remove("AZURE_STORAGE_CONNECTION_STRING")
+        .env_remove("AZURE_STORAGE_KEY")
+        .env_remove("AZURE_STORAGE_SAS_TOKEN")
+        .output()
+        .unwrap();
+    assert_exit(&o, 2);
+    assert_has(&o.stderr, "in the emulator's own environment");
+    let o = emulator("http://127.0.0.1:10000/").output().unwrap();
+    assert_exit(&o, 2);
+    assert_has(&o.stderr, "not a blob service endpoint");
+}

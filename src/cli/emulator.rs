@@ -73,6 +73,25 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
             a.listen
         )));
     }
+    if let Some(endpoint) = &a.blob_endpoint {
+        // Its jobs reach blob with the credentials in its own environment; without them every
+        // job would fail later with a message that seems to blame the pipeline's run.
+        use crate::store::azure::{Location, credential};
+        let probe = format!("{}/probe", endpoint.trim_end_matches('/'));
+        let loc = Location::parse(&probe).map_err(|_| {
+            CliError::Usage(format!(
+                "--blob-endpoint {endpoint}: not a blob service endpoint (e.g. \
+                 https://ACCOUNT.blob.core.windows.net, or Azurite's \
+                 http://127.0.0.1:10000/devstoreaccount1)"
+            ))
+        })?;
+        credential::from_env(&loc).map_err(|e| {
+            CliError::Usage(format!(
+                "--blob-endpoint {endpoint}: {e} in the emulator's own environment (for \
+                 Azurite: AZURE_STORAGE_CONNECTION_STRING=UseDevelopmentStorage=true)"
+            ))
+        })?;
+    }
     let opts = Options {
         listen: a.listen,
         data_dir: a.data_dir,
