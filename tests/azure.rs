@@ -156,6 +156,8 @@ fn genomics_on_the_azure_target_end_to_end_then_nothing_to_do() {
         &o.stderr,
         "created AMLFS genomics-scratch in rg-stage/eastus",
     );
+    // The automatic import at creation took the inputs; the step's job finds them there.
+    assert_has(&o.stderr, "import: 0 files imported (0 B), 5 up to date");
     assert_has(&o.stderr, "5 files exported");
     b.check_results();
     let (status, fs) = b.em.get(FS);
@@ -655,6 +657,11 @@ fn an_import_job_reports_its_progress_while_it_runs() {
         "no count between 0 and {total} while the job ran: {seen:?}"
     );
     assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+    // Counted by the job, which reports no sizes: no "(0 B)" for 1,500 files.
+    assert_has(
+        &o.stdout,
+        r#""step":"import","summary":"1500 files imported, 5 up to date""#,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -343,6 +343,9 @@ pub async fn import_job(state: Arc<State>, fs: FsKey, key: String, op: String) {
             status
                 .extra
                 .insert("importedDirectories".into(), json!(report.directories));
+            status
+                .extra
+                .insert("preexistingFiles".into(), json!(report.up_to_date));
             status.extra.insert(
                 "lastCompletionTime".into(),
                 json!(crate::clock::iso8601(crate::clock::now_secs())),

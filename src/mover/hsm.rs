@@ -229,8 +229,13 @@ impl HsmMover {
             }
             let errors = status.total_errors.unwrap_or(0.0) as u64;
             let message = status.status_message.clone().unwrap_or_default();
+            // AMLFS splits its count into files, directories and symlinks, new and
+            // preexisting; totalBlobsImported is what an older service reports instead.
+            let count = |key: &str| status.extra.get(key).and_then(|v| v.as_f64());
             let mut report = ImportReport {
-                imported,
+                imported: count("importedFiles").map_or(imported, |n| n as u64),
+                directories: count("importedDirectories").unwrap_or(0.0) as u64,
+                up_to_date: count("preexistingFiles").unwrap_or(0.0) as u64,
                 conflicts_skipped: status.total_conflicts.unwrap_or(0.0) as u64,
                 ..Default::default()
             };

@@ -127,12 +127,15 @@ pub trait Mover: Send + Sync {
 impl ImportReport {
     pub fn summary(&self) -> String {
         let mut s = format!(
-            "{} file{} imported ({}), {} up to date",
+            "{} file{} imported",
             self.imported,
             if self.imported == 1 { "" } else { "s" },
-            indicatif::HumanBytes(self.bytes),
-            self.up_to_date
         );
+        // An AMLFS job counts files but reports no sizes: "(0 B)" would be wrong.
+        if self.bytes > 0 || self.imported == 0 {
+            s += &format!(" ({})", indicatif::HumanBytes(self.bytes));
+        }
+        s += &format!(", {} up to date", self.up_to_date);
         if self.overwritten > 0 {
             s += &format!(", {} overwritten", self.overwritten);
         }
