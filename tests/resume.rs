@@ -259,3 +259,29 @@ fn a_failed_journal_write_stops_the_run_loudly_and_a_rerun_finishes() {
         .collect();
     finish_and_check(&ws, &p, &reference, &at_kill, "failed write");
 }
+
+/// A finished step is skipped on resume only if it would do the same thing: an import done
+/// into one file system is not done for the file system the edited pipeline now names.
+#[test]
+fn a_resumed_run_redoes_a_finished_step_when_its_file_system_changed() {
+    let ws = Workspace::new();
+    ws.write("blob/in/a.txt", "a\n");
+    let pipeline = |fs: &str| {
+        format!(
+            "name: moved\nfilesystem: {{ name: {fs}, hsm: {{ container: blob }} }}\nsteps:\n  - ensure: {{}}\n  - import: {{}}\n  - process: {{ name: work, foreach: in/*.txt, outputs: [\"out/{{{{stem}}}}\"], command: \"mkdir -p out && cp {{{{input}}}} {{{{output}}}}\" }}\n"
+        )
+    };
+    let p = ws.write("p.yaml", pipeline("first"));
+    assert!(
+        crash_at(&ws, &p, "process.after-intent"),
+        "never reached the tasks"
+    );
+    ws.write("p.yaml", pipeline("second"));
+    let o = ws.stage(&["run", p.to_str().unwrap()]);
+    assert_exit(&o, 0);
+    assert_has(&o.stderr, "import: 1 file imported");
+    assert_eq!(
+        std::fs::read_to_string(ws.state().join("lustre/second/out/a")).unwrap(),
+        "a\n"
+    );
+}

@@ -226,7 +226,16 @@ impl Engine {
                 return Err(EngineError::Interrupted);
             }
             // A digest, not the text: a definition holds `env` values, which may be secrets.
-            let definition = crate::digest::md5_hex(format!("{:?}", step.action).as_bytes());
+            // It covers where the step works too (target, account, file system): an import
+            // finished into one file system is not done for another that took its name.
+            let p = &self.pipeline;
+            let definition = crate::digest::md5_hex(
+                format!(
+                    "{:?}|{:?}|{:?}|{:?}",
+                    step.action, p.target, p.azure, p.filesystem
+                )
+                .as_bytes(),
+            );
             if let Some(rec) = self.journal.step(run.id, index)?
                 && rec.state == StepState::Done
                 && rec.definition == definition
