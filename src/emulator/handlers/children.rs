@@ -1,0 +1,161 @@
+//! The file system's other children: auto-export jobs and expansion jobs.
+
+use super::*;
+
+/// Why the file system cannot take an HSM request now, if it cannot.
+/// Creates or updates an auto-export job; enabling it starts its export loop.
+pub(super) fn put_auto_export(state: &St, fs: FsKey, job: String, body: &[u8]) -> Response {
+    if let Some(r) = not_ready(state, &fs) {
+        return r;
+    }
+    let req: serde_json::Value = match parse_body(body) {
+        Ok(v) => v,
+        Err(response) => return *response,
+    };
+    let Some(prefixes) = req["properties"]["autoExportPrefixes"].as_array().cloned() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+            "properties.autoExportPrefixes is required.",
+            Some("autoExportPrefixes"),
+        );
+    };
+    let enable = req["properties"]["adminStatus"]
+        .as_str()
+        .unwrap_or("Enable")
+        == "Enable";
+    let key = fs.child_key(work::AUTO_EXPORTS, &job);
+    let location = req["location"].as_str().unwrap_or("eastus").to_string();
+    let mut inner = state.lock();
+    let v = json!({
+        "id": format!("{}/autoExportJobs/{job}", fs.id()),
+        "name": job,
+        "type": "Microsoft.StorageCache/amlFilesystem/autoExportJob",
+        "location": location,
+        "properties": {
+            "provisioningState": "Succeeded",
+            "adminStatus": if enable { "Enable" } else { "Disable" },
+            "autoExportPrefixes": prefixes,
+            "status": { "state": if enable { "InProgress" } else { "Disabled" },
+                        "totalFilesExported": 0, "exportIterationCount": 0 },
+        },
+    });
+    inner.auto_exports.insert(key.clone(), v.clone());
+    drop(inner);
+    if enable {
+        tokio::spawn(work::auto_export(state.clone(), fs, key));
+    }
+    json_response(StatusCode::CREATED, &v)
+}
+
+/// Enables or disables an auto-export job (`adminStatus`).
+pub(super) fn patch_auto_export(state: &St, fs: FsKey, job: String, body: &[u8]) -> Response {
+    let req: serde_json::Value = match parse_body(body) {
+        Ok(v) => v,
+        Err(response) => return *response,
+    };
+    let key = fs.child_key(work::AUTO_EXPORTS, &job);
+    let mut inner = state.lock();
+    let Some(v) = inner.auto_exports.get_mut(&key) else {
+        return not_found(&job);
+    };
+    let enable = match req["properties"]["adminStatus"].as_str() {
+        Some("Enable") => true,
+        Some("Disable") => false,
+        _ => return json_response(StatusCode::OK, v),
+    };
+    v["properties"]["adminStatus"] = json!(if enable { "Enable" } else { "Disable" });
+    v["properties"]["status"]["state"] = json!(if enable { "InProgress" } else { "Disabled" });
+    let body = v.clone();
+    drop(inner);
+    if enable {
+        tokio::spawn(work::auto_export(state.clone(), fs, key));
+    }
+    json_response(StatusCode::OK, &body)
+}
+
+pub(super) fn get_expansion(state: &State, fs: &FsKey, job: &str) -> Response {
+    match state
+        .lock()
+        .expansions
+        .get(&fs.child_key("expansionjobs", job))
+    {
+        Some(v) => json_response(StatusCode::OK, v),
+        None => not_found(job),
+    }
+}
+
+/// Grows the file system to `newStorageCapacityTiB` (a larger multiple of the SKU's step)
+/// after the job delay.
+pub(super) fn put_expansion(state: &St, fs: FsKey, job: String, body: &[u8]) -> Response {
+    if let Some(r) = not_ready(state, &fs) {
+        return r;
+    }
+    let key = fs.child_key("expansionjobs", &job);
+    if let Some(v) = state.lock().expansions.get(&key) {
+        return json_response(StatusCode::OK, v);
+    }
+    let req: serde_json::Value = match parse_body(body) {
+        Ok(v) => v,
+        Err(response) => return *response,
+    };
+    let Some(new) = req["properties"]["newStorageCapacityTiB"].as_f64() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+            "properties.newStorageCapacityTiB is required.",
+            Some("newStorageCapacityTiB"),
+        );
+    };
+    let (current, step, location) = {
+        let inner = state.lock();
+        let Some(e) = inner.filesystems.get(&fs.key()) else {
+            return not_found(&fs.id());
+        };
+        let step = crate::emulator::work::sku_of(&e.resource)
+            .map_or(1.0, |s| f64::from(s.capacity_step_tib()));
+        (
+            e.resource.properties.storage_capacity_tib.unwrap_or(0.0),
+            step,
+            e.resource.location.clone().unwrap_or_default(),
+        )
+    };
+    if new <= current || new % step != 0.0 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+            &format!(
+                "newStorageCapacityTiB must be a multiple of {step} greater than the current {current} TiB."
+            ),
+            Some("newStorageCapacityTiB"),
+        );
+    }
+    let v = json!({
+        "id": format!("{}/expansionJobs/{job}", fs.id()),
+        "name": job,
+        "type": "Microsoft.StorageCache/amlFilesystems/expansionJobs",
+        "location": location,
+        "properties": {
+            "provisioningState": "Succeeded",
+            "newStorageCapacityTiB": new,
+            "status": { "state": "InProgress", "percentComplete": 0.0,
+                        "startTimeUTC": crate::clock::iso8601(crate::clock::now_secs()) },
+        },
+    });
+    state.lock().expansions.insert(key.clone(), v.clone());
+    let st = state.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(st.opts.job_delay.max(st.opts.provision_delay / 2)).await;
+        let mut inner = st.lock();
+        if let Some(e) = inner.filesystems.get_mut(&fs.key()) {
+            e.resource.properties.storage_capacity_tib = Some(new);
+        }
+        if let Some(j) = inner.expansions.get_mut(&key) {
+            j["properties"]["status"]["state"] = json!("Completed");
+            j["properties"]["status"]["percentComplete"] = json!(100.0);
+            j["properties"]["status"]["completionTimeUTC"] =
+                json!(crate::clock::iso8601(crate::clock::now_secs()));
+        }
+    });
+    json_response(StatusCode::CREATED, &v)
+}

@@ -1,0 +1,227 @@
+//! amlFilesystems: create (validated against AMLFS's rules), read, patch, delete.
+
+use super::*;
+
+pub(super) fn get_fs(state: &State, fs: &FsKey) -> Response {
+    match state.lock().filesystems.get(&fs.key()) {
+        Some(e) => json_response(StatusCode::OK, &e.resource),
+        None => not_found(&fs.id()),
+    }
+}
+
+/// What ARM would refuse in a create request; (message, target).
+pub(super) fn validate(r: &AmlFilesystem) -> Result<(), (String, &'static str)> {
+    if r.location.as_deref().unwrap_or_default().is_empty() {
+        return Err(("location is required".into(), "location"));
+    }
+    let sku_name = r.sku.as_ref().map(|s| s.name.as_str()).unwrap_or_default();
+    let Some(sku) = SpecSku::ALL.iter().find(|s| s.name() == sku_name) else {
+        return Err((format!("unknown SKU '{sku_name}'"), "sku.name"));
+    };
+    let cap = r.properties.storage_capacity_tib.unwrap_or(0.0);
+    let step = f64::from(sku.capacity_step_tib());
+    if cap < step || (cap / step).fract() != 0.0 {
+        return Err((
+            format!("storageCapacityTiB must be a multiple of {step} for {sku_name}"),
+            "properties.storageCapacityTiB",
+        ));
+    }
+    if r.properties
+        .filesystem_subnet
+        .as_deref()
+        .unwrap_or_default()
+        .is_empty()
+    {
+        return Err((
+            "filesystemSubnet is required".into(),
+            "properties.filesystemSubnet",
+        ));
+    }
+    if r.properties.maintenance_window.is_none() {
+        return Err((
+            "maintenanceWindow is required".into(),
+            "properties.maintenanceWindow",
+        ));
+    }
+    if let Some(s) = r.properties.hsm_settings() {
+        if crate::azure::resources::container_parts(&s.container).is_none() {
+            return Err((
+                "hsm container must be a container resource id".into(),
+                "properties.hsm.settings.container",
+            ));
+        }
+        if crate::azure::resources::container_parts(&s.logging_container).is_none() {
+            return Err((
+                "hsm loggingContainer must be a container resource id".into(),
+                "properties.hsm.settings.loggingContainer",
+            ));
+        }
+        if same_id(&s.container, &s.logging_container) {
+            return Err((
+                "the logging container must differ from the data container".into(),
+                "properties.hsm.settings.loggingContainer",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Settings that can be set only at creation, as (name, value) for a diff.
+pub(super) fn immutable(r: &AmlFilesystem) -> Vec<(&'static str, String)> {
+    let settings = r.properties.hsm_settings();
+    vec![
+        (
+            "sku.name",
+            r.sku.as_ref().map(|s| s.name.clone()).unwrap_or_default(),
+        ),
+        (
+            "properties.storageCapacityTiB",
+            format!("{:?}", r.properties.storage_capacity_tib),
+        ),
+        (
+            "properties.filesystemSubnet",
+            r.properties
+                .filesystem_subnet
+                .clone()
+                .unwrap_or_default()
+                .to_ascii_lowercase(),
+        ),
+        ("zones", format!("{:?}", r.zones)),
+        (
+            "properties.hsm.settings.container",
+            settings
+                .map(|s| s.container.to_ascii_lowercase())
+                .unwrap_or_default(),
+        ),
+        (
+            "properties.hsm.settings.loggingContainer",
+            settings
+                .map(|s| s.logging_container.to_ascii_lowercase())
+                .unwrap_or_default(),
+        ),
+    ]
+}
+
+pub(super) fn put_fs(state: &St, fs: FsKey, body: &[u8]) -> Response {
+    let req: AmlFilesystem = match parse_body(body) {
+        Ok(r) => r,
+        Err(response) => return *response,
+    };
+    if let Err((message, target)) = validate(&req) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+            &message,
+            Some(target),
+        );
+    }
+    let mut inner = state.lock();
+    if let Some(existing) = inner.filesystems.get_mut(&fs.key()) {
+        if existing.resource.properties.provisioning_state.as_deref() == Some("Deleting") {
+            return error(
+                StatusCode::CONFLICT,
+                "Conflict",
+                "The file system is being deleted.",
+                None,
+            );
+        }
+        let (old, new) = (immutable(&existing.resource), immutable(&req));
+        if let Some(((name, _), _)) = old.iter().zip(&new).find(|(a, b)| a.1 != b.1) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "PropertyChangeNotAllowed",
+                &format!("{name} cannot be changed after creation"),
+                Some(name),
+            );
+        }
+        existing.resource.properties.maintenance_window = req.properties.maintenance_window.clone();
+        return json_response(StatusCode::OK, &existing.resource);
+    }
+    let mut r = req;
+    r.id = Some(fs.id());
+    r.name = Some(fs.name.clone());
+    r.kind = Some("Microsoft.StorageCache/amlFilesystem".into());
+    r.properties.provisioning_state = Some("Creating".into());
+    r.properties.health = Some(Health {
+        state: Some("Unavailable".into()),
+        status_description: Some("amlFilesystem is being created.".into()),
+        ..Default::default()
+    });
+    let location = r.location.clone().unwrap_or_default();
+    let dir = state
+        .opts
+        .data_dir
+        .join("filesystems")
+        .join(fs.name.to_ascii_lowercase());
+    let op = crate::emulator::state::start_operation(&mut inner);
+    inner.filesystems.insert(
+        fs.key(),
+        FsEntry {
+            resource: r.clone(),
+            dir,
+            hsm: Arc::new(tokio::sync::Mutex::new(())),
+            archive: None,
+        },
+    );
+    drop(inner);
+    tokio::spawn(work::provision(state.clone(), fs.clone(), op.clone()));
+    accepted(
+        state,
+        StatusCode::CREATED,
+        &fs.subscription,
+        &location,
+        &op,
+        serde_json::to_value(&r).ok(),
+    )
+}
+
+pub(super) fn patch_fs(state: &State, fs: &FsKey, body: &[u8]) -> Response {
+    let patch: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let mut inner = state.lock();
+    let Some(e) = inner.filesystems.get_mut(&fs.key()) else {
+        return not_found(&fs.id());
+    };
+    if let Some(w) = patch.pointer("/properties/maintenanceWindow")
+        && let Ok(w) = serde_json::from_value(w.clone())
+    {
+        e.resource.properties.maintenance_window = Some(w);
+    }
+    for key in ["rootSquashSettings", "encryptionSettings"] {
+        if let Some(v) = patch.pointer(&format!("/properties/{key}")) {
+            e.resource.properties.extra.insert(key.into(), v.clone());
+        }
+    }
+    if let Some(tags) = patch.get("tags") {
+        e.resource.extra.insert("tags".into(), tags.clone());
+    }
+    json_response(StatusCode::OK, &e.resource)
+}
+
+pub(super) fn delete_fs(state: &St, fs: FsKey) -> Response {
+    let mut inner = state.lock();
+    let key = fs.key();
+    let Some(e) = inner.filesystems.get_mut(&key) else {
+        return StatusCode::NO_CONTENT.into_response();
+    };
+    e.resource.properties.provisioning_state = Some("Deleting".into());
+    if let Some(a) = e.archive.take() {
+        a.abort();
+    }
+    let location = e.resource.location.clone().unwrap_or_default();
+    for job in inner.jobs.values_mut().filter(|j| j.fs_key == key) {
+        if let Some(t) = job.task.take() {
+            t.abort();
+        }
+    }
+    drop(inner);
+    let op = state.start_operation();
+    tokio::spawn(work::delete(state.clone(), fs.clone(), op.clone()));
+    accepted(
+        state,
+        StatusCode::ACCEPTED,
+        &fs.subscription,
+        &location,
+        &op,
+        None,
+    )
+}
