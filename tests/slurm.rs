@@ -422,3 +422,26 @@ fn cancelled_tasks_are_retried_per_policy() {
         assert_eq!(out, format!("{i}\n"));
     }
 }
+
+/// The hooks' log file stays bounded on a node that runs them for years: past 8 MiB it moves
+/// to `hooks.log.1` and a new one starts.
+#[test]
+fn the_hooks_log_moves_aside_when_it_grows_large() {
+    let ws = Workspace::new();
+    ws.write("lustre/ref/a.fa", "A");
+    let old = "x".repeat(9 << 20);
+    ws.write("state/slurm/hooks.log", &old);
+    let script = ws.write(
+        "job.sh",
+        format!(
+            "#!/bin/sh\n#STAGE restore {}\n",
+            ws.path().join("lustre/ref").display()
+        ),
+    );
+    let o = ws.stage(&["slurm", "prolog", "--script", script.to_str().unwrap()]);
+    assert_exit(&o, 0);
+    let moved = std::fs::read_to_string(ws.state().join("slurm/hooks.log.1")).unwrap();
+    assert_eq!(moved.len(), old.len());
+    let log = std::fs::read_to_string(ws.state().join("slurm/hooks.log")).unwrap();
+    assert!(log.len() < 4096 && log.contains("stage prolog"), "{log}");
+}

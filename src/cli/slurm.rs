@@ -97,15 +97,24 @@ fn job_id() -> String {
     std::env::var("SLURM_JOB_ID").unwrap_or_else(|_| "-".into())
 }
 
+/// Past this the log moves to `hooks.log.1` (replacing the one before): it is for reading
+/// recent jobs, and a busy node runs hooks for years.
+const LOG_LIMIT: u64 = 8 << 20;
+
 /// One line to stderr (syslog-friendly: no colour, one event per line) and to the log file.
 fn log(ctx: &Ctx, hook: &str, msg: &str) {
     let line = format!("stage {hook} job {}: {msg}", job_id());
     eprintln!("{line}");
-    let _ = std::fs::create_dir_all(ctx.state_dir.join("slurm"));
+    let dir = ctx.state_dir.join("slurm");
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join("hooks.log");
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() > LOG_LIMIT) {
+        let _ = std::fs::rename(&path, dir.join("hooks.log.1"));
+    }
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(ctx.state_dir.join("slurm").join("hooks.log"))
+        .open(&path)
     {
         let _ = writeln!(
             f,
