@@ -12,8 +12,8 @@ use std::fmt::Write;
 use crate::journal::{RunRecord, StepRecord, TaskRecord, TaskState};
 use crate::report::human_ms;
 
-/// Tasks drawn per step: a million-task step would make a page no browser opens. The tables
-/// and figures still count every task.
+/// Bars drawn per step (after joining back-to-back tasks): a page no browser opens helps
+/// nobody. The tables and figures still count every task.
 const MAX_BARS: usize = 5_000;
 /// Rows in the "slowest tasks" table.
 const SLOWEST: usize = 10;
@@ -233,16 +233,28 @@ fn tasks_section(h: &mut String, v: &RunView, s: &StepView) {
         );
     }
     let end = st.finished_ms.unwrap_or(v.now_ms).max(st.started_ms);
-    let bars = task_bars(&s.tasks, end);
-    if bars.len() < s.tasks.iter().filter(|t| t.started_ms.is_some()).count() {
+    // A resumed step's record may start after tasks an earlier process ran.
+    let start = s
+        .tasks
+        .iter()
+        .filter_map(|t| t.started_ms)
+        .fold(st.started_ms, u64::min);
+    let end = s
+        .tasks
+        .iter()
+        .filter_map(|t| t.finished_ms)
+        .fold(end, u64::max);
+    // Half a unit of the drawing: closer than that, two bars would touch anyway.
+    let slack = (end - start) / (2.0 * WIDTH) as u64;
+    let mut bars = task_bars(&s.tasks, end, slack);
+    if bars.len() > MAX_BARS {
+        bars.sort_by_key(|b| b.start);
+        bars.truncate(MAX_BARS);
         let _ = writeln!(
             h,
-            "<p class=\"meta\">the first {MAX_BARS} tasks to start are drawn</p>"
+            "<p class=\"meta\">the first {MAX_BARS} bars are drawn</p>"
         );
     }
-    // A resumed step's record may start after tasks an earlier process ran.
-    let start = bars.iter().map(|b| b.start).fold(st.started_ms, u64::min);
-    let end = bars.iter().map(|b| b.end).fold(end, u64::max);
     timeline(h, &bars, start, end, 8.0);
     hosts_table(h, &s.tasks, end);
     slowest_table(h, &s.tasks);
@@ -250,14 +262,22 @@ fn tasks_section(h: &mut String, v: &RunView, s: &StepView) {
 }
 
 /// Tasks as bars, packed per host into as few lanes as their overlaps need (the slots that
-/// ran them): a greedy interval partition in start order.
-fn task_bars(tasks: &[TaskRecord], end: u64) -> Vec<Bar> {
+/// ran them): a greedy interval partition in start order. Then, per lane, tasks of one state
+/// that follow each other within `slack` ms are drawn as one bar: a thousand back-to-back
+/// tasks are one stretch of green at any zoom a page can show, and the page stays small.
+fn task_bars(tasks: &[TaskRecord], end: u64, slack: u64) -> Vec<Bar> {
     let mut started: Vec<&TaskRecord> = tasks.iter().filter(|t| t.started_ms.is_some()).collect();
     started.sort_by_key(|t| t.started_ms);
-    started.truncate(MAX_BARS);
     // Per host, the end time of each lane so far.
     let mut lanes: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
-    let mut bars = Vec::with_capacity(started.len());
+    // Per lane, its runs of back-to-back tasks.
+    struct Stretch<'t> {
+        start: u64,
+        end: u64,
+        first: &'t TaskRecord,
+        count: usize,
+    }
+    let mut runs: BTreeMap<(&str, usize), Vec<Stretch>> = BTreeMap::new();
     for t in started {
         let host = t.host.as_deref().unwrap_or("-");
         let start = t.started_ms.unwrap_or(end);
@@ -273,24 +293,59 @@ fn task_bars(tasks: &[TaskRecord], end: u64) -> Vec<Bar> {
                 ends.len() - 1
             }
         };
-        let exit = match (t.exit_code, t.signal) {
-            (Some(c), _) => format!(", exit {c}"),
-            (None, Some(s)) => format!(", signal {s}"),
-            _ => String::new(),
-        };
-        bars.push(Bar {
-            lane: format!("{host}\u{0}{lane:06}"),
+        let row = runs.entry((host, lane)).or_default();
+        match row.last_mut() {
+            Some(last) if last.first.state == t.state && start <= last.end + slack => {
+                last.end = last.end.max(stop);
+                last.count += 1;
+            }
+            _ => row.push(Stretch {
+                start,
+                end: stop,
+                first: t,
+                count: 1,
+            }),
+        }
+    }
+    let mut bars = Vec::new();
+    for ((host, lane), row) in runs {
+        for Stretch {
             start,
             end: stop,
-            class: state_name(t.state),
-            title: format!(
-                "{} on {host}: {}, {}{exit}, attempt {}",
-                t.key,
-                state_name(t.state),
-                human_ms(stop - start),
-                t.attempts
-            ),
-        });
+            first: t,
+            count: n,
+        } in row
+        {
+            let state = t.state;
+            let title = if n == 1 {
+                let exit = match (t.exit_code, t.signal) {
+                    (Some(c), _) => format!(", exit {c}"),
+                    (None, Some(s)) => format!(", signal {s}"),
+                    _ => String::new(),
+                };
+                format!(
+                    "{} on {host}: {}, {}{exit}, attempt {}",
+                    t.key,
+                    state_name(state),
+                    human_ms(stop - start),
+                    t.attempts
+                )
+            } else {
+                format!(
+                    "{n} tasks {} on {host} in {}, from {}",
+                    state_name(state),
+                    human_ms(stop - start),
+                    t.key
+                )
+            };
+            bars.push(Bar {
+                lane: format!("{host}\u{0}{lane:06}"),
+                start,
+                end: stop,
+                class: state_name(state),
+                title,
+            });
+        }
     }
     bars
 }
@@ -568,17 +623,44 @@ mod tests {
             task("c", "n1", 12, 20, TaskState::Succeeded),
             task("d", "n2", 0, 30, TaskState::Succeeded),
         ];
-        let bars = task_bars(&tasks, 30);
-        let lanes: Vec<&str> = bars.iter().map(|b| b.lane.as_str()).collect();
+        let bars = task_bars(&tasks, 30, 0);
+        let lanes: Vec<(&str, u64)> = bars.iter().map(|b| (b.lane.as_str(), b.start)).collect();
         assert_eq!(
             lanes,
             [
-                "n1\u{0}000000",
-                "n2\u{0}000000",
-                "n1\u{0}000001",
-                "n1\u{0}000000"
+                ("n1\u{0}000000", 0),
+                ("n1\u{0}000000", 12),
+                ("n1\u{0}000001", 5),
+                ("n2\u{0}000000", 0),
             ]
         );
+    }
+
+    #[test]
+    fn back_to_back_tasks_of_one_state_are_one_bar() {
+        let mut tasks: Vec<TaskRecord> = (0..1000)
+            .map(|i| {
+                task(
+                    &format!("t{i}"),
+                    "n1",
+                    i * 10,
+                    i * 10 + 9,
+                    TaskState::Succeeded,
+                )
+            })
+            .collect();
+        tasks.push(task("bad", "n1", 10_000, 10_005, TaskState::Failed));
+        let bars = task_bars(&tasks, 10_005, 2);
+        assert_eq!(bars.len(), 2);
+        assert_eq!((bars[0].start, bars[0].end), (0, 9_999));
+        assert!(
+            bars[0].title.starts_with("1000 tasks succeeded on n1"),
+            "{}",
+            bars[0].title
+        );
+        assert_eq!(bars[1].class, "failed");
+        // Without slack, a gap of 1 ms keeps them apart.
+        assert_eq!(task_bars(&tasks, 10_005, 0).len(), 1001);
     }
 
     #[test]
