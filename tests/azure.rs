@@ -664,6 +664,39 @@ fn an_import_job_reports_its_progress_while_it_runs() {
     );
 }
 
+/// An archive's percentComplete moves while it runs (the emulator's as AMLFS's), and the run
+/// turns it into files and bytes of what differed, so a long export shows progress and an
+/// ETA instead of a spinner alone.
+#[test]
+fn an_archive_reports_its_progress_while_it_runs() {
+    let b = bed(&[], |y| {
+        y.replace(
+            "        mv {{output}}.part {{output}}",
+            "        mv {{output}}.part {{output}}\n        mkdir -p results/many && for i in $(seq 400); do echo $i > results/many/{{stem}}-$i; done",
+        )
+        .replace("outputs_of: [qc, merge]", "paths: [results/]")
+    });
+    let o = run(
+        &b.ws,
+        &["--output", "json", "run", b.pipeline.to_str().unwrap()],
+        None,
+    );
+    assert_exit(&o, 0);
+    let seen: Vec<(u64, u64)> = text(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "transfer" && e["step"] == "export")
+        .filter_map(|e| Some((e["files"].as_u64()?, e["found_files"].as_u64()?)))
+        .collect();
+    let total = 4 * 400 + 5;
+    assert!(
+        seen.iter()
+            .any(|&(n, of)| n > 0 && n < total && of == total),
+        "no count between 0 and {total} of {total} while the archive ran: {seen:?}"
+    );
+    assert_has(&o.stdout, "1605 files exported");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_import_with_errors_under_max_errors_completes_partially() {
     let b = bed(&[], |y| y.replace("max_errors: 0", "max_errors: -1"));

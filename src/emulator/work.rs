@@ -399,7 +399,28 @@ pub async fn archive(state: Arc<State>, fs: FsKey, path: String) {
         dry_run: false,
         auto: false,
     };
-    match mover.export(req, Box::new(|_| {})).await {
+    // percentComplete moves as files are written, as the service's does.
+    let live = {
+        let (state, key) = (state.clone(), key.clone());
+        Box::new(move |t: crate::mover::Tally| {
+            if !t.listed || t.found_files == 0 {
+                return;
+            }
+            let percent = (t.files * 100 / t.found_files).min(99) as f64;
+            let mut inner = state.lock();
+            let status = inner
+                .filesystems
+                .get_mut(&key)
+                .and_then(|e| e.resource.properties.hsm.as_mut())
+                .and_then(|h| h.archive_status.as_mut())
+                .and_then(|a| a.first_mut())
+                .and_then(|a| a.status.as_mut());
+            if let Some(status) = status {
+                status.percent_complete = Some(percent);
+            }
+        })
+    };
+    match mover.export(req, live).await {
         Ok(r) if r.errors.is_empty() => finish(
             "Completed",
             Some(JobStatusBody {

@@ -287,7 +287,18 @@ impl HsmMover {
                 report.errors.extend(before.errors);
                 continue;
             }
-            self.archive(&path).await?;
+            // The service reports a percentage; what it is a percentage of is what differed.
+            let (files0, bytes0) = (report.verified, report.bytes);
+            self.archive(&path, |p| {
+                progress(Tally {
+                    files: files0 + before.exported * p / 100,
+                    bytes: bytes0 + before.bytes * p / 100,
+                    found_files: files0 + before.exported,
+                    found_bytes: bytes0 + before.bytes,
+                    listed: true,
+                })
+            })
+            .await?;
             let mut after = ExportReport::default();
             self.verify(&path, &mut after, false).await?;
             report.exported += before.exported;
@@ -473,7 +484,9 @@ impl HsmMover {
     }
 
     /// Archives `path` and waits for it, after any archive already running.
-    async fn archive(&self, path: &str) -> Result<(), MoverError> {
+    /// Archives `path` and waits for it; `percent` hears the service's percentComplete as it
+    /// moves.
+    async fn archive(&self, path: &str, percent: impl Fn(u64)) -> Result<(), MoverError> {
         let body = ArchiveRequest {
             filesystem_path: Some(format!("/{path}")),
         };
@@ -502,6 +515,15 @@ impl HsmMover {
             let fs = self.fs_now().await?;
             match fs.archive_state() {
                 Some("Completed") => return Ok(()),
+                Some("InProgress") => {
+                    let done = fs
+                        .last_archive()
+                        .and_then(|a| a.status.as_ref())
+                        .and_then(|s| s.percent_complete);
+                    if let Some(p) = done {
+                        percent(p.clamp(0.0, 100.0) as u64);
+                    }
+                }
                 Some(s @ ("Failed" | "Canceled")) => {
                     let msg = fs
                         .last_archive()
