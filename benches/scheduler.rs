@@ -113,10 +113,11 @@ fn main() {
         .flat_map(|_| (0..hosts).map(|h| format!("sim{h:04}")))
         .collect();
     let reporter = Arc::new(Count::default());
+    let container: Arc<dyn stage::store::BlobStore> = Arc::new(DirStore::new(dir.join("blob")));
     let mover: Arc<dyn stage::mover::Mover> = Arc::new(BlobMover::new(
         "fs1".into(),
         root.clone(),
-        Arc::new(DirStore::new(dir.join("blob"))),
+        container.clone(),
         journal.clone(),
         1,
     ));
@@ -126,6 +127,7 @@ fn main() {
             mover: mover.clone(),
             direct: mover,
             executor: Arc::new(Instant0 { slots }),
+            container,
         },
         pipeline,
         journal,

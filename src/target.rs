@@ -144,34 +144,25 @@ pub fn backends(
             let state_dir =
                 std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
             let root = local_root(p, &state_dir);
-            let mover: Arc<dyn crate::mover::Mover> = Arc::new(mover(p, root.clone(), journal)?);
+            let store = open_store(p)?;
+            let transfers = store.default_transfers();
+            let mover: Arc<dyn crate::mover::Mover> = Arc::new(BlobMover::new(
+                p.filesystem.name.clone(),
+                root.clone(),
+                store.clone(),
+                journal,
+                transfers,
+            ));
             Ok(Backends {
                 fs: Arc::new(LocalFileSystem::new(root.clone())),
                 // On the local target the HSM emulation is stage's own copy: both are one.
                 mover: mover.clone(),
                 direct: mover,
                 executor: executor(p, &state_dir)?,
+                container: store,
             })
         }
     }
-}
-
-/// The local target's HSM: stage copies between the file system and the container (a
-/// directory, or a blob container URL such as Azurite's).
-fn mover(
-    p: &Pipeline,
-    root: std::path::PathBuf,
-    journal: Arc<Journal>,
-) -> Result<BlobMover, TargetError> {
-    let store = open_store(p)?;
-    let transfers = store.default_transfers();
-    Ok(BlobMover::new(
-        p.filesystem.name.clone(),
-        root,
-        store,
-        journal,
-        transfers,
-    ))
 }
 
 /// The ARM endpoint: `STAGE_ARM_ENDPOINT`, else the pipeline's, else Azure's public cloud.
@@ -221,11 +212,12 @@ fn azure_backends(
         direct: Arc::new(BlobMover::new(
             p.filesystem.name.clone(),
             root,
-            store,
+            store.clone(),
             journal,
             transfers,
         )),
         executor: executor(p, &state_dir)?,
+        container: store,
     })
 }
 

@@ -289,6 +289,13 @@ fn teardown_deletes_only_after_a_verified_export() {
     b.check_results();
     let (status, _) = b.em.get(FS);
     assert_eq!(status, 404, "the file system should be gone");
+    // Nothing changed in the container: the next run creates no AMLFS to find that out.
+    let o = b.run(None);
+    assert_exit(&o, 0);
+    assert_has(&o.stderr, "are as run 1 left them");
+    assert!(!text(&o.stderr).contains("created AMLFS"));
+    let (status, _) = b.em.get(FS);
+    assert_eq!(status, 404, "a file system was created again");
 }
 
 #[test]

@@ -118,6 +118,65 @@ fn teardown_deletes_only_after_export_and_rerun_starts_over() {
     assert!(manifest.contains(text(&direct.stdout).trim()));
 }
 
+/// With its file system torn down, only the container is left to compare with: a rerun with
+/// the container and the pipeline as the last run left them creates nothing; a new input, a
+/// result deleted from the container, an edited pipeline or `--new` runs it again.
+#[test]
+fn a_torn_down_pipeline_reruns_only_when_its_container_or_definition_changed() {
+    let ws = Workspace::new();
+    ws.genomics();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text_of = std::fs::read_to_string(repo.join("pipelines/checksums.yaml")).unwrap();
+    let p = ws.write("pipelines/checksums.yaml", &text_of);
+    let p = p.to_str().unwrap();
+    let manifest = ws
+        .path()
+        .join("pipelines/data/genomics/manifest/SHA256SUMS");
+    let ran = |o: &std::process::Output| {
+        assert_exit(o, 0);
+        !text(&o.stderr).contains("left them")
+    };
+    assert!(ran(&ws.stage(&["run", p])));
+    let o = ws.stage(&["run", p]);
+    assert!(!ran(&o), "{}", text(&o.stderr));
+    assert_has(
+        &o.stderr,
+        "the container and the pipeline are as run 1 left them",
+    );
+    assert_has(&o.stderr, "nothing to do");
+    assert!(!ws.state().join("lustre/checksum-scratch").exists());
+    let plan = ws.stage(&["plan", p]);
+    assert_has(&plan.stdout, "stage run would do nothing");
+    // A new input.
+    ws.write(
+        "pipelines/data/genomics/samples/S9.fastq.gz",
+        "new sample\n",
+    );
+    assert!(ran(&ws.stage(&["run", p])));
+    assert_eq!(
+        std::fs::read_to_string(&manifest).unwrap().lines().count(),
+        6
+    );
+    assert!(!ran(&ws.stage(&["run", p])));
+    // A result lost from the container.
+    std::fs::remove_file(&manifest).unwrap();
+    assert!(ran(&ws.stage(&["run", p])));
+    assert!(manifest.exists());
+    // More slots change no result; an edited command does.
+    ws.write(
+        "pipelines/checksums.yaml",
+        text_of.replace("slots: 2", "slots: 3"),
+    );
+    assert!(!ran(&ws.stage(&["run", p])));
+    ws.write(
+        "pipelines/checksums.yaml",
+        text_of.replace("sha256sum {{rel}}", "sha256sum -- {{rel}}"),
+    );
+    assert!(ran(&ws.stage(&["run", p])));
+    assert!(!ran(&ws.stage(&["run", p])));
+    assert!(ran(&ws.stage(&["run", "--new", p])));
+}
+
 #[test]
 fn teardown_refuses_a_file_system_this_state_did_not_create() {
     let ws = Workspace::new();

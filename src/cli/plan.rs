@@ -40,6 +40,24 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
         Some(r) if !r.status.is_finished() => {
             println!("stage run would resume run {} of {}", r.id, p.name)
         }
+        Some(r)
+            if r.status == crate::journal::RunStatus::Succeeded
+                && r.fingerprint.is_some()
+                && crate::engine::unchanged::applies(&p) =>
+        {
+            let now = crate::engine::unchanged::fingerprint(&p, backends.container.as_ref())
+                .await
+                .map_err(|e| CliError::Usage(format!("cannot list the container: {e}")))?;
+            if r.fingerprint.as_deref() == Some(now.as_str()) {
+                println!(
+                    "stage run would do nothing: the container and the pipeline are as run {} \
+                     left them, and its file system was torn down",
+                    r.id
+                );
+                return Ok(Exit::Success);
+            }
+            println!("stage run would start a new run of {}", p.name)
+        }
         _ => println!("stage run would start a new run of {}", p.name),
     }
     let mut changes = 0usize;

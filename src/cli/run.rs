@@ -8,7 +8,8 @@ use crate::exit::Exit;
 pub struct Args {
     /// The pipeline file.
     pub file: PathBuf,
-    /// Start a new run instead of resuming an unfinished one.
+    /// Start a new run instead of resuming an unfinished one; with `teardown`, run even when
+    /// the container and the pipeline are as the last run left them.
     #[arg(long)]
     pub new: bool,
     /// Wait for another stage process to release the state directory instead of exiting 3.

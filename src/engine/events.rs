@@ -65,6 +65,11 @@ pub enum Event {
         stderr_tail: Vec<String>,
         log: String,
     },
+    /// The container and the pipeline are as run `since` left them, and that run tore its
+    /// file system down: nothing is recreated.
+    Unchanged {
+        since: u64,
+    },
     Warning {
         message: String,
     },

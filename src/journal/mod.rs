@@ -160,6 +160,7 @@ impl Journal {
             finished_ms: None,
             did_work: false,
             error: None,
+            fingerprint: None,
         };
         self.put_run(&run)?;
         self.latest

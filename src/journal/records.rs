@@ -32,6 +32,10 @@ pub struct RunRecord {
     pub did_work: bool,
     #[serde(default)]
     pub error: Option<String>,
+    /// For a pipeline that tears its file system down: the digest of its definition and
+    /// its container when it succeeded (`engine::unchanged`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

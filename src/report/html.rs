@@ -575,6 +575,7 @@ mod tests {
                 finished_ms: Some(11_000),
                 did_work: true,
                 error: Some("step work: 1 task failed".into()),
+                fingerprint: None,
             },
             steps: vec![StepView {
                 step: StepRecord {

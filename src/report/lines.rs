@@ -130,6 +130,11 @@ pub(crate) fn render(event: &Event, verbose: bool) -> Option<String> {
             s
         }
         Event::Warning { message } => format!("{:>9} {message}", "warning"),
+        Event::Unchanged { since } => format!(
+            "{:>9} the container and the pipeline are as run {since} left them; its file system \
+             was torn down and is not recreated (`stage run --new` runs anyway)",
+            "unchanged"
+        ),
         Event::RunFinished {
             run,
             status,
