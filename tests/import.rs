@@ -191,3 +191,38 @@ fn permissions_travel_both_ways_and_export_skips_unchanged_files() {
         "new"
     );
 }
+
+/// Exporting a directory that another program is writing (temporary files created, renamed,
+/// removed): a file gone before stage reaches it is not there to export, not an error, and
+/// never aborts the export. A real shell churns files during five exports.
+#[test]
+fn files_vanishing_during_an_export_are_skipped_not_errors() {
+    let ws = Workspace::new();
+    for i in 0..300 {
+        ws.write(&format!("live/keep/k{i:03}"), format!("{i}\n"));
+    }
+    std::fs::create_dir_all(ws.path().join("live/churn")).unwrap();
+    let mut churn = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(
+            "cd live/churn && while :; do for i in 1 2 3 4 5 6 7 8; do \
+             mkdir -p d$i && echo x > d$i/t.part && mv d$i/t.part d$i/t && rm -rf d$i; done; done",
+        )
+        .current_dir(ws.path())
+        .spawn()
+        .unwrap();
+    let mut outcomes = Vec::new();
+    for n in 0..5 {
+        let o = ws.stage(&["export", "live", &format!("container{n}")]);
+        outcomes.push((o.status.code(), text(&o.stderr)));
+    }
+    churn.kill().unwrap();
+    churn.wait().unwrap();
+    for (code, err) in &outcomes {
+        assert_eq!(*code, Some(0), "{err}");
+        assert!(!err.contains("error"), "{err}");
+    }
+    for n in 0..5 {
+        assert_eq!(ws.tree(&format!("container{n}/keep")).len(), 300);
+    }
+}

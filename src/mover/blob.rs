@@ -415,8 +415,16 @@ impl Inner {
                     continue;
                 }
                 let matched = blobs.find(&e.name).await?;
-                let meta = fs::symlink_metadata(self.root.join(&e.name))
-                    .map_err(|err| io_err("cannot stat", &e.name, err))?;
+                let meta = match fs::symlink_metadata(self.root.join(&e.name)) {
+                    Ok(m) => m,
+                    // Gone since the walk saw it (a tool's temporary file, renamed): there is
+                    // nothing to export, as for an archive of a live tree.
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                        tracing::debug!(name = e.name, "vanished before export");
+                        continue;
+                    }
+                    Err(err) => return Err(io_err("cannot stat", &e.name, err)),
+                };
                 checks.push_back(async move {
                     let same = self
                         .export_unchanged(&e.name, &meta, matched.as_ref())
@@ -558,6 +566,13 @@ impl Inner {
         while let Some((rel, meta, r)) = moves.next().await {
             let up = match r {
                 Ok(up) => up,
+                Err(store::StoreError::Item { .. })
+                    if fs::symlink_metadata(self.root.join(&rel)).is_err() =>
+                {
+                    // Removed while being copied: nothing left to export.
+                    tracing::debug!(name = rel, "vanished during export");
+                    continue;
+                }
                 Err(store::StoreError::Item { message, .. }) => {
                     report.errors.push(format!("{rel}: {message}"));
                     continue;
@@ -565,10 +580,14 @@ impl Inner {
                 Err(err) => return Err(err.into()),
             };
             failpoint::hit("export.after-copy");
-            // The source may have changed while we copied: record what we read.
-            let now = fs::symlink_metadata(self.root.join(&rel))
-                .map_err(|e| io_err("cannot stat", &rel, e))?;
-            let state = if now.size() == up.size && mtime_ns(&now) == mtime_ns(&meta) {
+            // The source may have changed (or gone) while we copied: record what we read,
+            // clean only if the file is still exactly that.
+            let same = match fs::symlink_metadata(self.root.join(&rel)) {
+                Ok(now) => now.size() == up.size && mtime_ns(&now) == mtime_ns(&meta),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+                Err(e) => return Err(io_err("cannot stat", &rel, e)),
+            };
+            let state = if same {
                 FileState::Clean
             } else {
                 FileState::Archiving

@@ -88,6 +88,8 @@ fn push_children(base: &Path, rel: &str, stack: &mut Vec<Listing>) {
     };
     let rd = match fs::read_dir(&dir) {
         Ok(rd) => rd,
+        // A directory removed while the walk was below its parent.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !rel.is_empty() => return,
         Err(e) => {
             stack.push(Listing::Unusable(format!(
                 "cannot list {}: {e}",
@@ -121,10 +123,15 @@ fn push_children(base: &Path, rel: &str, stack: &mut Vec<Listing>) {
             } else {
                 format!("{rel}/{name}")
             };
-            Some(match de.path().symlink_metadata() {
-                Ok(m) => entry(rel, &m),
-                Err(e) => Listing::Unusable(format!("cannot stat {}: {e}", de.path().display())),
-            })
+            match de.path().symlink_metadata() {
+                Ok(m) => Some(entry(rel, &m)),
+                // Removed since the directory was read: not there, so not listed.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => Some(Listing::Unusable(format!(
+                    "cannot stat {}: {e}",
+                    de.path().display()
+                ))),
+            }
         })
         .collect();
     // Reverse order on the stack pops in ascending order.
