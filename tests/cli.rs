@@ -217,3 +217,36 @@ fn the_emulator_refuses_to_start_without_blob_credentials() {
     assert_exit(&o, 2);
     assert_has(&o.stderr, "not a blob service endpoint");
 }
+
+/// A dry run says it changed nothing and counts what it would move; a source with nothing in
+/// it (a mistyped prefix, most often) is named rather than passed over as "0 files".
+#[test]
+fn dry_runs_and_empty_sources_say_so() {
+    let ws = Workspace::new();
+    ws.write("box/a/1.txt", "one");
+    ws.write("box/a/2.txt", "two");
+    let o = ws.stage(&["import", "--dry-run", "box", "out"]);
+    assert_exit(&o, 0);
+    assert_has(
+        &o.stderr,
+        "import dry run, nothing changed: 2 files to import (6 B), 0 up to date",
+    );
+    assert!(
+        !ws.path().join("out").exists(),
+        "a dry run created the target"
+    );
+    let o = ws.stage(&["export", "--dry-run", "box", "container"]);
+    assert_exit(&o, 0);
+    assert_has(
+        &o.stderr,
+        "export dry run, nothing changed: 2 files to export",
+    );
+    assert!(ws.tree("container").is_empty());
+    std::fs::create_dir_all(ws.path().join("empty")).unwrap();
+    let o = ws.stage(&["import", "empty", "out"]);
+    assert_exit(&o, 0);
+    assert_has(&o.stderr, "; no blobs under");
+    let o = ws.stage(&["export", "empty", "container"]);
+    assert_exit(&o, 0);
+    assert_has(&o.stderr, "; no files in empty");
+}

@@ -135,6 +135,26 @@ fn finish(
     if ok { Exit::Success } else { Exit::Failed }
 }
 
+/// `import done: 5 files imported …`, or for a dry run `import dry run, nothing changed: 5
+/// files to import …` (a dry run's counts are what would be moved, not what was).
+fn outcome(
+    verb: &str,
+    ok: bool,
+    dry_run: bool,
+    summary: String,
+    took: std::time::Duration,
+) -> String {
+    let (head, summary) = match (dry_run, ok) {
+        (true, _) => (
+            format!("{verb} dry run, nothing changed"),
+            summary.replacen(&format!(" {verb}ed"), &format!(" to {verb}"), 1),
+        ),
+        (false, true) => (format!("{verb} done"), summary),
+        (false, false) => (format!("{verb} failed"), summary),
+    };
+    format!("{head}: {summary} in {:.1}s", took.as_secs_f64())
+}
+
 pub async fn import(ctx: &Ctx, a: ImportArgs) -> Result<Exit, CliError> {
     if !store::is_url(&a.source) && !std::path::Path::new(&a.source).is_dir() {
         return Err(CliError::Usage(format!(
@@ -179,14 +199,23 @@ pub async fn import(ctx: &Ctx, a: ImportArgs) -> Result<Exit, CliError> {
         b.finish_and_clear();
     }
     let ok = report.status != JobStatus::Failed;
-    let mut summary = format!(
-        "{}: {} in {:.1}s",
-        if ok { "import done" } else { "import failed" },
+    let mut summary = outcome(
+        "import",
+        ok,
+        a.common.dry_run,
         report.summary(),
-        started.elapsed().as_secs_f64()
+        started.elapsed(),
     );
     if let Some(c) = &report.conflict {
         summary += &format!("; stopped at conflict {c} (see --conflict)");
+    }
+    let seen = report.imported
+        + report.up_to_date
+        + report.conflicts_skipped
+        + report.directories
+        + report.errors.len() as u64;
+    if seen == 0 {
+        summary += &format!("; no blobs under {}", store.describe());
     }
     let json = serde_json::json!({ "command": "import", "ok": ok, "report": report });
     Ok(finish(ctx, json, summary, &report.errors, ok))
@@ -226,12 +255,16 @@ pub async fn export(ctx: &Ctx, a: ExportArgs) -> Result<Exit, CliError> {
         b.finish_and_clear();
     }
     let ok = a.common.max_errors < 0 || report.errors.len() as i64 <= a.common.max_errors;
-    let summary = format!(
-        "{}: {} in {:.1}s",
-        if ok { "export done" } else { "export failed" },
+    let mut summary = outcome(
+        "export",
+        ok,
+        a.common.dry_run,
         report.summary(),
-        started.elapsed().as_secs_f64()
+        started.elapsed(),
     );
+    if report.exported + report.unchanged + report.errors.len() as u64 == 0 {
+        summary += &format!("; no files in {}", a.source.display());
+    }
     let json = serde_json::json!({ "command": "export", "ok": ok, "report": report });
     Ok(finish(ctx, json, summary, &report.errors, ok))
 }
