@@ -142,7 +142,7 @@ fn genomics_on_the_azure_target_end_to_end_then_nothing_to_do() {
     let plan = text(&o.stdout);
     for want in [
         "create  AMLFS genomics-scratch",
-        "5 files imported",
+        "5 files to import",
         "cost: 8 TiB of AMLFS-Durable-Premium-250 (2000 MB/s)",
         "no teardown step",
     ] {

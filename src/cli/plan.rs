@@ -86,7 +86,10 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
                     .await
                     .map_err(crate::engine::EngineError::from)?;
                 changes += r.imported as usize;
-                let mut s = format!("import  {}", r.summary());
+                let mut s = format!(
+                    "import  {}",
+                    r.summary().replacen(" imported", " to import", 1)
+                );
                 if p.target == crate::spec::Target::Azure
                     && let Some(warning) = fit_warning(r.bytes, p.filesystem.capacity_tib)
                 {
