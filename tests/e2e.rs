@@ -147,6 +147,12 @@ fn a_torn_down_pipeline_reruns_only_when_its_container_or_definition_changed() {
     assert!(!ws.state().join("lustre/checksum-scratch").exists());
     let plan = ws.stage(&["plan", p]);
     assert_has(&plan.stdout, "stage run would do nothing");
+    let status = ws.stage(&["status", p]);
+    assert_has(&status.stdout, "run 2: succeeded");
+    assert_has(
+        &status.stdout,
+        "nothing to do: the container and the pipeline were",
+    );
     // A new input.
     ws.write(
         "pipelines/data/genomics/samples/S9.fastq.gz",

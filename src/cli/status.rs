@@ -185,6 +185,9 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
         if let Some(e) = &run.error {
             println!("  error: {e}");
         }
+        if steps.is_empty() && run.fingerprint.is_some() {
+            println!("  {}", crate::engine::unchanged::STATUS);
+        }
         for l in lines {
             println!("{l}");
         }

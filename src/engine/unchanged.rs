@@ -11,6 +11,10 @@ use md5::{Digest, Md5};
 use crate::spec::{Action, Pipeline};
 use crate::store::{BlobStore, Listing, StoreError};
 
+/// What `status` and `report` say of a run that found nothing changed.
+pub const STATUS: &str = "nothing to do: the container and the pipeline were as the run before \
+     left them, and the file system is torn down after each run, so none was created";
+
 /// Whether the pipeline's file system outlives its runs; only when it does not is the
 /// container all there is to compare.
 pub fn applies(p: &Pipeline) -> bool {

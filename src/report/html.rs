@@ -104,6 +104,9 @@ pub fn render(v: &RunView) -> String {
     if let Some(e) = &run.error {
         let _ = writeln!(h, "<pre class=\"error\">{}</pre>", escape(e));
     }
+    if v.steps.is_empty() && run.fingerprint.is_some() {
+        let _ = writeln!(h, "<p>{}</p>", escape(crate::engine::unchanged::STATUS));
+    }
     steps_table(&mut h, v);
     let rows: Vec<Bar> = v
         .steps
@@ -130,6 +133,9 @@ pub fn render(v: &RunView) -> String {
 }
 
 fn steps_table(h: &mut String, v: &RunView) {
+    if v.steps.is_empty() {
+        return;
+    }
     h.push_str(
         "<h2>Steps</h2>\n<table><tr><th>step</th><th>kind</th><th>state</th><th>started</th>\
          <th>took</th><th>tasks</th><th>summary</th></tr>\n",
