@@ -390,12 +390,16 @@ impl std::fmt::Display for Why {
     }
 }
 
+/// `61728 bytes, modified 2026-11-26 07:13:08.602038423Z`: nanoseconds shown, since a
+/// `touch` within the same second is a change too.
 fn describe(s: &Stamp) -> String {
-    let secs = s.mtime_ns / 1_000_000_000;
+    let secs = s.mtime_ns.div_euclid(1_000_000_000);
+    let nanos = s.mtime_ns.rem_euclid(1_000_000_000);
+    let when = crate::clock::iso8601(secs.max(0) as u64).replace('T', " ");
     format!(
-        "{} bytes, mtime {secs}.{:09}",
+        "{} bytes, modified {}.{nanos:09}Z",
         s.size,
-        (s.mtime_ns % 1_000_000_000).abs()
+        when.trim_end_matches('Z')
     )
 }
 
@@ -573,6 +577,19 @@ fn log_name(key: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_changed_input_reads_as_a_date_to_the_nanosecond() {
+        let s = super::Stamp {
+            path: "a".into(),
+            size: 5,
+            mtime_ns: 1_795_633_265_000_000_001,
+        };
+        assert_eq!(
+            super::describe(&s),
+            "5 bytes, modified 2026-11-25 19:01:05.000000001Z"
+        );
+    }
+
     use super::*;
 
     fn tree(files: &[&str]) -> tempfile::TempDir {
