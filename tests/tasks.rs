@@ -29,7 +29,7 @@ fn a_changed_input_reruns_only_its_tasks_and_explain_says_why() {
     std::fs::write(&p, text_p).unwrap();
     let plan = ws.stage(&["plan", file]);
     assert_exit(&plan, 0);
-    assert_has(&plan.stdout, "1 file imported");
+    assert_has(&plan.stdout, "1 file to import");
 
     let o = ws.stage(&["run", file]);
     assert_exit(&o, 0);
@@ -266,5 +266,74 @@ fn secrets_from_the_environment_never_reach_the_journal_or_logs_of_stage() {
     for (path, bytes) in state {
         let hit = bytes.windows(19).any(|w| w == b"VERYSECRETSIGNATURE");
         assert!(!hit, "the secret is stored in state/{path}");
+    }
+}
+
+/// plan and explain follow a change downstream, as the run will: a task up to date now runs
+/// when a task before it will rewrite one of its inputs, a `foreach` step gains a task for
+/// each file a step before it will create, and export counts what those steps will write.
+/// The run then does what plan said.
+#[test]
+fn plan_and_explain_follow_changes_to_later_steps() {
+    let ws = Workspace::new();
+    for s in ["a", "b"] {
+        ws.write(&format!("blob/in/{s}.txt"), format!("{s}\n"));
+    }
+    let p = ws.write(
+        "chain.yaml",
+        r#"name: chain
+filesystem: { name: chainfs, hsm: { container: blob } }
+steps:
+  - ensure: {}
+  - import: { conflict: skip }
+  - process:
+      name: upper
+      foreach: in/*.txt
+      outputs: ["mid/{{stem}}.up"]
+      command: mkdir -p mid && tr a-z A-Z < {{input}} > {{output}}
+  - process:
+      name: twice
+      foreach: mid/*.up
+      outputs: ["out/{{stem}}.2"]
+      command: mkdir -p out && cat {{input}} {{input}} > {{output}}
+  - process:
+      name: total
+      inputs: out/*.2
+      outputs: [total.txt]
+      command: cat {{inputs}} > {{output}}
+  - export: { paths: [out/, total.txt] }
+"#,
+    );
+    let p = p.to_str().unwrap();
+    assert_exit(&ws.stage(&["run", p]), 0);
+    // One input changed and one new, both in the file system itself.
+    let fs = ws.state().join("lustre/chainfs");
+    std::fs::write(fs.join("in/a.txt"), "changed\n").unwrap();
+    std::fs::write(fs.join("in/c.txt"), "c\n").unwrap();
+    let plan = text(&ws.stage(&["plan", p]).stdout);
+    for want in [
+        "upper      run     2 of 3 tasks (1 up to date)",
+        "twice      run     1 of 2 tasks (1 up to date); e.g. mid/a.up: input mid/a.up will be written by upper/in/a.txt; and 1 new, for files earlier steps will write (e.g. mid/c.up, by upper/in/c.txt)",
+        "total      run     1 of 1 tasks (0 up to date); e.g. -: input out/a.2 will be written by twice/mid/a.up",
+        "; 3 file(s) the steps above will write",
+    ] {
+        assert!(plan.contains(want), "{want:?} missing from:\n{plan}");
+    }
+    let explain = text(&ws.stage(&["explain", p, "twice"]).stdout);
+    assert!(
+        explain.contains(
+            "twice/mid/c.up: a new task: input mid/c.up will be written by upper/in/c.txt"
+        ),
+        "{explain}"
+    );
+    assert!(explain.contains("twice/mid/b.up: up to date"), "{explain}");
+    let o = ws.stage(&["run", p]);
+    assert_exit(&o, 0);
+    for want in [
+        "done upper: 2 ran, 1 up to date",
+        "done twice: 2 ran, 1 up to date",
+        "done total: 1 ran",
+    ] {
+        assert_has(&o.stderr, want);
     }
 }

@@ -36,36 +36,73 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
         &std::path::absolute(&ctx.state_dir).unwrap_or_default(),
     );
     let mut out = Vec::new();
+    // Steps before the one asked about are followed too: what they will write decides it.
+    let mut upstream = crate::engine::upstream::Upstream::default();
     for step in &pipeline.steps {
         let Action::Process(p) = &step.action else {
             continue;
         };
-        if a.step.as_ref().is_some_and(|s| s != &step.name) {
-            continue;
-        }
+        let shown = a.step.as_ref().is_none_or(|s| s == &step.name);
         if !root.is_dir() {
-            println!(
-                "{}: the file system does not exist yet, so every task will run",
-                step.name
-            );
+            if shown {
+                println!(
+                    "{}: the file system does not exist yet, so every task will run",
+                    step.name
+                );
+            }
             continue;
         }
-        let list = tasks::expand(&step.name, p, &root, &pipeline.vars)
-            .map_err(|e| CliError::Usage(format!("step {}: {e}", step.name)))?;
-        if list.is_empty() {
+        let expand_err =
+            |e: tasks::ExpandError| CliError::Usage(format!("step {}: {e}", step.name));
+        let list = tasks::expand(&step.name, p, &root, &pipeline.vars).map_err(expand_err)?;
+        let keys: std::collections::BTreeSet<&str> = (0..list.len()).map(|i| list.key(i)).collect();
+        let born = upstream.new_tasks(p, &keys);
+        if list.is_empty() && born.is_empty() && shown {
             println!("{}: no input matches {}", step.name, p.foreach.join(", "));
         }
+        let mut will_write = Vec::new();
+        for (key, by) in &born {
+            let task = list.task_for(key).map_err(expand_err)?;
+            let why = vec![tasks::Why::Upstream {
+                path: key.clone(),
+                by: by.clone(),
+            }];
+            will_write.push(task.clone());
+            if !shown || a.task.as_ref().is_some_and(|t| !key.contains(t.as_str())) {
+                continue;
+            }
+            if ctx.output == OutputFormat::Json {
+                out.push(serde_json::json!({
+                    "step": step.name, "task": key, "will_run": true, "reasons": why,
+                    "last_run": null,
+                }));
+            } else {
+                println!(
+                    "{}/{key}: a new task: input {key} will be written by {by}",
+                    step.name
+                );
+            }
+        }
         for task in list.tasks() {
-            let task = task.map_err(|e| CliError::Usage(format!("step {}: {e}", step.name)))?;
-            if a.task
-                .as_ref()
-                .is_some_and(|t| !task.key.contains(t.as_str()))
+            let task = task.map_err(expand_err)?;
+            let now = tasks::current(&root, &task);
+            let done = journal.done(&pipeline.name, &step.name, &task.key)?;
+            let mut why = tasks::reasons(&root, &task, &now, done.as_ref());
+            if why.is_empty()
+                && let Some(w) = upstream.touches(p, &task)
+            {
+                why.push(w);
+            }
+            if !why.is_empty() {
+                will_write.push(task.clone());
+            }
+            if !shown
+                || a.task
+                    .as_ref()
+                    .is_some_and(|t| !task.key.contains(t.as_str()))
             {
                 continue;
             }
-            let now = tasks::current(&root, &task);
-            let done = journal.done(&pipeline.name, &step.name, &task.key)?;
-            let why = tasks::reasons(&root, &task, &now, done.as_ref());
             if ctx.output == OutputFormat::Json {
                 out.push(serde_json::json!({
                     "step": step.name, "task": task.key, "will_run": !why.is_empty(),
@@ -87,6 +124,9 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
                     println!("    {w}");
                 }
             }
+        }
+        for task in &will_write {
+            upstream.will_write(&step.name, task);
         }
     }
     if ctx.output == OutputFormat::Json {

@@ -61,6 +61,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
         _ => println!("stage run would start a new run of {}", p.name),
     }
     let mut changes = 0usize;
+    let mut upstream = crate::engine::upstream::Upstream::default();
     for step in &p.steps {
         let line = match &step.action {
             Action::Ensure if exists => format!("keep    {}", backends.fs.describe()),
@@ -111,16 +112,49 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
                             CliError::Usage(format!("step {}: {x}", step.name))
                         }
                     })?;
-                changes += to_run.len();
+                let expand_err =
+                    |e: tasks::ExpandError| CliError::Usage(format!("step {}: {e}", step.name));
+                let mut to_run = to_run;
+                let mut fresh = fresh;
+                if !upstream.is_empty() {
+                    // Up to date now, but a task before it will write one of its inputs.
+                    let running: std::collections::BTreeSet<usize> =
+                        to_run.iter().map(|(i, _)| *i).collect();
+                    for i in (0..total).filter(|i| !running.contains(i)) {
+                        let task = list.task_at(i).map_err(expand_err)?;
+                        if let Some(why) = upstream.touches(proc, &task) {
+                            to_run.push((i, why));
+                            fresh -= 1;
+                        }
+                    }
+                    to_run.sort_by_key(|(i, _)| *i);
+                }
+                let keys: std::collections::BTreeSet<&str> =
+                    (0..total).map(|i| list.key(i)).collect();
+                let born = upstream.new_tasks(proc, &keys);
+                for (i, _) in &to_run {
+                    upstream.will_write(&step.name, &list.task_at(*i).map_err(expand_err)?);
+                }
+                for (key, _) in &born {
+                    upstream.will_write(&step.name, &list.task_for(key).map_err(expand_err)?);
+                }
+                changes += to_run.len() + born.len();
                 let mut s = format!(
                     "run     {} of {total} tasks ({fresh} up to date)",
                     to_run.len()
                 );
+
                 if let Some((i, why)) = to_run.first() {
                     s += &format!(
                         "; e.g. {}: {}",
                         list.key(*i),
                         why.to_string().lines().next().unwrap_or_default()
+                    );
+                }
+                if let Some((key, by)) = born.first() {
+                    s += &format!(
+                        "; and {} new, for files earlier steps will write (e.g. {key}, by {by})",
+                        born.len()
                     );
                 }
                 s
@@ -131,6 +165,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
             Action::Export(e) if exists => {
                 let paths = crate::engine::export_paths(&p, e, &root)
                     .map_err(|err| CliError::Usage(format!("step {}: {err}", step.name)))?;
+                let later = upstream.written_under(&paths);
                 let r = backends
                     .mover(e.mover)
                     .export(
@@ -151,6 +186,10 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
                 );
                 if !r.errors.is_empty() {
                     s += &format!(" ({} not there yet)", r.errors.len());
+                }
+                if later > 0 {
+                    changes += later;
+                    s += &format!("; {later} file(s) the steps above will write");
                 }
                 s
             }

@@ -10,6 +10,7 @@ mod steps;
 pub use steps::export_paths;
 pub mod tasks;
 pub mod unchanged;
+pub mod upstream;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -45,25 +45,7 @@ pub enum ExpandError {
 pub fn matches(root: &Path, globs: &[String]) -> Result<Vec<String>, ExpandError> {
     let mut out = Vec::new();
     for g in globs {
-        let comps = g
-            .split('/')
-            .filter(|c| !c.is_empty())
-            .map(|c| {
-                if c == "**" {
-                    Ok(Comp::AnyDirs)
-                } else if c.contains(['*', '?', '[']) {
-                    glob::Pattern::new(c)
-                        .map(Comp::Pattern)
-                        .map_err(|e| ExpandError::Glob {
-                            pattern: g.clone(),
-                            message: e.msg.to_string(),
-                        })
-                } else {
-                    Ok(Comp::Literal(c.to_string()))
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        walk_match(root, "", &comps, &mut out)?;
+        walk_match(root, "", &compile(g)?, &mut out)?;
     }
     // One glob over uniform names comes out of the walk sorted already; checking is O(n).
     if !out.is_sorted() {
@@ -71,6 +53,52 @@ pub fn matches(root: &Path, globs: &[String]) -> Result<Vec<String>, ExpandError
     }
     out.dedup();
     Ok(out)
+}
+
+fn compile(g: &str) -> Result<Vec<Comp>, ExpandError> {
+    g.split('/')
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            if c == "**" {
+                Ok(Comp::AnyDirs)
+            } else if c.contains(['*', '?', '[']) {
+                glob::Pattern::new(c)
+                    .map(Comp::Pattern)
+                    .map_err(|e| ExpandError::Glob {
+                        pattern: g.to_string(),
+                        message: e.msg.to_string(),
+                    })
+            } else {
+                Ok(Comp::Literal(c.to_string()))
+            }
+        })
+        .collect()
+}
+
+/// Whether a relative path (of a file that does not exist yet) is one `glob` would match, by
+/// the rules the walk in [`matches`] applies.
+pub fn glob_matches(glob: &str, rel: &str) -> bool {
+    fn go(comps: &[Comp], parts: &[&str]) -> bool {
+        match (comps.first(), parts.first()) {
+            (None, None) => true,
+            // A trailing `**`: any file below, through no hidden name.
+            (Some(Comp::AnyDirs), _) if comps.len() == 1 => {
+                !parts.is_empty() && parts.iter().all(|p| !p.starts_with('.'))
+            }
+            (Some(Comp::AnyDirs), _) => {
+                // Zero directories, or one more (not hidden); the last part is the file.
+                go(&comps[1..], parts)
+                    || (parts.len() > 1 && !parts[0].starts_with('.') && go(comps, &parts[1..]))
+            }
+            (Some(Comp::Literal(l)), Some(p)) => l == p && go(&comps[1..], &parts[1..]),
+            (Some(Comp::Pattern(pat)), Some(p)) => {
+                pat.matches_with(p, MATCH) && go(&comps[1..], &parts[1..])
+            }
+            _ => false,
+        }
+    }
+    let parts: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
+    compile(glob).is_ok_and(|comps| go(&comps, &parts))
 }
 
 enum Comp {
@@ -282,6 +310,11 @@ impl Expansion<'_> {
         self.task(self.keys.get(i).and_then(|k| k.as_deref()))
     }
 
+    /// The task a `foreach` step would have for an input that does not exist yet.
+    pub fn task_for(&self, key: &str) -> Result<Task, ExpandError> {
+        self.task(Some(key))
+    }
+
     fn task(&self, key: Option<&str>) -> Result<Task, ExpandError> {
         let root = &self.root;
         let mut own: Vec<(&'static str, Binding)> = Vec::with_capacity(7);
@@ -365,6 +398,11 @@ pub enum Why {
     OutputChanged {
         path: String,
     },
+    /// A task that runs before it in this run will write one of its inputs.
+    Upstream {
+        path: String,
+        by: String,
+    },
 }
 
 impl std::fmt::Display for Why {
@@ -386,6 +424,7 @@ impl std::fmt::Display for Why {
             Why::OutputChanged { path } => {
                 write!(f, "output {path} was modified after the task wrote it")
             }
+            Why::Upstream { path, by } => write!(f, "input {path} will be written by {by}"),
         }
     }
 }
@@ -577,6 +616,22 @@ fn log_name(key: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_path_matches_a_glob_as_the_walk_would() {
+        use super::glob_matches as m;
+        assert!(m("checksums/**/*.sha256", "checksums/a/b/c.sha256"));
+        assert!(m("checksums/**/*.sha256", "checksums/c.sha256"));
+        assert!(m("results/qc/*.tsv", "results/qc/S1.tsv"));
+        assert!(!m("results/qc/*.tsv", "results/qc/x/S1.tsv"));
+        assert!(!m("results/qc/*.tsv", "results/qc/.S1.tsv"));
+        assert!(!m("results/*", "results"));
+        assert!(m("in/a.txt", "in/a.txt"));
+        assert!(!m("**/x", "x/y"));
+        assert!(m("out/**", "out/a/b"));
+        assert!(!m("out/**", "out/.git/b"));
+        assert!(!m("**/*.tsv", ".cache/a.tsv"));
+    }
+
     #[test]
     fn a_changed_input_reads_as_a_date_to_the_nanosecond() {
         let s = super::Stamp {
