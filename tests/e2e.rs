@@ -181,6 +181,13 @@ fn a_torn_down_pipeline_reruns_only_when_its_container_or_definition_changed() {
     assert!(ran(&ws.stage(&["run", p])));
     assert!(!ran(&ws.stage(&["run", p])));
     assert!(ran(&ws.stage(&["run", "--new", p])));
+    // A tick that finds nothing changed is pruned like any other run.
+    for _ in 0..21 {
+        assert!(!ran(&ws.stage(&["run", p])));
+    }
+    let o = ws.stage(&["status", "--output", "json"]);
+    let runs: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(runs.len(), 20);
 }
 
 #[test]

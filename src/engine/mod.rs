@@ -136,6 +136,25 @@ impl Engine {
         self.reporter.event(&e);
     }
 
+    /// Cron runs a pipeline every few minutes: keep the journal, logs and reports bounded.
+    fn prune(&self) -> Result<(), EngineError> {
+        for old in self.journal.prune(&self.pipeline.name, KEEP_RUNS)? {
+            let logs = self
+                .state_dir
+                .join("logs")
+                .join(&self.pipeline.name)
+                .join(old.to_string());
+            let _ = std::fs::remove_dir_all(logs);
+            let _ = std::fs::remove_file(crate::report::html::default_path(
+                &self.state_dir,
+                &self.pipeline.name,
+                old,
+            ));
+        }
+        self.journal.flush()?;
+        Ok(())
+    }
+
     /// Records a run that found the container and the pipeline as run `since` left them,
     /// and reports it as one with nothing to do.
     fn unchanged_run(
@@ -159,6 +178,7 @@ impl Engine {
         run.fingerprint = Some(fingerprint);
         self.journal.put_run(&run)?;
         self.journal.flush()?;
+        self.prune()?;
         self.emit(Event::RunFinished {
             run: run.id,
             status: "succeeded",
@@ -255,21 +275,7 @@ impl Engine {
         self.journal.put_run(&run)?;
         self.journal.flush()?;
         if result.is_ok() {
-            // Cron runs a pipeline every few minutes: keep the journal and logs bounded.
-            for old in self.journal.prune(&self.pipeline.name, KEEP_RUNS)? {
-                let logs = self
-                    .state_dir
-                    .join("logs")
-                    .join(&self.pipeline.name)
-                    .join(old.to_string());
-                let _ = std::fs::remove_dir_all(logs);
-                let _ = std::fs::remove_file(crate::report::html::default_path(
-                    &self.state_dir,
-                    &self.pipeline.name,
-                    old,
-                ));
-            }
-            self.journal.flush()?;
+            self.prune()?;
         }
         self.emit(Event::RunFinished {
             run: run.id,
