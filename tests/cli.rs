@@ -250,3 +250,22 @@ fn dry_runs_and_empty_sources_say_so() {
     assert_exit(&o, 0);
     assert_has(&o.stderr, "; no files in empty");
 }
+
+/// `stage status | head` and the like: a reader that goes away ends a printing command
+/// quietly (SIGPIPE, as for any Unix tool), not with a panic and a backtrace.
+#[test]
+fn a_closed_pipe_ends_a_printing_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let ws = Workspace::new();
+    let mut child = ws
+        .cmd(&["schema"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let err = text(&o.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(o.status.signal(), Some(13), "{:?} {err}", o.status);
+}

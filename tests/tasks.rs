@@ -336,4 +336,21 @@ steps:
     ] {
         assert_has(&o.stderr, want);
     }
+    // A new blob: the import will bring it, and everything after follows.
+    ws.write("blob/in/d.txt", "d\n");
+    let plan = text(&ws.stage(&["plan", p]).stdout);
+    for want in [
+        "upper      run     0 of 3 tasks (3 up to date); and 1 new, for files earlier steps will write (e.g. in/d.txt, by import)",
+        "twice      run     0 of 3 tasks (3 up to date); and 1 new",
+        "total      run     1 of 1 tasks",
+    ] {
+        assert!(plan.contains(want), "{want:?} missing from:\n{plan}");
+    }
+    let explain = text(&ws.stage(&["explain", p, "upper"]).stdout);
+    assert!(
+        explain.contains("upper/in/d.txt: a new task: input in/d.txt will be written by import"),
+        "{explain}"
+    );
+    let o = ws.stage(&["run", p]);
+    assert_has(&o.stderr, "done upper: 1 ran, 3 up to date");
 }

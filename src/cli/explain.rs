@@ -17,7 +17,7 @@ pub struct Args {
     pub task: Option<String>,
 }
 
-pub fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
+pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
     let pipeline = load(&a.file)?;
     if let Some(s) = &a.step
         && !pipeline
@@ -38,7 +38,35 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
     let mut out = Vec::new();
     // Steps before the one asked about are followed too: what they will write decides it.
     let mut upstream = crate::engine::upstream::Upstream::default();
+    let backends = crate::target::backends(&pipeline, &ctx.state_dir, journal.clone())?;
     for step in &pipeline.steps {
+        if let Action::Import(i) = &step.action
+            && root.is_dir()
+            // An AMLFS job's dry run names no files: nothing to follow, so no listing.
+            && !(pipeline.target == crate::spec::Target::Azure
+                && i.mover == crate::spec::MoverKind::Hsm)
+        {
+            // What the import would bring: the same dry run `plan` does.
+            let r = backends
+                .mover(i.mover)
+                .import(
+                    crate::mover::ImportRequest {
+                        job: String::new(),
+                        prefixes: i.prefixes.clone(),
+                        conflict: i.conflict,
+                        max_errors: i.max_errors,
+                        dry_run: true,
+                        cancel: None,
+                        detach: false,
+                    },
+                    Box::new(|_| {}),
+                )
+                .await
+                .map_err(crate::engine::EngineError::from)?;
+            for path in &r.planned {
+                upstream.will_write_path(&step.name, path);
+            }
+        }
         let Action::Process(p) = &step.action else {
             continue;
         };

@@ -106,6 +106,27 @@ pub enum Command {
     Completions(completions::Args),
 }
 
+impl Command {
+    /// Commands that only read and print. `stage status | head` closes the pipe early: these
+    /// then end quietly, as any Unix tool does, instead of panicking on the failed write.
+    /// Commands with side effects are not killed by a closed pipe mid-step; their writes to
+    /// it fail and are ignored.
+    pub fn only_prints(&self) -> bool {
+        matches!(
+            self,
+            Command::Plan(_)
+                | Command::Validate(_)
+                | Command::Status(_)
+                | Command::Logs(_)
+                | Command::Explain(_)
+                | Command::Report(_)
+                | Command::Fs(_)
+                | Command::Schema
+                | Command::Completions(_)
+        )
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error(transparent)]
@@ -193,7 +214,7 @@ pub async fn main(cli: Cli) -> Result<Exit, CliError> {
         Command::Status(a) => status::run(&ctx, a).await,
         Command::Logs(a) => logs::run(&ctx, a),
         Command::Report(a) => report::run(&ctx, a),
-        Command::Explain(a) => explain::run(&ctx, a),
+        Command::Explain(a) => explain::run(&ctx, a).await,
         Command::Exec(a) => exec::run(&ctx, a).await,
         Command::Import(a) => transfer::import(&ctx, a).await,
         Command::Export(a) => transfer::export(&ctx, a).await,

@@ -87,6 +87,9 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
                     .await
                     .map_err(crate::engine::EngineError::from)?;
                 changes += r.imported as usize;
+                for path in &r.planned {
+                    upstream.will_write_path(&step.name, path);
+                }
                 let mut s = format!(
                     "import  {}",
                     r.summary().replacen(" imported", " to import", 1)
@@ -165,7 +168,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
             Action::Export(e) if exists => {
                 let paths = crate::engine::export_paths(&p, e, &root)
                     .map_err(|err| CliError::Usage(format!("step {}: {err}", step.name)))?;
-                let later = upstream.written_under(&paths);
+                let later = upstream.exported(&paths, &e.outputs_of);
                 let r = backends
                     .mover(e.mover)
                     .export(

@@ -28,6 +28,13 @@ impl Upstream {
         }
     }
 
+    /// Records a file another kind of step (an import) will write.
+    pub fn will_write_path(&mut self, by: &str, path: &str) {
+        self.writes
+            .entry(path.to_string())
+            .or_insert_with(|| by.to_string());
+    }
+
     /// Why `task`, up to date now, will run anyway: the first of its inputs an earlier task
     /// will write, or a new file its step's `inputs` globs will match.
     pub fn touches(&self, p: &ProcessStep, task: &Task) -> Option<Why> {
@@ -48,15 +55,22 @@ impl Upstream {
             .map(why)
     }
 
-    /// How many files earlier tasks will write under `paths` (relative; `""` is the root).
-    pub fn written_under(&self, paths: &[String]) -> usize {
+    /// How many files earlier steps will write that an export takes: under one of `paths`
+    /// (relative; `""` is the root) or written by one of the steps in `outputs_of`.
+    pub fn exported(&self, paths: &[String], outputs_of: &[String]) -> usize {
         let under = |f: &str, p: &str| {
             let p = p.trim_end_matches('/');
             p.is_empty() || f == p || f.strip_prefix(p).is_some_and(|r| r.starts_with('/'))
         };
+        let by_step = |by: &str| {
+            outputs_of.iter().any(|s| {
+                by.strip_prefix(s.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
+            })
+        };
         self.writes
-            .keys()
-            .filter(|f| paths.iter().any(|p| under(f, p)))
+            .iter()
+            .filter(|(f, by)| by_step(by) || paths.iter().any(|p| under(f, p)))
             .count()
     }
 

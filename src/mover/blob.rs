@@ -229,6 +229,11 @@ impl Inner {
                                     report.imported += u64::from(e.kind == Kind::File);
                                     report.overwritten += u64::from(overwrite);
                                     report.bytes += e.size;
+                                    if e.kind == Kind::File
+                                        && report.planned.len() < super::PLANNED_NAMES
+                                    {
+                                        report.planned.push(e.name.clone());
+                                    }
                                 }
                                 Decision::Import { overwrite } => {
                                     if e.kind == Kind::File {

@@ -75,7 +75,16 @@ pub struct ImportReport {
     pub errors: Vec<String>,
     /// Set when the job stopped on a conflict in `fail` mode.
     pub conflict: Option<String>,
+    /// A dry run of stage's own copy: the files it would write (the first
+    /// [`PLANNED_NAMES`]), so `plan` can tell which tasks they feed. An AMLFS job's dry run
+    /// cannot know which files it would leave alone, and names none.
+    #[serde(skip)]
+    pub planned: Vec<String>,
 }
+
+/// Names a dry-run import lists at most: enough for `plan` to follow ordinary changes, bounded
+/// for a first import of millions.
+pub const PLANNED_NAMES: usize = 100_000;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ExportReport {
