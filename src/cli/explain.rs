@@ -47,22 +47,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
                 && i.mover == crate::spec::MoverKind::Hsm)
         {
             // What the import would bring: the same dry run `plan` does.
-            let r = backends
-                .mover(i.mover)
-                .import(
-                    crate::mover::ImportRequest {
-                        job: String::new(),
-                        prefixes: i.prefixes.clone(),
-                        conflict: i.conflict,
-                        max_errors: i.max_errors,
-                        dry_run: true,
-                        cancel: None,
-                        detach: false,
-                    },
-                    Box::new(|_| {}),
-                )
-                .await
-                .map_err(crate::engine::EngineError::from)?;
+            let r = backends.import_dry_run(i).await?;
             for path in &r.planned {
                 upstream.will_write_path(&step.name, path);
             }

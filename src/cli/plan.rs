@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use super::{CliError, Ctx, load};
 use crate::engine::tasks;
 use crate::exit::Exit;
-use crate::mover::{ExportRequest, ImportRequest};
+use crate::mover::ExportRequest;
 use crate::spec::Action;
 
 #[derive(Debug, clap::Args)]
@@ -70,22 +70,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
                 format!("create  {}", backends.fs.describe())
             }
             Action::Import(i) => {
-                let r = backends
-                    .mover(i.mover)
-                    .import(
-                        ImportRequest {
-                            job: String::new(),
-                            prefixes: i.prefixes.clone(),
-                            conflict: i.conflict,
-                            max_errors: i.max_errors,
-                            dry_run: true,
-                            cancel: None,
-                            detach: false,
-                        },
-                        Box::new(|_| {}),
-                    )
-                    .await
-                    .map_err(crate::engine::EngineError::from)?;
+                let r = backends.import_dry_run(i).await?;
                 changes += r.imported as usize;
                 for path in &r.planned {
                     upstream.will_write_path(&step.name, path);

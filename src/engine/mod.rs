@@ -69,6 +69,23 @@ impl Backends {
             crate::spec::MoverKind::Direct => &self.direct,
         }
     }
+
+    /// What an import step would do, changing nothing (for `plan` and `explain`).
+    pub async fn import_dry_run(
+        &self,
+        i: &crate::spec::ImportStep,
+    ) -> Result<crate::mover::ImportReport, EngineError> {
+        let req = crate::mover::ImportRequest {
+            job: String::new(),
+            prefixes: i.prefixes.clone(),
+            conflict: i.conflict,
+            max_errors: i.max_errors,
+            dry_run: true,
+            cancel: None,
+            detach: false,
+        };
+        Ok(self.mover(i.mover).import(req, Box::new(|_| {})).await?)
+    }
 }
 
 /// Set by SIGINT/SIGTERM; steps stop starting work and wind down.
