@@ -269,3 +269,32 @@ fn a_closed_pipe_ends_a_printing_command_quietly() {
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(o.status.signal(), Some(13), "{:?} {err}", o.status);
 }
+
+/// explain reads the journal and the file system; on the azure target it lists no container
+/// (an AMLFS job's dry run names no files), so it needs no storage credentials.
+#[test]
+fn explain_on_the_azure_target_needs_no_storage_credentials() {
+    let ws = Workspace::new();
+    let sub = "00000000-0000-0000-0000-000000000000";
+    let p = ws.write(
+        "az.yaml",
+        format!(
+            "name: az\ntarget: azure\nazure: {{ subscription: {sub}, resource_group: rg, location: eastus, endpoint: http://127.0.0.1:9 }}\n\
+             filesystem:\n  name: fsaz\n  sku: AMLFS-Durable-Premium-250\n  capacity_tib: 8\n  zone: \"1\"\n\
+             \x20 subnet: /subscriptions/{sub}/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/v/subnets/s\n\
+             \x20 maintenance_window: {{ day: Saturday, time: \"22:00\" }}\n  mount: lustre\n\
+             \x20 hsm:\n    container: http://127.0.0.1:9/devstoreaccount1/data\n    logging_container: http://127.0.0.1:9/devstoreaccount1/logs\n\
+             steps:\n  - import: {{}}\n  - process: {{ name: work, foreach: in/*.txt, command: \"cat {{{{input}}}}\" }}\n"
+        ),
+    );
+    ws.write("lustre/in/a.txt", "a");
+    let o = ws
+        .cmd(&["explain", p.to_str().unwrap()])
+        .env_remove("AZURE_STORAGE_CONNECTION_STRING")
+        .env_remove("AZURE_STORAGE_KEY")
+        .env_remove("AZURE_STORAGE_SAS_TOKEN")
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    assert_has(&o.stdout, "work/in/a.txt: will run because");
+}

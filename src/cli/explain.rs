@@ -38,7 +38,8 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
     let mut out = Vec::new();
     // Steps before the one asked about are followed too: what they will write decides it.
     let mut upstream = crate::engine::upstream::Upstream::default();
-    let backends = crate::target::backends(&pipeline, &ctx.state_dir, journal.clone())?;
+    // Opened only for an import to follow: explaining needs no credentials otherwise.
+    let mut backends = None;
     for step in &pipeline.steps {
         if let Action::Import(i) = &step.action
             && root.is_dir()
@@ -47,7 +48,15 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
                 && i.mover == crate::spec::MoverKind::Hsm)
         {
             // What the import would bring: the same dry run `plan` does.
-            let r = backends.import_dry_run(i).await?;
+            if backends.is_none() {
+                backends = Some(crate::target::backends(
+                    &pipeline,
+                    &ctx.state_dir,
+                    journal.clone(),
+                )?);
+            }
+            let Some(b) = &backends else { continue };
+            let r = b.import_dry_run(i).await?;
             for path in &r.planned {
                 upstream.will_write_path(&step.name, path);
             }
