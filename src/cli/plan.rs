@@ -93,17 +93,17 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
                 let list = tasks::expand(&step.name, proc, &root, &p.vars)
                     .map_err(|e| CliError::Usage(format!("step {}: {e}", step.name)))?;
                 let total = list.len();
-                let (to_run, fresh) = tasks::triage(&journal, &p.name, &step.name, &root, &list)
-                    .map_err(|e| match e {
-                        tasks::TriageError::Journal(j) => CliError::Journal(j),
-                        tasks::TriageError::Expand(x) => {
-                            CliError::Usage(format!("step {}: {x}", step.name))
-                        }
-                    })?;
+                let (mut to_run, mut fresh) = tasks::triage(
+                    &journal, &p.name, &step.name, &root, &list,
+                )
+                .map_err(|e| match e {
+                    tasks::TriageError::Journal(j) => CliError::Journal(j),
+                    tasks::TriageError::Expand(x) => {
+                        CliError::Usage(format!("step {}: {x}", step.name))
+                    }
+                })?;
                 let expand_err =
                     |e: tasks::ExpandError| CliError::Usage(format!("step {}: {e}", step.name));
-                let mut to_run = to_run;
-                let mut fresh = fresh;
                 if !upstream.is_empty() {
                     // Up to date now, but a task before it will write one of its inputs.
                     let running: std::collections::BTreeSet<usize> =
@@ -131,7 +131,6 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
                     "run     {} of {total} tasks ({fresh} up to date)",
                     to_run.len()
                 );
-
                 if let Some((i, why)) = to_run.first() {
                     s += &format!(
                         "; e.g. {}: {}",
