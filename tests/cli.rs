@@ -235,6 +235,15 @@ fn dry_runs_and_empty_sources_say_so() {
         !ws.path().join("out").exists(),
         "a dry run created the target"
     );
+    // With -v, the files it would write, as `rsync -nv` lists them; in JSON, as a list.
+    let o = ws.stage(&["-v", "import", "--dry-run", "box", "out"]);
+    assert_eq!(text(&o.stdout), "a/1.txt\na/2.txt\n");
+    let o = ws.stage(&["--output", "json", "import", "--dry-run", "box", "out"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["report"]["planned"],
+        serde_json::json!(["a/1.txt", "a/2.txt"])
+    );
     let o = ws.stage(&["export", "--dry-run", "box", "container"]);
     assert_exit(&o, 0);
     assert_has(

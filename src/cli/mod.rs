@@ -64,7 +64,7 @@ pub struct Cli {
     #[arg(short, long, global = true)]
     pub quiet: bool,
 
-    /// Also print every task as it starts and ends.
+    /// Also print every task as it starts and ends (and, for `import --dry-run`, every file).
     #[arg(short, long, global = true)]
     pub verbose: bool,
 

@@ -217,6 +217,12 @@ pub async fn import(ctx: &Ctx, a: ImportArgs) -> Result<Exit, CliError> {
     if seen == 0 {
         summary += &format!("; no blobs under {}", store.describe());
     }
+    if a.common.dry_run && ctx.verbose && ctx.output != OutputFormat::Json {
+        // Like `rsync -nv`: the files the import would write, one per line on stdout.
+        for name in &report.planned {
+            println!("{name}");
+        }
+    }
     let json = serde_json::json!({ "command": "import", "ok": ok, "report": report });
     Ok(finish(ctx, json, summary, &report.errors, ok))
 }

@@ -78,7 +78,7 @@ pub struct ImportReport {
     /// A dry run of stage's own copy: the files it would write (the first
     /// [`PLANNED_NAMES`]), so `plan` can tell which tasks they feed. An AMLFS job's dry run
     /// cannot know which files it would leave alone, and names none.
-    #[serde(skip)]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub planned: Vec<String>,
 }
 
