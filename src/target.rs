@@ -145,14 +145,8 @@ pub fn backends(
                 std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
             let root = local_root(p, &state_dir);
             let store = open_store(p)?;
-            let transfers = store.default_transfers();
-            let mover: Arc<dyn crate::mover::Mover> = Arc::new(BlobMover::new(
-                p.filesystem.name.clone(),
-                root.clone(),
-                store.clone(),
-                journal,
-                transfers,
-            ));
+            let mover: Arc<dyn crate::mover::Mover> =
+                Arc::new(direct_mover(p, root.clone(), store.clone(), journal));
             Ok(Backends {
                 fs: Arc::new(LocalFileSystem::new(root.clone())),
                 // On the local target the HSM emulation is stage's own copy: both are one.
@@ -193,7 +187,6 @@ fn azure_backends(
     let desired = resources::desired(p).map_err(|e| bad(&e))?;
     let root = root(p);
     let store = open_store(p)?;
-    let transfers = store.default_transfers();
     let state_dir = std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
     Ok(Backends {
         fs: Arc::new(crate::filesystem::AmlfsFileSystem::new(
@@ -209,16 +202,22 @@ fn azure_backends(
             store.clone(),
             root.clone(),
         )),
-        direct: Arc::new(BlobMover::new(
-            p.filesystem.name.clone(),
-            root,
-            store.clone(),
-            journal,
-            transfers,
-        )),
+        direct: Arc::new(direct_mover(p, root, store.clone(), journal)),
         executor: executor(p, &state_dir)?,
         container: store,
     })
+}
+
+/// stage's own copy between the container and the file system: the local target's HSM, and
+/// `mover: direct` on both targets.
+fn direct_mover(
+    p: &Pipeline,
+    root: std::path::PathBuf,
+    store: Arc<dyn crate::store::BlobStore>,
+    journal: Arc<Journal>,
+) -> BlobMover {
+    let transfers = store.default_transfers();
+    BlobMover::new(p.filesystem.name.clone(), root, store, journal, transfers)
 }
 
 /// An ARM client for the pipeline's endpoint: a loopback emulator takes any bearer token;
