@@ -483,9 +483,8 @@ impl HsmMover {
         }
     }
 
-    /// Archives `path` and waits for it, after any archive already running.
-    /// Archives `path` and waits for it; `percent` hears the service's percentComplete as it
-    /// moves.
+    /// Archives `path` and waits for it, after any archive already running; `percent` hears
+    /// the service's percentComplete as it moves.
     async fn archive(&self, path: &str, percent: impl Fn(u64)) -> Result<(), MoverError> {
         let body = ArchiveRequest {
             filesystem_path: Some(format!("/{path}")),
