@@ -8,6 +8,7 @@ pub mod azure;
 pub mod cli;
 pub mod clock;
 pub mod digest;
+pub mod durable;
 pub mod emulator;
 pub mod engine;
 pub mod executor;

@@ -70,21 +70,14 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
         let _ = std::io::stdout().write_all(page.as_bytes());
         return Ok(Exit::Success);
     }
-    write_atomically(&out, page.as_bytes())
+    // Never half a page for a browser or web server reading it meanwhile.
+    out.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| crate::durable::write(&out, page.as_bytes()))
         .map_err(|e| CliError::Read(format!("cannot write report {}", out.display()), e))?;
     if !ctx.quiet {
         println!("{}", out.display());
     }
     Ok(Exit::Success)
-}
-
-/// Temp name then rename: a browser or web server never sees half a page.
-fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
 }

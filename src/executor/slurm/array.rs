@@ -6,7 +6,6 @@
 //! wrapper writes `<index>.rc` when its command ends, so exit codes come from the file system,
 //! not from slurmctld, and outlive the job record's purge.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::executor::TaskCommand;
@@ -46,12 +45,12 @@ pub fn write(dir: &Path, tasks: &[(&str, &TaskCommand)]) -> std::io::Result<()> 
             quote_path(dir)
         ),
     )?;
-    durable_write(&dir.join("tasks"), list.as_bytes())
+    crate::durable::write(&dir.join("tasks"), list.as_bytes())
 }
 
 /// Records the job id sbatch gave the array.
 pub fn record_job(dir: &Path, job: &str) -> std::io::Result<()> {
-    durable_write(&dir.join("job"), job.as_bytes())
+    crate::durable::write(&dir.join("job"), job.as_bytes())
 }
 
 /// The exit code the task's wrapper recorded, once it has ended.
@@ -128,18 +127,6 @@ pub fn next_seq(root: &Path) -> u64 {
 
 fn quote_path(p: &Path) -> String {
     shell_quote(&p.to_string_lossy())
-}
-
-fn durable_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(parent) = path.parent() {
-        std::fs::File::open(parent)?.sync_all()?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
