@@ -29,6 +29,11 @@ pub fn iso8601(secs: u64) -> String {
     )
 }
 
+/// `2026-11-25 17:01:05Z`: ISO 8601 with a space, for people (status, reports, explain).
+pub fn readable(secs: u64) -> String {
+    iso8601(secs).replacen('T', " ", 1)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -21,7 +21,7 @@ pub struct Args {
 /// UTC timestamp, e.g. `2026-11-25 17:01:05Z`.
 fn time(ms: Option<u64>) -> String {
     let Some(ms) = ms else { return "-".into() };
-    crate::clock::iso8601(ms / 1000).replace('T', " ")
+    crate::clock::readable(ms / 1000)
 }
 
 pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {

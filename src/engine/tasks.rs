@@ -434,7 +434,7 @@ impl std::fmt::Display for Why {
 fn describe(s: &Stamp) -> String {
     let secs = s.mtime_ns.div_euclid(1_000_000_000);
     let nanos = s.mtime_ns.rem_euclid(1_000_000_000);
-    let when = crate::clock::iso8601(secs.max(0) as u64).replace('T', " ");
+    let when = crate::clock::readable(secs.max(0) as u64);
     format!(
         "{} bytes, modified {}.{nanos:09}Z",
         s.size,

@@ -71,7 +71,7 @@ fn state_name<T: std::fmt::Debug>(s: T) -> String {
 }
 
 fn time(ms: u64) -> String {
-    crate::clock::iso8601(ms / 1000).replace('T', " ")
+    crate::clock::readable(ms / 1000)
 }
 
 fn took(start: Option<u64>, end: Option<u64>) -> Option<u64> {
