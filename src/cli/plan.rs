@@ -152,7 +152,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
             Action::Export(e) if exists => {
                 let paths = crate::engine::export_paths(&p, e, &root)
                     .map_err(|err| CliError::Usage(format!("step {}: {err}", step.name)))?;
-                let later = upstream.exported(&paths, &e.outputs_of);
+                let later = upstream.exported(e);
                 let r = backends
                     .mover(e.mover)
                     .export(

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::tasks::{Task, Why, glob_matches};
-use crate::spec::ProcessStep;
+use crate::spec::{ExportStep, ProcessStep};
 
 #[derive(Default)]
 pub struct Upstream {
@@ -55,22 +55,11 @@ impl Upstream {
             .map(why)
     }
 
-    /// How many files earlier steps will write that an export takes: under one of `paths`
-    /// (relative; `""` is the root) or written by one of the steps in `outputs_of`.
-    pub fn exported(&self, paths: &[String], outputs_of: &[String]) -> usize {
-        let under = |f: &str, p: &str| {
-            let p = p.trim_end_matches('/');
-            p.is_empty() || f == p || f.strip_prefix(p).is_some_and(|r| r.starts_with('/'))
-        };
-        let by_step = |by: &str| {
-            outputs_of.iter().any(|s| {
-                by.strip_prefix(s.as_str())
-                    .is_some_and(|r| r.starts_with('/'))
-            })
-        };
+    /// How many files earlier steps will write that `export` carries.
+    pub fn exported(&self, export: &ExportStep) -> usize {
         self.writes
             .iter()
-            .filter(|(f, by)| by_step(by) || paths.iter().any(|p| under(f, p)))
+            .filter(|(f, by)| export.takes(f, by.split('/').next().unwrap_or(by)))
             .count()
     }
 

@@ -269,6 +269,22 @@ pub struct ExportStep {
     pub auto: bool,
 }
 
+impl ExportStep {
+    /// Whether this export carries `path` (relative to the file system root), written by
+    /// step `by`: by `outputs_of`, or by a `paths` entry that is it or holds it (`""` and `.`
+    /// hold everything).
+    pub fn takes(&self, path: &str, by: &str) -> bool {
+        self.outputs_of.iter().any(|s| s == by)
+            || self.paths.iter().any(|p| {
+                let p = p.trim_end_matches('/');
+                p.is_empty()
+                    || p == "."
+                    || path == p
+                    || path.strip_prefix(p).is_some_and(|r| r.starts_with('/'))
+            })
+    }
+}
+
 /// Variables every process template may use, with what they mean (for errors and docs).
 pub const TASK_VARS: &[(&str, &str)] = &[
     (

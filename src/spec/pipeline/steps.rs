@@ -33,16 +33,7 @@ fn unexported_output(steps: &[Step]) -> Option<(String, String)> {
                 }),
                 _ => false,
             });
-            let exported = exports.iter().any(|e| {
-                e.outputs_of.contains(&step.name)
-                    || e.paths.iter().any(|path| {
-                        let path = path.trim_end_matches('/');
-                        path.is_empty()
-                            || path == "."
-                            || fixed == path
-                            || fixed.starts_with(&format!("{path}/"))
-                    })
-            });
+            let exported = exports.iter().any(|e| e.takes(fixed, &step.name));
             if !read_later && !exported {
                 return Some((step.name.clone(), pattern.to_string()));
             }
