@@ -75,10 +75,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
                 for path in &r.planned {
                     upstream.will_write_path(&step.name, path);
                 }
-                let mut s = format!(
-                    "import  {}",
-                    r.summary().replacen(" imported", " to import", 1)
-                );
+                let mut s = format!("import  {}", r.planned_summary());
                 if p.target == crate::spec::Target::Azure
                     && let Some(warning) = fit_warning(r.bytes, p.filesystem.capacity_tib)
                 {

@@ -135,8 +135,8 @@ fn finish(
     if ok { Exit::Success } else { Exit::Failed }
 }
 
-/// `import done: 5 files imported …`, or for a dry run `import dry run, nothing changed: 5
-/// files to import …` (a dry run's counts are what would be moved, not what was).
+/// `import done: 5 files imported …`, `import failed: …`, or for a dry run `import dry run,
+/// nothing changed: 5 files to import …` (the summary given is the matching one).
 fn outcome(
     verb: &str,
     ok: bool,
@@ -144,13 +144,10 @@ fn outcome(
     summary: String,
     took: std::time::Duration,
 ) -> String {
-    let (head, summary) = match (dry_run, ok) {
-        (true, _) => (
-            format!("{verb} dry run, nothing changed"),
-            summary.replacen(&format!(" {verb}ed"), &format!(" to {verb}"), 1),
-        ),
-        (false, true) => (format!("{verb} done"), summary),
-        (false, false) => (format!("{verb} failed"), summary),
+    let head = match (dry_run, ok) {
+        (true, _) => format!("{verb} dry run, nothing changed"),
+        (false, true) => format!("{verb} done"),
+        (false, false) => format!("{verb} failed"),
     };
     format!("{head}: {summary} in {:.1}s", took.as_secs_f64())
 }
@@ -203,7 +200,11 @@ pub async fn import(ctx: &Ctx, a: ImportArgs) -> Result<Exit, CliError> {
         "import",
         ok,
         a.common.dry_run,
-        report.summary(),
+        if a.common.dry_run {
+            report.planned_summary()
+        } else {
+            report.summary()
+        },
         started.elapsed(),
     );
     if let Some(c) = &report.conflict {
@@ -265,7 +266,11 @@ pub async fn export(ctx: &Ctx, a: ExportArgs) -> Result<Exit, CliError> {
         "export",
         ok,
         a.common.dry_run,
-        report.summary(),
+        if a.common.dry_run {
+            report.planned_summary()
+        } else {
+            report.summary()
+        },
         started.elapsed(),
     );
     if report.exported + report.unchanged + report.errors.len() as u64 == 0 {

@@ -133,13 +133,23 @@ pub trait Mover: Send + Sync {
     ) -> Result<ExportReport, MoverError>;
 }
 
+/// `1 file` / `2 files`, then what happened to them.
+fn files(n: u64, moved: &str) -> String {
+    format!("{n} file{} {moved}", if n == 1 { "" } else { "s" })
+}
+
 impl ImportReport {
     pub fn summary(&self) -> String {
-        let mut s = format!(
-            "{} file{} imported",
-            self.imported,
-            if self.imported == 1 { "" } else { "s" },
-        );
+        self.describe("imported")
+    }
+
+    /// The summary of a dry run: what would be imported.
+    pub fn planned_summary(&self) -> String {
+        self.describe("to import")
+    }
+
+    fn describe(&self, moved: &str) -> String {
+        let mut s = files(self.imported, moved);
         // An AMLFS job counts files but reports no sizes: "(0 B)" would be wrong.
         if self.bytes > 0 || self.imported == 0 {
             s += &format!(" ({})", indicatif::HumanBytes(self.bytes));
@@ -163,10 +173,18 @@ impl ImportReport {
 
 impl ExportReport {
     pub fn summary(&self) -> String {
+        self.describe("exported")
+    }
+
+    /// The summary of a dry run: what would be exported.
+    pub fn planned_summary(&self) -> String {
+        self.describe("to export")
+    }
+
+    fn describe(&self, moved: &str) -> String {
         format!(
-            "{} file{} exported ({}), {} unchanged, {} verified",
-            self.exported,
-            if self.exported == 1 { "" } else { "s" },
+            "{} ({}), {} unchanged, {} verified",
+            files(self.exported, moved),
             indicatif::HumanBytes(self.bytes),
             self.unchanged,
             self.verified
