@@ -216,7 +216,12 @@ impl Engine {
         // A pipeline whose file system is gone after each run: nothing to do if the
         // container and the pipeline are as the last successful run left them.
         let fingerprint = match &latest {
-            Some(r) if r.status == RunStatus::Succeeded && !opts.new && unchanged::applies(p) => {
+            Some(r)
+                if r.status == RunStatus::Succeeded
+                    && r.fingerprint.is_some()
+                    && !opts.new
+                    && unchanged::applies(p) =>
+            {
                 Some(
                     unchanged::fingerprint(p, self.backends.container.as_ref())
                         .await
