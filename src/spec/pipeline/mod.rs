@@ -92,10 +92,22 @@ pub const DAYS: &[&str] = &[
     "Sunday",
 ];
 
+/// The directory every relative path in the file is taken from: the file's own, however the
+/// file was named (`p.yaml` has the parent `""`, which `absolute` refuses; `../p.yaml` from
+/// elsewhere must name the same paths, or every task would look changed).
+pub fn base_dir(path: &Path) -> std::path::PathBuf {
+    let file = std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .unwrap_or_else(|_| path.to_path_buf());
+    match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => std::env::current_dir().unwrap_or_else(|_| ".".into()),
+    }
+}
+
 /// Decodes a whole pipeline; problems accumulate in `cx`.
 pub fn decode(cx: &mut Cx, root: &Node, path: &Path) -> Option<Pipeline> {
-    let base = path.parent().unwrap_or(Path::new("."));
-    let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
+    let base = base_dir(path);
     if matches!(root.value, Value::Null) {
         cx.problems.hint(
             root.span,
