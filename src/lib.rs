@@ -5,6 +5,7 @@
 //! drive the same code.
 
 pub mod azure;
+pub mod beneath;
 pub mod cli;
 pub mod clock;
 pub mod digest;

@@ -21,6 +21,7 @@ use futures::stream::{self, FuturesOrdered};
 
 use super::names;
 use super::*;
+use crate::beneath::{Found, Root};
 use crate::failpoint;
 use crate::journal::{FileRecord, FileState, Journal, mtime_ns};
 use crate::store::{self, Attrs, BlobEntry, BlobStore, Kind, Listing};
@@ -74,6 +75,10 @@ pub struct BlobMover {
 struct Inner {
     fs_name: String,
     root: PathBuf,
+    /// The same root, for every path a name leads to: never through a link.
+    tree: Arc<Root>,
+    /// Who owns what an import creates, whatever the metadata says (the Slurm prolog).
+    owner: Option<(u32, u32)>,
     store: Arc<dyn BlobStore>,
     journal: Arc<Journal>,
     transfers: usize,
@@ -92,12 +97,27 @@ impl BlobMover {
         BlobMover {
             inner: Arc::new(Inner {
                 fs_name,
+                tree: Arc::new(Root::new(&root)),
+                owner: None,
                 root,
                 store,
                 journal,
                 transfers: transfers.max(1),
             }),
         }
+    }
+}
+
+impl BlobMover {
+    /// Works for a Slurm job's user, as root: in `dir`, the root held open (its path is the
+    /// user's to change), and everything imported is owned by `uid`:`gid` whatever the
+    /// metadata says ([`Attrs::owned_by`]).
+    pub fn for_job(mut self, uid: u32, gid: u32, dir: std::os::fd::OwnedFd) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.owner = Some((uid, gid));
+            inner.tree = Arc::new(Root::pinned(&inner.root, dir));
+        }
+        self
     }
 }
 
@@ -153,13 +173,22 @@ fn stamp_matches(rec: &FileRecord, m: &Metadata) -> bool {
 
 impl Inner {
     fn decide(&self, blob: &BlobEntry, mode: ConflictMode) -> Result<Decision, MoverError> {
-        let dest = self.root.join(&blob.name);
-        let existing = match fs::symlink_metadata(&dest) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Decision::Import { overwrite: false });
+        let existing = match self.tree.lookup(&blob.name) {
+            Ok(Found::Here(m)) => m,
+            Ok(Found::Missing) => return Ok(Decision::Import { overwrite: false }),
+            // A link or a file where one of the blob's directories should be: a conflict like
+            // any other, and overwriting replaces the link itself, never what it points to.
+            Ok(Found::Blocked { at, .. }) => {
+                return Ok(match mode {
+                    ConflictMode::Fail => Decision::Fail(at),
+                    ConflictMode::Skip => Decision::Skip,
+                    _ => Decision::Import { overwrite: true },
+                });
             }
-            Err(e) => return Err(io_err("cannot stat", &dest.display().to_string(), e)),
+            Err(e) => {
+                let shown = self.root.join(&blob.name).display().to_string();
+                return Err(io_err("cannot stat", &shown, e));
+            }
         };
         let blob_dir = blob.kind == Kind::Dir;
         let type_conflict = existing.is_dir() != blob_dir || existing.file_type().is_symlink();
@@ -335,44 +364,52 @@ impl Inner {
         Ok(())
     }
 
+    /// Gives a directory this import made its owner (only when one is set: otherwise it is
+    /// the running user's, with the umask's mode, as `mkdir -p` makes it).
+    fn made(&self, dir: &fs::File) -> std::io::Result<()> {
+        match self.owner {
+            Some((uid, gid)) => std::os::unix::fs::fchown(dir, Some(uid), Some(gid)),
+            None => Ok(()),
+        }
+    }
+
     async fn import_one(&self, e: &BlobEntry, overwrite: bool) -> Result<Moved, String> {
-        let dest = self.root.join(&e.name);
         if overwrite {
-            remove_any(&dest, e.kind == Kind::Dir)
+            self.tree
+                .clear_way(&e.name, e.kind == Kind::Dir)
                 .map_err(|err| format!("cannot replace: {err}"))?;
         }
+        let made = |d: &fs::File| self.made(d);
+        let attrs = e.attrs.owned_by(self.owner);
         if e.kind == Kind::Dir {
-            fs::create_dir_all(&dest)
-                .and_then(|_| e.attrs.apply(&dest, 0o755))
+            self.tree
+                .create_dirs(&e.name, &made)
+                .and_then(|d| attrs.apply_to(&d, 0o755))
                 .map_err(|err| format!("cannot create directory: {err}"))?;
             return Ok(Moved::Dir);
         }
-        if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent).map_err(|err| format!("cannot create directory: {err}"))?;
-        }
-        let tmp = store::dir::tmp_path(&dest);
-        let result = async {
-            let (n, sum) = self
-                .store
-                .download(e, &tmp)
-                .await
-                .map_err(|err| match err {
-                    store::StoreError::Item { message, .. } => message,
-                    other => other.to_string(),
-                })?;
-            store::checksum::verify(e.size, e.sum, n, sum)?;
-            e.attrs
-                .apply(&tmp, 0o644)
-                .and_then(|_| fs::rename(&tmp, &dest))
-                .map_err(|err| err.to_string())
-        }
-        .await;
-        if let Err(msg) = result {
-            let _ = fs::remove_file(&tmp);
-            return Err(msg);
-        }
+        let tmp = self
+            .tree
+            .tmp()
+            .map_err(|err| format!("cannot create a temporary file: {err}"))?;
+        let (n, sum) = self
+            .store
+            .download(e, &tmp.path)
+            .await
+            .map_err(|err| match err {
+                store::StoreError::Item { message, .. } => message,
+                other => other.to_string(),
+            })?;
+        store::checksum::verify(e.size, e.sum, n, sum)?;
+        attrs
+            .apply(&tmp.path, 0o644)
+            .and_then(|_| self.tree.persist(&tmp, &e.name, &made))
+            .map_err(|err| err.to_string())?;
         failpoint::hit("import.after-copy");
-        let now = fs::symlink_metadata(&dest).map_err(|err| err.to_string())?;
+        let now = self
+            .tree
+            .symlink_metadata(&e.name)
+            .map_err(|err| err.to_string())?;
         Ok(Moved::File(FileRecord {
             state: FileState::Clean,
             blob_etag: e.etag.clone(),
@@ -395,7 +432,7 @@ impl Inner {
         let paths = store::disjoint_paths(&req.paths);
         let last = paths.len().saturating_sub(1);
         for (i, path) in paths.into_iter().enumerate() {
-            if let Some(missing) = missing_export_path(&self.root, &path) {
+            if let Some(missing) = missing_export_path(&self.tree, &path) {
                 report.errors.push(missing);
                 continue;
             }
@@ -403,7 +440,7 @@ impl Inner {
             let mut blobs = store::join::Cursor::new(self.store.list(&path));
             let mut local_dirs = Vec::new();
             let mut checks = FuturesOrdered::new();
-            for item in store::dir::walk(&self.root, &path) {
+            for item in store::dir::walk(Arc::clone(&self.tree), &path) {
                 let e = match item {
                     Listing::Entry(e) => e,
                     Listing::Unusable(msg) => {
@@ -420,7 +457,7 @@ impl Inner {
                     continue;
                 }
                 let matched = blobs.find(&e.name).await?;
-                let meta = match fs::symlink_metadata(self.root.join(&e.name)) {
+                let meta = match self.tree.symlink_metadata(&e.name) {
                     Ok(m) => m,
                     // Gone since the walk saw it (a tool's temporary file, renamed): there is
                     // nothing to export, as for an archive of a live tree.
@@ -458,7 +495,9 @@ impl Inner {
                 continue;
             }
             for dir in local_dirs.iter().filter(|d| !container_dirs.contains(*d)) {
-                let attrs = fs::symlink_metadata(self.root.join(dir))
+                let attrs = self
+                    .tree
+                    .symlink_metadata(dir)
                     .map(|m| Attrs::of(&m))
                     .unwrap_or_default();
                 if let Err(err) = self.store.put_dir(dir, &attrs).await {
@@ -516,12 +555,14 @@ impl Inner {
         let (Some(want), true) = (blob.sum, blob.size == meta.size()) else {
             return Ok(false);
         };
-        let path = self.root.join(name);
-        let (n, sum) =
-            tokio::task::spawn_blocking(move || store::checksum::file(&path, Some(want)))
-                .await
-                .map_err(|e| io_err("cannot hash", name, std::io::Error::other(e.to_string())))?
-                .map_err(|e| io_err("cannot hash", name, e))?;
+        let file = self
+            .tree
+            .open_file(name)
+            .map_err(|e| io_err("cannot read", name, e))?;
+        let (n, sum) = tokio::task::spawn_blocking(move || store::checksum::read(file, Some(want)))
+            .await
+            .map_err(|e| io_err("cannot hash", name, std::io::Error::other(e.to_string())))?
+            .map_err(|e| io_err("cannot hash", name, e))?;
         if n != blob.size || sum != Some(want) {
             return Ok(false);
         }
@@ -563,8 +604,10 @@ impl Inner {
         failpoint::hit("export.after-intent");
         let mut moves = stream::iter(batch.drain(..))
             .map(|(rel, meta)| async move {
-                let src = self.root.join(&rel);
-                let r = self.store.upload(&src, &rel, &Attrs::of(&meta)).await;
+                let r = match self.tree.open_file(&rel) {
+                    Ok(src) => self.store.upload(&src, &rel, &Attrs::of(&meta)).await,
+                    Err(e) => Err(store::StoreError::item(&rel, e)),
+                };
                 (rel, meta, r)
             })
             .buffer_unordered(self.transfers);
@@ -572,7 +615,7 @@ impl Inner {
             let up = match r {
                 Ok(up) => up,
                 Err(store::StoreError::Item { .. })
-                    if fs::symlink_metadata(self.root.join(&rel)).is_err() =>
+                    if self.tree.symlink_metadata(&rel).is_err() =>
                 {
                     // Removed while being copied: nothing left to export.
                     tracing::debug!(name = rel, "vanished during export");
@@ -587,7 +630,7 @@ impl Inner {
             failpoint::hit("export.after-copy");
             // The source may have changed (or gone) while we copied: record what we read,
             // clean only if the file is still exactly that.
-            let same = match fs::symlink_metadata(self.root.join(&rel)) {
+            let same = match self.tree.symlink_metadata(&rel) {
                 Ok(now) => now.size() == up.size && mtime_ns(&now) == mtime_ns(&meta),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
                 Err(e) => return Err(io_err("cannot stat", &rel, e)),
@@ -615,20 +658,5 @@ impl Inner {
         drop(moves);
         self.journal.flush()?;
         Ok(())
-    }
-}
-
-fn remove_any(path: &std::path::Path, keep_dir: bool) -> std::io::Result<()> {
-    let m = match fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(_) => return Ok(()),
-    };
-    if m.is_dir() {
-        if keep_dir {
-            return Ok(());
-        }
-        fs::remove_dir_all(path)
-    } else {
-        fs::remove_file(path)
     }
 }

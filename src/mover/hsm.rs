@@ -271,7 +271,9 @@ impl HsmMover {
         }
         let mut report = ExportReport::default();
         for path in store::disjoint_paths(&req.paths) {
-            if let Some(missing) = missing_export_path(&self.root, &path) {
+            if let Some(missing) =
+                missing_export_path(&crate::beneath::Root::new(&self.root), &path)
+            {
                 report.errors.push(missing);
                 continue;
             }
@@ -546,7 +548,10 @@ impl HsmMover {
     ) -> Result<(), MoverError> {
         // Walk and listing in name order, merge-joined: memory does not grow with the tree.
         let mut blobs = store::join::Cursor::new(self.store.list(path));
-        for item in store::dir::walk(&self.root, path) {
+        for item in store::dir::walk(
+            std::sync::Arc::new(crate::beneath::Root::new(&self.root)),
+            path,
+        ) {
             let e = match item {
                 Listing::Entry(e) if e.kind == Kind::File => e,
                 Listing::Entry(_) => continue,

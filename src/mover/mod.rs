@@ -97,10 +97,16 @@ pub struct ExportReport {
 
 /// Why a path asked to be exported cannot be, when it is not there: an error, not an empty
 /// success, in both movers (a job that wrote nothing must not look exported).
-fn missing_export_path(root: &std::path::Path, path: &str) -> Option<String> {
-    std::fs::symlink_metadata(root.join(path))
-        .is_err()
-        .then(|| format!("{path}: not found in the file system"))
+fn missing_export_path(root: &crate::beneath::Root, path: &str) -> Option<String> {
+    use crate::beneath::Found;
+    match root.lookup(path) {
+        Ok(Found::Here(_)) => None,
+        Ok(Found::Missing) => Some(format!("{path}: not found in the file system")),
+        Ok(Found::Blocked { at, .. }) => Some(format!(
+            "{path}: {at:?} is a symbolic link or a file, not a directory; not followed"
+        )),
+        Err(e) => Some(format!("{path}: {e}")),
+    }
 }
 
 /// How far a transfer has got. `found_*` is what the listing has shown needs moving so far

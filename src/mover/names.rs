@@ -30,6 +30,9 @@ pub fn check(name: &str) -> Result<(), UnsafeName> {
     if name.len() > 4096 {
         return bad("longer than 4096 bytes");
     }
+    if name.split('/').next() == Some(crate::beneath::TMP_DIR) {
+        return bad("reserved for stage's own temporary files");
+    }
     for c in name.split('/') {
         match c {
             "" => return bad("empty path component"),
@@ -56,10 +59,20 @@ mod tests {
             "a/./b",
             "a\0b",
             "x/..",
+            ".stage-tmp",
+            ".stage-tmp/0/x",
         ] {
             assert!(check(bad).is_err(), "{bad:?}");
         }
-        for ok in ["a", "a b/c'd", "dir/..x", "ünï/\n/x", ".hidden"] {
+        for ok in [
+            "a",
+            "a b/c'd",
+            "dir/..x",
+            "ünï/\n/x",
+            ".hidden",
+            "big.stage-tmp",
+            "d/.stage-tmp",
+        ] {
             assert!(check(ok).is_ok(), "{ok:?}");
         }
     }

@@ -59,16 +59,49 @@ impl Attrs {
         m
     }
 
-    /// Applies mode, and ownership when running as root (others keep their own, as `cp`).
-    pub fn apply(self, path: &std::path::Path, default_mode: u32) -> std::io::Result<()> {
+    /// The same, owned by `uid`:`gid` whatever the metadata says (the Slurm prolog's rule:
+    /// a job's files are its user's).
+    pub fn owned_by(self, owner: Option<(u32, u32)>) -> Attrs {
+        match owner {
+            Some((uid, gid)) => Attrs {
+                uid: Some(uid),
+                gid: Some(gid),
+                ..self
+            },
+            None => self,
+        }
+    }
+
+    /// The mode stage gives a path from metadata: never setuid, and never setgid on a file.
+    /// Metadata is whatever anyone who can write the container wrote, and stage often runs as
+    /// root (the Slurm prolog always): honouring those bits would hand out a root shell.
+    /// A directory keeps setgid, which only passes its group to new entries.
+    pub fn safe_mode(self, default_mode: u32, is_dir: bool) -> u32 {
+        let mode = self.mode.unwrap_or(default_mode) & 0o7777;
+        if is_dir {
+            mode & !0o4000
+        } else {
+            mode & !0o6000
+        }
+    }
+
+    /// Applies the mode ([`Attrs::safe_mode`]) and, when running as root, the ownership
+    /// (others keep their own, as `cp` does) to an open file or directory. Ownership first:
+    /// `chown` clears set-id bits.
+    pub fn apply_to(self, file: &std::fs::File, default_mode: u32) -> std::io::Result<()> {
         use std::os::unix::fs::PermissionsExt;
-        let mode = self.mode.unwrap_or(default_mode);
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o7777))?;
+        let is_dir = file.metadata()?.is_dir();
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } == 0 && (self.uid.is_some() || self.gid.is_some()) {
-            std::os::unix::fs::lchown(path, self.uid, self.gid)?;
+            std::os::unix::fs::fchown(file, self.uid, self.gid)?;
         }
-        Ok(())
+        let mode = self.safe_mode(default_mode, is_dir);
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+    }
+
+    /// [`Attrs::apply_to`] for a path known to be no link (a file stage just wrote).
+    pub fn apply(self, path: &std::path::Path, default_mode: u32) -> std::io::Result<()> {
+        self.apply_to(&std::fs::File::open(path)?, default_mode)
     }
 }
 
@@ -93,5 +126,18 @@ mod tests {
         assert_eq!(odd.uid, None);
         assert_eq!(odd.gid, Some(7));
         assert_eq!(Attrs::from_metadata([("permissions", "99999")]).mode, None);
+    }
+
+    #[test]
+    fn set_id_bits_never_come_from_metadata() {
+        let a = |m| Attrs {
+            mode: Some(m),
+            ..Attrs::default()
+        };
+        assert_eq!(a(0o4755).safe_mode(0o644, false), 0o755);
+        assert_eq!(a(0o2755).safe_mode(0o644, false), 0o755);
+        assert_eq!(a(0o6777).safe_mode(0o644, true), 0o2777);
+        assert_eq!(a(0o1777).safe_mode(0o644, true), 0o1777);
+        assert_eq!(Attrs::default().safe_mode(0o644, false), 0o644);
     }
 }

@@ -99,7 +99,11 @@ impl Hasher {
 
 /// Reads `path` and returns its length and the sum of the kind `want` is.
 pub fn file(path: &Path, want: Option<Sum>) -> std::io::Result<(u64, Option<Sum>)> {
-    let mut f = std::fs::File::open(path)?;
+    read(std::fs::File::open(path)?, want)
+}
+
+/// [`file`] for a file already open (found without following links).
+pub fn read(mut f: impl Read, want: Option<Sum>) -> std::io::Result<(u64, Option<Sum>)> {
     let mut hasher = Hasher::like(want);
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;

@@ -4,28 +4,35 @@
 //! directory's own POSIX attributes; the ETag is derived from mtime, size and inode so it
 //! changes whenever a file is rewritten.
 
-use std::fs::{self, File, Metadata};
-use std::io::{Read, Write};
+use std::fs::{File, Metadata};
+use std::io::{Read, Seek, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::checksum::{self, Hasher};
 use super::{Attrs, BlobEntry, BlobStore, Kind, Listing, StoreError, Sum, Uploaded};
+use crate::beneath::{Found, Root, TMP_DIR};
 use crate::journal::mtime_ns;
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
 
-/// Files being written carry this suffix until renamed: never listed, never final.
-pub const TMP_SUFFIX: &str = ".stage-tmp";
-
 pub struct DirStore {
     root: PathBuf,
+    tree: Arc<Root>,
 }
 
 impl DirStore {
     pub fn new(root: PathBuf) -> Self {
-        DirStore { root }
+        DirStore {
+            tree: Arc::new(Root::new(&root)),
+            root,
+        }
     }
+}
+
+fn keep(_: &File) -> std::io::Result<()> {
+    Ok(())
 }
 
 fn etag(m: &Metadata) -> String {
@@ -47,26 +54,30 @@ fn entry(rel: String, m: &Metadata) -> Listing {
 }
 
 /// Walks `base/start` without following symlinks, in byte order of names where a directory
-/// sorts as its name plus `/` (the order blob listings use for the files beneath it).
-pub fn walk(base: &Path, start: &str) -> impl Iterator<Item = Listing> + Send + use<> {
+/// sorts as its name plus `/` (the order blob listings use for the files beneath it). Stage's
+/// own [`TMP_DIR`] at the top is not part of the tree.
+pub fn walk(tree: Arc<Root>, start: &str) -> impl Iterator<Item = Listing> + Send + use<> {
     let mut stack: Vec<Listing> = Vec::new();
-    let first = if start.is_empty() {
-        base.to_path_buf()
+    if start.is_empty() {
+        if tree.symlink_metadata("").is_ok_and(|m| m.is_dir()) {
+            push_children(&tree, "", &mut stack);
+        }
     } else {
-        base.join(start)
-    };
-    match fs::symlink_metadata(&first) {
-        Ok(m) if m.is_dir() && start.is_empty() => push_children(base, "", &mut stack),
-        Ok(m) => stack.push(entry(start.to_string(), &m)),
-        Err(_) => {}
+        match tree.lookup(start) {
+            Ok(Found::Here(m)) => stack.push(entry(start.to_string(), &m)),
+            Ok(Found::Blocked { at, .. }) => stack.push(Listing::Unusable(format!(
+                "{start}: {at:?} is a symbolic link or a file, not a directory; not followed"
+            ))),
+            Ok(Found::Missing) => {}
+            Err(e) => stack.push(Listing::Unusable(format!("cannot stat {start}: {e}"))),
+        }
     }
-    let base = base.to_path_buf();
     std::iter::from_fn(move || {
         let item = stack.pop()?;
         if let Listing::Entry(e) = &item
             && e.kind == Kind::Dir
         {
-            push_children(&base, &e.name, &mut stack);
+            push_children(&tree, &e.name, &mut stack);
         }
         Some(item)
     })
@@ -80,21 +91,20 @@ fn sort_key(l: &Listing) -> String {
     }
 }
 
-fn push_children(base: &Path, rel: &str, stack: &mut Vec<Listing>) {
-    let dir = if rel.is_empty() {
-        base.to_path_buf()
-    } else {
-        base.join(rel)
+fn push_children(tree: &Root, rel: &str, stack: &mut Vec<Listing>) {
+    let shown = || {
+        if rel.is_empty() {
+            tree.path().display().to_string()
+        } else {
+            tree.path().join(rel).display().to_string()
+        }
     };
-    let rd = match fs::read_dir(&dir) {
+    let rd = match tree.read_dir(rel) {
         Ok(rd) => rd,
         // A directory removed while the walk was below its parent.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !rel.is_empty() => return,
         Err(e) => {
-            stack.push(Listing::Unusable(format!(
-                "cannot list {}: {e}",
-                dir.display()
-            )));
+            stack.push(Listing::Unusable(format!("cannot list {}: {e}", shown())));
             return;
         }
     };
@@ -103,19 +113,17 @@ fn push_children(base: &Path, rel: &str, stack: &mut Vec<Listing>) {
             let de = match de {
                 Ok(de) => de,
                 Err(e) => {
-                    return Some(Listing::Unusable(format!(
-                        "cannot list {}: {e}",
-                        dir.display()
-                    )));
+                    return Some(Listing::Unusable(format!("cannot list {}: {e}", shown())));
                 }
             };
             let Some(name) = de.file_name().to_str().map(str::to_string) else {
                 return Some(Listing::Unusable(format!(
-                    "{}: name is not UTF-8, so it cannot be a blob name",
-                    de.path().display()
+                    "{}/{}: name is not UTF-8, so it cannot be a blob name",
+                    shown(),
+                    de.file_name().to_string_lossy()
                 )));
             };
-            if name.ends_with(TMP_SUFFIX) {
+            if rel.is_empty() && name == TMP_DIR {
                 return None;
             }
             let rel = if rel.is_empty() {
@@ -123,14 +131,12 @@ fn push_children(base: &Path, rel: &str, stack: &mut Vec<Listing>) {
             } else {
                 format!("{rel}/{name}")
             };
-            match de.path().symlink_metadata() {
+            // Taken from the listed directory itself, never following a link.
+            match de.metadata() {
                 Ok(m) => Some(entry(rel, &m)),
                 // Removed since the directory was read: not there, so not listed.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(e) => Some(Listing::Unusable(format!(
-                    "cannot stat {}: {e}",
-                    de.path().display()
-                ))),
+                Err(e) => Some(Listing::Unusable(format!("cannot stat {rel}: {e}"))),
             }
         })
         .collect();
@@ -139,28 +145,23 @@ fn push_children(base: &Path, rel: &str, stack: &mut Vec<Listing>) {
     stack.extend(children);
 }
 
-/// Walks the part of `base` that can hold names starting with `prefix`.
-fn walk_prefix(base: &Path, prefix: &str) -> impl Iterator<Item = Listing> + Send + use<> {
+/// Walks the part of the tree that can hold names starting with `prefix`.
+fn walk_prefix(tree: Arc<Root>, prefix: &str) -> impl Iterator<Item = Listing> + Send + use<> {
     let start = match prefix.rsplit_once('/') {
         Some((dir, _)) => dir.to_string(),
         None => String::new(),
     };
     let prefix = prefix.to_string();
-    walk(base, &start).filter(move |l| match l {
+    walk(tree, &start).filter(move |l| match l {
         Listing::Entry(e) => e.name.starts_with(&prefix) || format!("{}/", e.name) == prefix,
         Listing::Unusable(_) => true,
     })
 }
 
-pub fn tmp_path(dest: &Path) -> PathBuf {
-    let mut name = dest.file_name().unwrap_or_default().to_os_string();
-    name.push(TMP_SUFFIX);
-    dest.with_file_name(name)
-}
-
-/// Copies `src` to `dest`, returning the bytes written and their sum.
-fn copy_hashed(src: &Path, dest: &Path, mut hasher: Hasher) -> std::io::Result<(u64, Option<Sum>)> {
-    let mut input = File::open(src)?;
+/// Copies `src` (from its start) to `dest`, returning the bytes written and their sum.
+fn copy_hashed(src: &File, dest: &Path, mut hasher: Hasher) -> std::io::Result<(u64, Option<Sum>)> {
+    let mut input = src.try_clone()?;
+    input.rewind()?;
     let mut out = File::create(dest)?;
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
@@ -189,38 +190,39 @@ async fn blocking<T: Send + 'static>(
 #[async_trait]
 impl BlobStore for DirStore {
     fn list<'a>(&'a self, prefix: &'a str) -> BoxStream<'a, Result<Listing, StoreError>> {
-        stream::iter(walk_prefix(&self.root, prefix).map(Ok)).boxed()
+        stream::iter(walk_prefix(Arc::clone(&self.tree), prefix).map(Ok)).boxed()
     }
 
     async fn download(&self, e: &BlobEntry, dest: &Path) -> Result<(u64, Option<Sum>), StoreError> {
-        let src = self.root.join(&e.name);
+        let tree = Arc::clone(&self.tree);
+        let name = e.name.clone();
         let dest = dest.to_path_buf();
         let want = e.sum;
         blocking(&e.name, move || {
+            let src = tree.open_file(&name)?;
             copy_hashed(&src, &dest, Hasher::like(want))
         })
         .await
     }
 
-    async fn upload(&self, src: &Path, name: &str, attrs: &Attrs) -> Result<Uploaded, StoreError> {
-        let src = src.to_path_buf();
-        let dest = self.root.join(name);
+    async fn upload(&self, src: &File, name: &str, attrs: &Attrs) -> Result<Uploaded, StoreError> {
+        let src = src.try_clone().map_err(|e| StoreError::item(name, e))?;
+        let tree = Arc::clone(&self.tree);
+        let rel = name.to_string();
         let attrs = *attrs;
         blocking(name, move || {
-            if let Some(parent) = dest.parent() {
-                fs::create_dir_all(parent)?;
-            }
-            let tmp = tmp_path(&dest);
-            let (n, sum) = copy_hashed(&src, &tmp, Hasher::crc64())?;
-            attrs.apply(&tmp, 0o644)?;
-            fs::rename(&tmp, &dest)?;
-            let (m, back) = checksum::file(&dest, sum)?;
-            if m != n || back != sum {
+            let tmp = tree.tmp()?;
+            let (n, sum) = copy_hashed(&src, &tmp.path, Hasher::crc64())?;
+            attrs.apply(&tmp.path, 0o644)?;
+            tree.persist(&tmp, &rel, &keep)?;
+            let back = tree.open_file(&rel)?;
+            let meta = back.metadata()?;
+            let (m, read) = checksum::read(back, sum)?;
+            if m != n || read != sum {
                 return Err(std::io::Error::other(format!(
                     "verification failed: wrote {n} bytes, read back {m}"
                 )));
             }
-            let meta = fs::symlink_metadata(&dest)?;
             Ok(Uploaded {
                 etag: etag(&meta),
                 size: n,
@@ -230,11 +232,12 @@ impl BlobStore for DirStore {
     }
 
     async fn put_dir(&self, name: &str, attrs: &Attrs) -> Result<(), StoreError> {
-        let dest = self.root.join(name);
+        let tree = Arc::clone(&self.tree);
+        let rel = name.to_string();
         let attrs = *attrs;
         blocking(name, move || {
-            fs::create_dir_all(&dest)?;
-            attrs.apply(&dest, 0o755)
+            let dir = tree.create_dirs(&rel, &keep)?;
+            attrs.apply_to(&dir, 0o755)
         })
         .await
     }

@@ -97,8 +97,15 @@ pub trait BlobStore: Send + Sync {
     async fn create_if_missing(&self) -> Result<(), StoreError> {
         Ok(())
     }
-    /// Stores `src` as blob `name` with `attrs`, replacing what is there; verified.
-    async fn upload(&self, src: &Path, name: &str, attrs: &Attrs) -> Result<Uploaded, StoreError>;
+    /// Stores `src` (read from its start, however often a retry needs) as blob `name` with
+    /// `attrs`, replacing what is there; verified. An open file, not a path: the caller found
+    /// it without following links, and a path could be swapped for one meanwhile.
+    async fn upload(
+        &self,
+        src: &std::fs::File,
+        name: &str,
+        attrs: &Attrs,
+    ) -> Result<Uploaded, StoreError>;
     /// Stores a directory marker blob.
     async fn put_dir(&self, name: &str, attrs: &Attrs) -> Result<(), StoreError>;
     /// Refuses a name this container cannot hold exactly, so export never renames silently.

@@ -10,7 +10,7 @@ pub mod credential;
 pub mod location;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
 use std::num::NonZero;
 use std::path::Path;
 use std::time::Duration;
@@ -391,16 +391,19 @@ impl AzureStore {
 
     async fn upload_once(
         &self,
-        src: &Path,
+        src: &std::fs::File,
         name: &str,
         attrs: &Attrs,
     ) -> Result<Uploaded, Failure> {
         let full = format!("{}{name}", self.root);
         let blob = self.client.blob_client(&full).block_blob_client();
-        let size = std::fs::metadata(src)?.len();
+        let mut file = src.try_clone()?;
+        file.rewind()?;
+        let size = file.metadata()?.len();
         let mut metadata = attrs.to_metadata(false);
         if size <= BLOCK as u64 {
-            let data = std::fs::read(src)?;
+            let mut data = Vec::with_capacity(size as usize);
+            file.read_to_end(&mut data)?;
             // Content-MD5 on a single-request upload is checked by the service on arrival.
             let md5: [u8; 16] = Md5::digest(&data).into();
             let n = data.len() as u64;
@@ -429,7 +432,6 @@ impl AzureStore {
             return Ok(Uploaded { etag, size: n });
         }
         let _permit = self.large.acquire().await.ok();
-        let mut file = std::fs::File::open(src)?;
         // Each block carries its MD5 for the service to check on arrival; the whole file's
         // CRC goes into metadata for whoever downloads it (an MD5 of the whole would cost a
         // second pass of the slowest hash for nothing the service checks).
@@ -524,7 +526,12 @@ impl BlobStore for AzureStore {
         self.ensure_container().await
     }
 
-    async fn upload(&self, src: &Path, name: &str, attrs: &Attrs) -> Result<Uploaded, StoreError> {
+    async fn upload(
+        &self,
+        src: &std::fs::File,
+        name: &str,
+        attrs: &Attrs,
+    ) -> Result<Uploaded, StoreError> {
         with_retries(name, || self.upload_once(src, name, attrs)).await
     }
 
