@@ -20,6 +20,7 @@ use crate::mover::{
     BlobMover, ExportRequest, HsmMover, ImportRequest, JobStatus, Mover, MoverError,
 };
 use crate::slurm::directives::{self, Directives};
+use crate::slurm::job_user::JobUser;
 use crate::slurm::restore;
 use crate::slurm::route::{self, Route};
 use crate::store::azure::Location;
@@ -91,6 +92,20 @@ const RESTORE_READERS: usize = 32;
 fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::spec::decode::parse_duration(s)
         .ok_or_else(|| format!("`{s}` is not a duration like 90s, 30m or 2h"))
+}
+
+/// An error with its causes, on one line: a hook's log is the only place the cause shows.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s += &format!(": {c}");
+        }
+        next = cause.source();
+    }
+    s
 }
 
 fn job_id() -> String {
@@ -296,10 +311,17 @@ async fn prolog(ctx: &Ctx, a: HookArgs) -> Result<Exit, CliError> {
                     Box::new(fs.mover(ctx, url)?)
                 }
                 None => {
-                    std::fs::create_dir_all(dir).map_err(|e| {
-                        CliError::Read(format!("cannot create {}", dir.display()), e)
-                    })?;
-                    Box::new(mover(ctx, url, dir)?)
+                    let cannot = |e| CliError::Read(format!("cannot create {}", dir.display()), e);
+                    match JobUser::from_env() {
+                        Some(user) => {
+                            let pinned = user.make_dir(dir).map_err(cannot)?;
+                            Box::new(mover(ctx, url, dir)?.for_job(user.uid, user.gid, pinned))
+                        }
+                        None => {
+                            std::fs::create_dir_all(dir).map_err(cannot)?;
+                            Box::new(mover(ctx, url, dir)?)
+                        }
+                    }
                 }
             };
             let report = mover
@@ -347,7 +369,7 @@ async fn prolog(ctx: &Ctx, a: HookArgs) -> Result<Exit, CliError> {
     };
     match tokio::time::timeout(a.timeout, work).await {
         Ok(Err(e)) => {
-            log(ctx, "prolog", &format!("FAILED {e}"));
+            log(ctx, "prolog", &format!("FAILED {}", causes(&e)));
             Err(e)
         }
         Ok(ok) => ok,
@@ -400,14 +422,23 @@ async fn epilog(ctx: &Ctx, a: HookArgs) -> Result<Exit, CliError> {
                     req.paths = vec![prefix];
                     fs.mover(ctx, url).map(|m| Box::new(m) as Box<dyn Mover>)
                 }
-                None => mover(ctx, url, dir).map(|m| Box::new(m) as Box<dyn Mover>),
+                None => match JobUser::from_env() {
+                    Some(user) => user
+                        .open_dir(dir)
+                        .map_err(|e| CliError::Read(format!("cannot export {}", dir.display()), e))
+                        .and_then(|pinned| {
+                            let m = mover(ctx, url, dir)?.for_job(user.uid, user.gid, pinned);
+                            Ok(Box::new(m) as Box<dyn Mover>)
+                        }),
+                    None => mover(ctx, url, dir).map(|m| Box::new(m) as Box<dyn Mover>),
+                },
             };
             let result = match mover {
                 Ok(m) => m
                     .export(req, Box::new(|_| {}))
                     .await
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
+                    .map_err(|e| causes(&e)),
+                Err(e) => Err(causes(&e)),
             };
             match result {
                 Ok(r) if r.errors.is_empty() => log(

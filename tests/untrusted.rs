@@ -1,0 +1,352 @@
+//! Data nobody here controls: blob names, blob metadata, symbolic links in the tree, pipeline
+//! files named the way users type them. None of it may corrupt a result, write outside the
+//! target, or hand out privileges.
+
+#[path = "common/azurite.rs"]
+mod azurite;
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Output;
+
+use azurite::{Azurite, CONNECTION_STRING, listing, put, raw};
+use common::*;
+
+fn stage_env(ws: &Workspace, args: &[&str]) -> Output {
+    ws.cmd(args)
+        .env("AZURE_STORAGE_CONNECTION_STRING", CONNECTION_STRING)
+        .output()
+        .expect("run stage")
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_pipeline_named_by_bare_file_name_resolves_its_paths_beside_itself() {
+    let ws = Workspace::new();
+    ws.write("blobs/in/a.txt", "alpha\n");
+    ws.write("blobs/in/b.txt", "beta\n");
+    ws.write(
+        "p.yaml",
+        r#"name: bare
+target: local
+filesystem:
+  name: bare-fs
+  mount: fs
+  hsm:
+    container: blobs
+    logging_container: logs
+pool: { hosts: localhost, slots: 2 }
+steps:
+  - ensure: {}
+  - import: { prefixes: [in/] }
+  - process:
+      name: copy
+      foreach: "in/*.txt"
+      outputs: ["out/{{stem}}.txt"]
+      command: mkdir -p out && tr a-z A-Z < {{input}} > {{output}}
+  - export: { outputs_of: [copy] }
+"#,
+    );
+    // Exactly as a user types it: a bare name, from the file's own directory.
+    let o = ws.stage(&["run", "p.yaml"]);
+    assert_exit(&o, 0);
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("blobs/out/a.txt")).unwrap(),
+        "ALPHA\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("fs/out/b.txt")).unwrap(),
+        "BETA\n"
+    );
+    // And from elsewhere, by a relative path: the same file system, nothing to do.
+    std::fs::create_dir_all(ws.path().join("elsewhere")).unwrap();
+    let o = ws
+        .cmd(&["run", "../p.yaml"])
+        .current_dir(ws.path().join("elsewhere"))
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    assert_has(&o.stderr, "nothing to do");
+    assert!(!ws.path().join("elsewhere/fs").exists());
+
+    // A report written to a bare file name.
+    let o = ws.stage(&["report", "p.yaml", "-o", "report.html"]);
+    assert_exit(&o, 0);
+    assert!(ws.path().join("report.html").is_file());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blob_named_like_a_temporary_file_is_carried_like_any_other() {
+    let az = Azurite::start();
+    let ws = Workspace::new();
+    let c = raw(&az, "tmpnames");
+    c.create(None).await.unwrap();
+    let big: Vec<u8> = (0..3 << 20).map(|i| (i % 251) as u8).collect();
+    put(&c, "big", &big, &[]).await;
+    put(&c, "big.stage-tmp", b"other blob!", &[]).await;
+    put(&c, "d/x.part", b"part", &[]).await;
+
+    let o = stage_env(&ws, &["import", &az.url("tmpnames"), "dst"]);
+    assert_exit(&o, 0);
+    assert_eq!(std::fs::read(ws.path().join("dst/big")).unwrap(), big);
+    assert_eq!(
+        std::fs::read(ws.path().join("dst/big.stage-tmp")).unwrap(),
+        b"other blob!"
+    );
+    // Nothing of stage's own is left among the user's files.
+    assert_eq!(
+        entries(&ws.path().join("dst")),
+        ["big", "big.stage-tmp", "d"]
+    );
+    let o = stage_env(&ws, &["import", &az.url("tmpnames"), "dst"]);
+    assert_exit(&o, 0);
+    assert_has(&o.stderr, "3 up to date");
+
+    // Export carries such names too, and not stage's own directory.
+    ws.write("out/n.stage-tmp", "n");
+    ws.write("out/m", "m");
+    let o = stage_env(&ws, &["export", "out", &az.url("back")]);
+    assert_exit(&o, 0);
+    let names: Vec<String> = listing(&raw(&az, "back")).await.into_keys().collect();
+    assert_eq!(names, ["m", "n.stage-tmp"]);
+    let o = stage_env(&ws, &["export", "dst", &az.url("back2")]);
+    assert_exit(&o, 0);
+    let names: Vec<String> = listing(&raw(&az, "back2")).await.into_keys().collect();
+    assert_eq!(names, ["big", "big.stage-tmp", "d", "d/x.part"]);
+
+    // Stage's own directory is not a name a blob may take.
+    put(&c, ".stage-tmp/0/big", b"planted", &[]).await;
+    let o = stage_env(&ws, &["import", &az.url("tmpnames"), "dst3"]);
+    assert_exit(&o, 1);
+    assert_has(&o.stderr, "reserved for stage's own temporary files");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn imports_never_write_through_a_symbolic_link() {
+    let az = Azurite::start();
+    let ws = Workspace::new();
+    let outside = tempfile::tempdir().unwrap();
+    let c = raw(&az, "links");
+    c.create(None).await.unwrap();
+    put(&c, "link/evil", b"evil", &[]).await;
+    put(&c, "file/under", b"x", &[]).await;
+    let dst = ws.path().join("dst");
+    std::fs::create_dir_all(&dst).unwrap();
+    std::os::unix::fs::symlink(outside.path(), dst.join("link")).unwrap();
+    std::fs::write(dst.join("file"), "a file").unwrap();
+
+    // The default mode: a link where a directory should be is a conflict, and fails.
+    let o = stage_env(&ws, &["import", &az.url("links"), "dst"]);
+    assert_exit(&o, 1);
+    assert_has(&o.stderr, "conflict");
+    assert!(
+        entries(outside.path()).is_empty(),
+        "wrote outside the target"
+    );
+    let o = stage_env(
+        &ws,
+        &["import", "--conflict", "skip", &az.url("links"), "dst"],
+    );
+    assert_exit(&o, 0);
+    assert_has(&o.stderr, "2 conflicts skipped");
+    assert!(
+        entries(outside.path()).is_empty(),
+        "wrote outside the target"
+    );
+    assert!(dst.join("link").is_symlink());
+
+    // Overwriting replaces the link itself, never what it points to.
+    let o = stage_env(
+        &ws,
+        &[
+            "import",
+            "--conflict",
+            "overwrite-always",
+            &az.url("links"),
+            "dst",
+        ],
+    );
+    assert_exit(&o, 0);
+    assert!(
+        entries(outside.path()).is_empty(),
+        "wrote outside the target"
+    );
+    assert!(!dst.join("link").is_symlink());
+    assert_eq!(std::fs::read(dst.join("link/evil")).unwrap(), b"evil");
+    assert_eq!(std::fs::read(dst.join("file/under")).unwrap(), b"x");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exports_never_read_through_a_symbolic_link() {
+    let az = Azurite::start();
+    let ws = Workspace::new();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.txt"), "secret").unwrap();
+    ws.write("src/ok.txt", "ok");
+    std::os::unix::fs::symlink(outside.path(), ws.path().join("src/results")).unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("secret.txt"),
+        ws.path().join("src/alias.txt"),
+    )
+    .unwrap();
+    let o = stage_env(
+        &ws,
+        &["export", "--max-errors", "-1", "src", &az.url("out")],
+    );
+    let names: Vec<String> = listing(&raw(&az, "out")).await.into_keys().collect();
+    assert_eq!(names, ["ok.txt"], "{}", text(&o.stderr));
+    assert_has(&o.stderr, "symlinks are not blobs");
+}
+
+/// As root — as the Slurm prolog always runs — metadata must not make a setuid file.
+#[tokio::test(flavor = "multi_thread")]
+async fn set_id_bits_in_blob_metadata_are_never_applied() {
+    let az = Azurite::start();
+    let ws = Workspace::new();
+    let c = raw(&az, "setid");
+    c.create(None).await.unwrap();
+    put(&c, "suid", b"#!/bin/sh\nid\n", &[("permissions", "4755")]).await;
+    put(
+        &c,
+        "sgid",
+        b"#!/bin/sh\nid\n",
+        &[("permissions", "2755"), ("owner", "0")],
+    )
+    .await;
+    put(
+        &c,
+        "shared",
+        b"",
+        &[("hdi_isfolder", "true"), ("permissions", "2775")],
+    )
+    .await;
+    put(&c, "plain", b"x", &[("permissions", "0640")]).await;
+    let o = stage_env(&ws, &["import", &az.url("setid"), "dst"]);
+    assert_exit(&o, 0);
+    let mode = |n: &str| {
+        std::fs::metadata(ws.path().join("dst").join(n))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!(mode("suid"), 0o755);
+    assert_eq!(mode("sgid"), 0o755);
+    // A directory keeps setgid: it only passes the group on.
+    assert_eq!(mode("shared"), 0o2775);
+    assert_eq!(mode("plain"), 0o640);
+    if unsafe { libc::geteuid() } == 0 {
+        let m = std::fs::metadata(ws.path().join("dst/sgid")).unwrap();
+        assert_eq!(m.uid(), 0);
+    }
+}
+
+/// The Slurm hooks run as root for the job's user: what they make is the user's, and they
+/// write and read only where the user could.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_slurm_hooks_act_only_as_the_jobs_user_could() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root, as the hooks run");
+        return;
+    }
+    let (uid, gid) = (4321u32, 8765u32);
+    let az = Azurite::start();
+    let ws = Workspace::new();
+    let c = raw(&az, "jobdata");
+    c.create(None).await.unwrap();
+    put(
+        &c,
+        "sub/in.txt",
+        b"input",
+        &[("owner", "0"), ("group", "0")],
+    )
+    .await;
+    put(
+        &c,
+        "tool",
+        b"#!/bin/sh\n",
+        &[("permissions", "6755"), ("owner", "0")],
+    )
+    .await;
+
+    let home = ws.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(uid), Some(gid)).unwrap();
+    let root_only = ws.path().join("rootdir");
+    std::fs::create_dir_all(&root_only).unwrap();
+    std::fs::set_permissions(&root_only, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink(&root_only, home.join("link")).unwrap();
+    let hook = |which: &str, line: String| {
+        let script = ws.write(&format!("{which}.sh"), format!("#!/bin/sh\n{line}\ntrue\n"));
+        ws.cmd(&["slurm", which, "--script", script.to_str().unwrap()])
+            .env("AZURE_STORAGE_CONNECTION_STRING", CONNECTION_STRING)
+            .env("SLURM_JOB_ID", "77")
+            .env("SLURM_JOB_UID", uid.to_string())
+            .env("SLURM_JOB_GID", gid.to_string())
+            .output()
+            .unwrap()
+    };
+
+    let dest = home.join("in/deeper");
+    let o = hook(
+        "prolog",
+        format!("#STAGE in {} {}", az.url("jobdata"), dest.display()),
+    );
+    assert_exit(&o, 0);
+    for rel in ["", "sub", "sub/in.txt", "tool"] {
+        let m = std::fs::symlink_metadata(dest.join(rel)).unwrap();
+        assert_eq!(
+            (m.uid(), m.gid()),
+            (uid, gid),
+            "{rel:?} is not the job user's"
+        );
+    }
+    let m = std::fs::metadata(home.join("in")).unwrap();
+    assert_eq!((m.uid(), m.gid()), (uid, gid));
+    assert_eq!(
+        std::fs::metadata(dest.join("tool")).unwrap().mode() & 0o7777,
+        0o755
+    );
+
+    // Where the user cannot write, nor through a link they planted, nothing is written.
+    for target in [root_only.join("in"), home.join("link/in")] {
+        let o = hook(
+            "prolog",
+            format!("#STAGE in {} {}", az.url("jobdata"), target.display()),
+        );
+        assert_ne!(o.status.code(), Some(0), "{}", text(&o.stderr));
+        assert!(
+            entries(&root_only).is_empty(),
+            "wrote into a root-only directory"
+        );
+    }
+
+    // Stage-out exports only the user's own directory.
+    std::fs::write(root_only.join("secret"), "root's").unwrap();
+    let o = hook(
+        "epilog",
+        format!("#STAGE out {} {}", root_only.display(), az.url("leak")),
+    );
+    assert_exit(&o, 0);
+    let hooks = std::fs::read_to_string(ws.state().join("slurm/hooks.log")).unwrap();
+    assert!(hooks.contains("is not theirs"), "{hooks}");
+    assert!(!raw(&az, "leak").exists().await.unwrap(), "exported");
+    let o = hook(
+        "epilog",
+        format!("#STAGE out {} {}", dest.display(), az.url("back")),
+    );
+    assert_exit(&o, 0);
+    assert!(listing(&raw(&az, "back")).await.contains_key("sub/in.txt"));
+}
