@@ -24,6 +24,29 @@ fn holder_text(h: &Option<u32>) -> String {
     h.map(|p| format!(" (pid {p})")).unwrap_or_default()
 }
 
+/// How long a lock held by a process that is exiting is waited for. Tearing down a process
+/// with a large sled cache takes milliseconds; this is far more.
+const DYING_HOLDER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The process is gone, a zombie, or has SIGKILL pending: its lock is about to be released.
+/// (A pid not ours that the file names — a dead run's — also counts: whoever holds the lock
+/// then is a child of it between fork and exec, about to close it.)
+fn dying(pid: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return true;
+    };
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or("")
+    };
+    let zombie = matches!(field("State:").chars().next(), Some('Z' | 'X'));
+    let sigkill = |mask: &str| u64::from_str_radix(mask, 16).is_ok_and(|m| m & (1 << 8) != 0);
+    zombie || sigkill(field("ShdPnd:")) || sigkill(field("SigPnd:"))
+}
+
 /// Held for as long as the state directory is open.
 #[derive(Debug)]
 pub struct StateLock {
@@ -49,17 +72,29 @@ impl StateLock {
         if wait {
             file.lock().map_err(io)?;
         } else {
-            match file.try_lock() {
-                Ok(()) => {}
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    let mut text = String::new();
-                    let _ = file.read_to_string(&mut text);
-                    return Err(LockError::Held {
-                        dir: dir.to_path_buf(),
-                        holder: text.trim().parse().ok(),
-                    });
+            // A holder killed a moment ago still holds the lock while the kernel tears it
+            // down (open files close late in exit, and a child between fork and exec keeps a
+            // copy): that is no reason to refuse, so wait for such a holder to finish dying.
+            let deadline = std::time::Instant::now() + DYING_HOLDER_WAIT;
+            loop {
+                match file.try_lock() {
+                    Ok(()) => break,
+                    Err(std::fs::TryLockError::WouldBlock) => {
+                        let mut text = String::new();
+                        let _ = file.rewind();
+                        let _ = file.read_to_string(&mut text);
+                        let holder = text.trim().parse().ok();
+                        if holder.is_some_and(dying) && std::time::Instant::now() < deadline {
+                            std::thread::sleep(std::time::Duration::from_millis(5));
+                            continue;
+                        }
+                        return Err(LockError::Held {
+                            dir: dir.to_path_buf(),
+                            holder,
+                        });
+                    }
+                    Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
                 }
-                Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
             }
         }
         file.set_len(0).map_err(io)?;
