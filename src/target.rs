@@ -50,7 +50,7 @@ pub fn executor(p: &Pipeline, state_dir: &Path) -> Result<Arc<dyn Executor>, Tar
         return scale_set_executor(p, set, state_dir);
     }
     if p.pool.is_local() {
-        return Ok(Arc::new(LocalExecutor::new(slots)));
+        return Ok(Arc::new(LocalExecutor::new(slots, state_dir)));
     }
     Ok(Arc::new(SshExecutor::new(
         p.pool.hosts.clone(),

@@ -285,3 +285,56 @@ fn a_resumed_run_redoes_a_finished_step_when_its_file_system_changed() {
         "a\n"
     );
 }
+
+/// A task that writes its output in chunks to `OUTPUT.part` and renames it at the end, the way
+/// real tools do: if a killed run's copy kept running beside the resumed run's, the two would
+/// interleave their chunks and one would rename a half-written file into place as a success.
+#[test]
+fn a_killed_runs_tasks_never_run_beside_the_resumed_run() {
+    let ws = Workspace::new();
+    for i in 0..4 {
+        ws.write(&format!("blob/in/s{i}.txt"), format!("{i}\n"));
+    }
+    let p = ws.write(
+        "chunks.yaml",
+        r#"name: chunks
+filesystem:
+  name: chunkfs
+  hsm: { container: blob }
+pool: { slots: 4 }
+steps:
+  - ensure: {}
+  - import: { prefixes: [in/] }
+  - process:
+      name: write
+      foreach: in/*.txt
+      outputs: ["out/{{stem}}.txt"]
+      command: |
+        mkdir -p out
+        : > {{output}}.part
+        for i in 1 2 3 4 5 6; do echo "chunk $i" >> {{output}}.part; sleep 0.3; done
+        mv {{output}}.part {{output}}
+  - export: { outputs_of: [write] }
+"#,
+    );
+    let file = p.to_str().unwrap();
+    let mut child = ws.cmd(&["run", "-q", file]).spawn().unwrap();
+    let out = ws.state().join("lustre/chunkfs/out");
+    // Kill once every task is a chunk or two in.
+    for i in 0..4 {
+        wait_for_lines(&out.join(format!("s{i}.txt.part")), 2);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let o = ws.stage(&["run", file]);
+    assert_exit(&o, 0);
+    let want: String = (1..=6).map(|i| format!("chunk {i}\n")).collect();
+    for i in 0..4 {
+        let got = std::fs::read_to_string(ws.path().join(format!("blob/out/s{i}.txt"))).unwrap();
+        assert_eq!(
+            got, want,
+            "s{i}: the dead run's copy ran beside the new one"
+        );
+    }
+    assert!(!out.join("s0.txt.part").exists());
+}
