@@ -43,6 +43,9 @@ impl SpecError {
     }
 }
 
+/// Problems further along their line than this are shown without a snippet.
+const MAX_SNIPPET_COLUMN: usize = 4096;
+
 #[derive(Debug, thiserror::Error)]
 #[error("{}", problem.message)]
 struct Located {
@@ -58,9 +61,14 @@ impl Diagnostic for Located {
             .map(|h| Box::new(h) as Box<dyn std::fmt::Display>)
     }
     fn source_code(&self) -> Option<&dyn SourceCode> {
-        Some(&self.src)
+        // A snippet of a line this long is no help to read, and the renderer cannot draw
+        // columns past 65,535: the `file:line:col` line says where.
+        (self.problem.column <= MAX_SNIPPET_COLUMN).then_some(&self.src as &dyn SourceCode)
     }
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        if self.problem.column > MAX_SNIPPET_COLUMN {
+            return None;
+        }
         let s = self.problem.span;
         Some(Box::new(std::iter::once(LabeledSpan::new(
             Some("here".into()),

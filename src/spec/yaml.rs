@@ -68,9 +68,17 @@ pub struct SyntaxError {
     pub message: String,
 }
 
-/// Parses one YAML document. An empty document is `Value::Null`.
+/// Nodes a file may expand to through aliases: far beyond any real pipeline (100,000 `vars`
+/// are 200,000 nodes), far below what would exhaust memory (a 767-byte "billion laughs" file
+/// of 9 × 9 aliases would be 387 million).
+const MAX_NODES: usize = 2_000_000;
+
+/// Parses the file's one YAML document. An empty document is `Value::Null`; a second one is
+/// refused rather than ignored (it would be silently left out of the pipeline). A leading
+/// UTF-8 byte-order mark is allowed, as editors on Windows write one.
 pub fn parse(source: &str) -> Result<Node, SyntaxError> {
-    let offsets = Offsets::new(source);
+    let base = if source.starts_with('\u{feff}') { 3 } else { 0 };
+    let offsets = Offsets::new(&source[base..], base);
     let mut builder = Builder {
         source,
         offsets: &offsets,
@@ -78,16 +86,20 @@ pub fn parse(source: &str) -> Result<Node, SyntaxError> {
         anchors: HashMap::new(),
         root: None,
         error: None,
+        nodes: 0,
+        documents: 0,
     };
-    let mut parser = Parser::new_from_str(source);
-    if let Err(e) = parser.load(&mut builder, false) {
-        return Err(SyntaxError {
-            offset: offsets.byte(e.marker()),
-            message: e.info().to_string(),
-        });
-    }
-    if let Some(err) = builder.error {
-        return Err(err);
+    let mut parser = Parser::new_from_str(&source[base..]);
+    let loaded = parser.load(&mut builder, true).map_err(|e| SyntaxError {
+        offset: offsets.byte(e.marker()),
+        message: e.info().to_string(),
+    });
+    // Whichever problem comes first in the file.
+    match (builder.error, loaded) {
+        (Some(ours), Err(theirs)) if theirs.offset < ours.offset => return Err(theirs),
+        (Some(ours), _) => return Err(ours),
+        (None, Err(theirs)) => return Err(theirs),
+        (None, Ok(())) => {}
     }
     Ok(builder.root.unwrap_or(Node {
         value: Value::Null,
@@ -100,21 +112,25 @@ struct Offsets {
     /// Byte offset of each character, for non-ASCII sources only.
     table: Option<Vec<usize>>,
     len: usize,
+    /// Bytes before what the parser reads (a byte-order mark).
+    base: usize,
 }
 
 impl Offsets {
-    fn new(source: &str) -> Self {
+    fn new(source: &str, base: usize) -> Self {
         let table = (!source.is_ascii()).then(|| source.char_indices().map(|(b, _)| b).collect());
         Offsets {
             table,
             len: source.len(),
+            base,
         }
     }
     fn byte(&self, mark: &Marker) -> usize {
-        match &self.table {
-            None => mark.index().min(self.len),
-            Some(t) => t.get(mark.index()).copied().unwrap_or(self.len),
-        }
+        self.base
+            + match &self.table {
+                None => mark.index().min(self.len),
+                Some(t) => t.get(mark.index()).copied().unwrap_or(self.len),
+            }
     }
 }
 
@@ -123,11 +139,13 @@ enum Open {
         start: usize,
         anchor: usize,
         items: Vec<Node>,
+        nodes_before: usize,
     },
     Map {
         start: usize,
         anchor: usize,
         items: Vec<Node>,
+        nodes_before: usize,
     },
 }
 
@@ -135,15 +153,19 @@ struct Builder<'s> {
     source: &'s str,
     offsets: &'s Offsets,
     stack: Vec<Open>,
-    anchors: HashMap<usize, Node>,
+    /// Each anchored node with the number of nodes in it.
+    anchors: HashMap<usize, (Node, usize)>,
     root: Option<Node>,
     error: Option<SyntaxError>,
+    /// Nodes built so far, aliases counted as the copies they make.
+    nodes: usize,
+    documents: usize,
 }
 
 impl Builder<'_> {
-    fn push(&mut self, node: Node, anchor: usize) {
+    fn push(&mut self, node: Node, anchor: usize, size: usize) {
         if anchor > 0 {
-            self.anchors.insert(anchor, node.clone());
+            self.anchors.insert(anchor, (node.clone(), size));
         }
         match self.stack.last_mut() {
             Some(Open::Seq { items, .. }) | Some(Open::Map { items, .. }) => items.push(node),
@@ -189,19 +211,31 @@ impl MarkedEventReceiver for Builder<'_> {
                     } else {
                         Value::Scalar { text, quoted }
                     };
+                self.nodes += 1;
                 self.push(
                     Node {
                         value,
                         span: Span::new(at, end),
                     },
                     anchor,
+                    1,
                 );
             }
             Event::Alias(id) => match self.anchors.get(&id) {
-                Some(node) => {
-                    let mut node = node.clone();
+                Some((_, size)) if self.nodes + size > MAX_NODES => {
+                    self.error = Some(SyntaxError {
+                        offset: at,
+                        message: format!(
+                            "aliases expand this file to more than {MAX_NODES} values; \
+                             refusing it (a \"billion laughs\" file?)"
+                        ),
+                    })
+                }
+                Some((node, size)) => {
+                    let (mut node, size) = (node.clone(), *size);
                     node.span = Span::new(at, at + 1);
-                    self.push(node, 0);
+                    self.nodes += size;
+                    self.push(node, 0, size);
                 }
                 None => {
                     self.error = Some(SyntaxError {
@@ -214,30 +248,35 @@ impl MarkedEventReceiver for Builder<'_> {
                 start: at,
                 anchor,
                 items: Vec::new(),
+                nodes_before: self.nodes,
             }),
             Event::MappingStart(anchor, _) => self.stack.push(Open::Map {
                 start: at,
                 anchor,
                 items: Vec::new(),
+                nodes_before: self.nodes,
             }),
             Event::SequenceEnd | Event::MappingEnd => {
                 let Some(open) = self.stack.pop() else { return };
-                let (node, anchor) = match open {
+                let (node, anchor, before) = match open {
                     Open::Seq {
                         start,
                         anchor,
                         items,
+                        nodes_before,
                     } => (
                         Node {
                             value: Value::Seq(items),
                             span: Span::new(start, at),
                         },
                         anchor,
+                        nodes_before,
                     ),
                     Open::Map {
                         start,
                         anchor,
                         items,
+                        nodes_before,
                     } => {
                         let mut pairs = Vec::with_capacity(items.len() / 2);
                         let mut it = items.into_iter();
@@ -250,16 +289,26 @@ impl MarkedEventReceiver for Builder<'_> {
                                 span: Span::new(start, at),
                             },
                             anchor,
+                            nodes_before,
                         )
                     }
                 };
-                self.push(node, anchor);
+                self.nodes += 1;
+                let size = self.nodes - before;
+                self.push(node, anchor, size);
             }
-            Event::StreamStart
-            | Event::StreamEnd
-            | Event::DocumentStart
-            | Event::DocumentEnd
-            | Event::Nothing => {}
+            Event::DocumentStart => {
+                self.documents += 1;
+                if self.documents > 1 {
+                    self.error = Some(SyntaxError {
+                        offset: at,
+                        message: "a second YAML document: a pipeline file holds one \
+                                  (remove this `---` and what follows, or merge it into the first)"
+                            .into(),
+                    });
+                }
+            }
+            Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => {}
         }
     }
 }
@@ -294,6 +343,39 @@ mod tests {
         };
         let s = "näme: ünïcode\nx: y\n";
         assert_eq!(&s[pairs[1].0.span.start..pairs[1].0.span.end], "x");
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_allowed_and_spans_still_point_at_the_text() {
+        let src = "\u{feff}a: 1\nb: x\n";
+        let root = parse(src).unwrap();
+        let Value::Map(pairs) = &root.value else {
+            panic!("not a map")
+        };
+        assert_eq!(&src[pairs[1].1.span.start..pairs[1].1.span.end], "x");
+    }
+
+    #[test]
+    fn a_second_document_is_refused_where_it_starts() {
+        let src = "a: 1\n---\nb: [\n";
+        let err = parse(src).unwrap_err();
+        assert_eq!(err.offset, 5, "{err:?}");
+        assert!(err.message.contains("second YAML document"), "{err:?}");
+        assert!(parse("---\na: 1\n...\n").is_ok());
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_before_it_grows() {
+        let mut src = String::from("l0: &l0 [x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let p = i - 1;
+            src += &format!(
+                "l{i}: &l{i} [*l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}]\n"
+            );
+        }
+        let err = parse(&src).unwrap_err();
+        assert!(err.message.contains("aliases expand"), "{err:?}");
+        assert!(src[err.offset..].starts_with('*'));
     }
 
     #[test]
