@@ -692,7 +692,12 @@ fn an_unanswering_service_fails_the_export_after_one_round_of_retries() {
     let o = stage_env(&ws, &["export", "src", &url]);
     assert_exit(&o, 1);
     let err = text(&o.stderr);
-    assert!(err.contains("connection closed"), "{err}");
+    // Closed before or after the request was written: the kernel's word for it depends on
+    // timing (a loaded machine sees the reset more often).
+    assert!(
+        err.contains("connection closed") || err.contains("Connection reset by peer"),
+        "{err}"
+    );
     assert_eq!(err.matches(&url).count(), 1, "{err}");
     assert!(!err.contains("retry policy expired"), "{err}");
     let n = connections.load(std::sync::atomic::Ordering::Relaxed);
