@@ -105,6 +105,62 @@ pub fn base_dir(path: &Path) -> std::path::PathBuf {
     }
 }
 
+/// `a/./b/../c` → `a/c`, without touching the disk (the mount may not exist yet).
+fn lexical(path: &Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Teardown deletes the file system; on the local target, its directory. A mount of `/`, or
+/// of a directory holding the pipeline file (`..`, `.`), would delete far more.
+fn check_teardown_mount(cx: &mut Cx, root: &Node, fs: &Filesystem, steps: &[Step], base: &Path) {
+    let Some(mount) = &fs.mount else { return };
+    if !steps.iter().any(|s| matches!(s.action, Action::Teardown)) {
+        return;
+    }
+    let m = lexical(mount);
+    if m.parent().is_some() && !base.starts_with(&m) {
+        return;
+    }
+    let span = child(root, "filesystem")
+        .and_then(|f| child(f, "mount"))
+        .map_or(root.span, |n| n.span);
+    cx.problems.hint(
+        span,
+        format!(
+            "teardown would delete {}, which holds {}",
+            m.display(),
+            if m.parent().is_none() {
+                "everything"
+            } else {
+                "this pipeline file"
+            }
+        ),
+        "give the file system a directory of its own, such as `mount: scratch/fs`",
+    );
+}
+
+/// The value under `key` in a mapping node.
+fn child<'n>(node: &'n Node, key: &str) -> Option<&'n Node> {
+    match &node.value {
+        Value::Map(pairs) => pairs
+            .iter()
+            .find(|(k, _)| matches!(&k.value, Value::Scalar { text, .. } if text == key))
+            .map(|(_, v)| v),
+        _ => None,
+    }
+}
+
 /// Decodes a whole pipeline; problems accumulate in `cx`.
 pub fn decode(cx: &mut Cx, root: &Node, path: &Path) -> Option<Pipeline> {
     let base = base_dir(path);
@@ -199,6 +255,9 @@ pub fn decode(cx: &mut Cx, root: &Node, path: &Path) -> Option<Pipeline> {
         .map(|n| steps(cx, n))
         .unwrap_or_default();
     top.finish(cx, PIPELINE_KEYS);
+    if let Some(fs) = &filesystem {
+        check_teardown_mount(cx, root, fs, &steps, &base);
+    }
 
     Some(Pipeline {
         name: name?,
