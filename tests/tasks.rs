@@ -354,3 +354,41 @@ steps:
     let o = ws.stage(&["run", p]);
     assert_has(&o.stderr, "done upper: 1 ran, 3 up to date");
 }
+
+/// Two inputs sharing a stem render one output path: one result would be lost while both
+/// tasks said up to date. plan and run refuse, naming both.
+#[test]
+fn two_tasks_writing_one_output_are_refused_naming_both() {
+    let ws = Workspace::new();
+    ws.write("blob/in/s1.a.dat", "a");
+    ws.write("blob/in/s1.b.dat", "b");
+    let p = ws.write(
+        "p.yaml",
+        r#"name: clash
+filesystem:
+  name: clashfs
+  hsm: { container: blob }
+steps:
+  - ensure: {}
+  - import: { prefixes: [in/] }
+  - process:
+      name: conv
+      foreach: "in/*.dat"
+      outputs: ["out/{{stem}}.out"]
+      command: mkdir -p out && cp {{input}} {{output}}
+"#,
+    );
+    let file = p.to_str().unwrap();
+    for cmd in ["run", "plan"] {
+        let o = ws.stage(&[cmd, file]);
+        assert_ne!(o.status.code(), Some(0), "{cmd}");
+        assert_has(
+            &o.stderr,
+            "tasks `in/s1.a.dat` and `in/s1.b.dat` would both write `out/s1.out`",
+        );
+    }
+    assert!(
+        !ws.state().join("lustre/clashfs/out").exists(),
+        "a task ran"
+    );
+}

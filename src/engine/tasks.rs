@@ -1,6 +1,7 @@
 //! A process step's tasks: expanding globs into tasks, and deciding which must run.
 
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,16 @@ pub enum ExpandError {
     Unbound(String),
     #[error("output `{0}` would leave the file system")]
     Escape(String),
+    /// Two tasks writing one path: one result would be lost while both said up to date.
+    #[error(
+        "tasks `{first}` and `{second}` would both write `{output}`; give each task its own \
+         outputs (`{{{{rel}}}}` or `{{{{name}}}}` tell apart inputs that share a `{{{{stem}}}}`)"
+    )]
+    SameOutput {
+        output: String,
+        first: String,
+        second: String,
+    },
 }
 
 /// Files matched by the globs under `root`, relative, sorted and unique.
@@ -275,13 +286,15 @@ pub fn expand<'a>(
     } else {
         matches(root, &p.foreach)?.into_iter().map(Some).collect()
     };
-    Ok(Expansion {
+    let e = Expansion {
         step: p,
         root: root.to_path_buf(),
         base,
         shared,
         keys,
-    })
+    };
+    e.check_outputs_unique()?;
+    Ok(e)
 }
 
 impl Expansion<'_> {
@@ -315,19 +328,52 @@ impl Expansion<'_> {
         self.task(Some(key))
     }
 
-    fn task(&self, key: Option<&str>) -> Result<Task, ExpandError> {
-        let root = &self.root;
-        let mut own: Vec<(&'static str, Binding)> = Vec::with_capacity(7);
-        let mut inputs = Vec::with_capacity(self.shared.len() + 1);
-        if let Some(rel) = key {
-            input_bindings(root, rel, &mut own);
-            inputs.push(rel.to_string());
+    /// Refuses two tasks that render one output path. Only a 64-bit hash of each path is
+    /// held (16 bytes a task); a shared hash is rendered again to tell a real clash.
+    fn check_outputs_unique(&self) -> Result<(), ExpandError> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        if self.keys.len() < 2 || self.step.outputs.is_empty() {
+            return Ok(());
         }
-        inputs.extend(self.shared.iter().cloned());
+        let hasher = BuildHasherDefault::<DefaultHasher>::default();
+        let mut seen: HashMap<u64, usize> = HashMap::with_capacity(self.keys.len());
+        for (i, key) in self.keys.iter().enumerate() {
+            let mut own = Vec::with_capacity(5);
+            for out in self.outputs(key.as_deref(), &mut own)? {
+                let Some(&j) = seen.get(&hasher.hash_one(&out)) else {
+                    seen.insert(hasher.hash_one(&out), i);
+                    continue;
+                };
+                let mut theirs = Vec::with_capacity(5);
+                if j != i
+                    && self
+                        .outputs(self.keys[j].as_deref(), &mut theirs)?
+                        .contains(&out)
+                {
+                    return Err(ExpandError::SameOutput {
+                        output: out,
+                        first: self.key(j).to_string(),
+                        second: self.key(i).to_string(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The task's outputs, relative; `own` receives its input's bindings.
+    fn outputs(
+        &self,
+        key: Option<&str>,
+        own: &mut Vec<(&'static str, Binding)>,
+    ) -> Result<Vec<String>, ExpandError> {
+        if let Some(rel) = key {
+            input_bindings(&self.root, rel, own);
+        }
         let mut outputs = Vec::with_capacity(self.step.outputs.len());
         for t in &self.step.outputs {
             let b = Layered {
-                top: &own,
+                top: own,
                 base: &self.base,
             };
             let out = t.render_raw(&b).map_err(ExpandError::Unbound)?;
@@ -337,6 +383,18 @@ impl Expansion<'_> {
             }
             outputs.push(out);
         }
+        Ok(outputs)
+    }
+
+    fn task(&self, key: Option<&str>) -> Result<Task, ExpandError> {
+        let root = &self.root;
+        let mut own: Vec<(&'static str, Binding)> = Vec::with_capacity(7);
+        let mut inputs = Vec::with_capacity(self.shared.len() + 1);
+        let outputs = self.outputs(key, &mut own)?;
+        if let Some(rel) = key {
+            inputs.push(rel.to_string());
+        }
+        inputs.extend(self.shared.iter().cloned());
         let abs: Vec<String> = outputs
             .iter()
             .map(|o| root.join(o).display().to_string())
