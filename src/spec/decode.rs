@@ -3,7 +3,7 @@
 //! Each helper reports what is wrong at the node's span and returns `None`, so decoding goes on
 //! and the user sees all mistakes in one pass instead of fixing them one run at a time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use super::diagnostic::{Problems, suggest};
@@ -33,13 +33,16 @@ impl<'e> Cx<'e> {
         match &node.value {
             Value::Map(pairs) => {
                 let mut entries: Vec<(String, &'n Node, &'n Node)> = Vec::new();
+                // By name, so a mapping of 100,000 `vars` is read in linear time.
+                let mut index: HashMap<String, usize> = HashMap::with_capacity(pairs.len());
                 for (k, v) in pairs {
                     match &k.value {
                         Value::Scalar { text, .. } => {
-                            if entries.iter().any(|(name, _, _)| name == text) {
+                            if index.contains_key(text) {
                                 self.problems
                                     .add(k.span, format!("`{text}` is given twice in {what}"));
                             } else {
+                                index.insert(text.clone(), entries.len());
                                 entries.push((text.clone(), k, v));
                             }
                         }
@@ -51,6 +54,7 @@ impl<'e> Cx<'e> {
                     what: what.to_string(),
                     used: vec![false; entries.len()],
                     entries,
+                    index,
                 })
             }
             Value::Null => Some(MapReader {
@@ -58,6 +62,7 @@ impl<'e> Cx<'e> {
                 what: what.to_string(),
                 used: Vec::new(),
                 entries: Vec::new(),
+                index: HashMap::new(),
             }),
             _ => {
                 self.problems.add(
@@ -307,12 +312,13 @@ pub struct MapReader<'n> {
     pub span: Span,
     what: String,
     entries: Vec<(String, &'n Node, &'n Node)>,
+    index: HashMap<String, usize>,
     used: Vec<bool>,
 }
 
 impl<'n> MapReader<'n> {
     pub fn get(&mut self, key: &str) -> Option<&'n Node> {
-        let i = self.entries.iter().position(|(k, _, _)| k == key)?;
+        let i = *self.index.get(key)?;
         self.used[i] = true;
         let node = self.entries[i].2;
         // An explicit `key:` with no value counts as absent.
@@ -335,10 +341,7 @@ impl<'n> MapReader<'n> {
     }
 
     fn key_span(&self, key: &str) -> Option<Span> {
-        self.entries
-            .iter()
-            .find(|(k, _, _)| k == key)
-            .map(|(_, k, _)| k.span)
+        self.index.get(key).map(|&i| self.entries[i].1.span)
     }
 
     pub fn keys(&self) -> impl Iterator<Item = (&str, &'n Node, &'n Node)> {

@@ -56,6 +56,8 @@ pub(super) fn steps(cx: &mut Cx, node: &Node) -> Vec<Step> {
             .add(node.span, "`steps` is empty: nothing to run");
     }
     let mut out: Vec<Step> = Vec::new();
+    // Names seen, to their place in `out`: linear however many steps there are.
+    let mut named: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     let mut spans: Vec<Span> = Vec::new();
     for item in items {
         let Some(mut m) = cx.map(item, "a step") else {
@@ -131,7 +133,7 @@ pub(super) fn steps(cx: &mut Cx, node: &Node) -> Vec<Step> {
             "export" => export(cx, body_map, &out).map(Action::Export),
             _ => process(cx, body_map).map(Action::Process),
         };
-        if let Some(i) = out.iter().position(|s| s.name == name) {
+        if let Some(&i) = named.get(&name) {
             cx.problems.hint(
                 knode.span,
                 format!("two steps are named `{name}`"),
@@ -142,6 +144,7 @@ pub(super) fn steps(cx: &mut Cx, node: &Node) -> Vec<Step> {
             );
         }
         if let Some(action) = action {
+            named.entry(name.clone()).or_insert(out.len());
             out.push(Step { name, action });
             spans.push(knode.span);
         }
