@@ -355,7 +355,9 @@ impl Inner {
                     meter.done(report.imported, report.bytes);
                 }
                 Some(Err(msg)) => {
-                    report.errors.push(format!("{}: {msg}", e.name));
+                    report
+                        .errors
+                        .push(format!("{}: {msg}", names::shown(&e.name)));
                     if over_limit(report.errors.len(), max_errors) {
                         stop.store(true, Ordering::Relaxed);
                     }

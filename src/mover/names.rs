@@ -10,6 +10,16 @@ pub struct UnsafeName {
     pub why: &'static str,
 }
 
+/// A name as messages show it: escaped (`"a\nb"`) when it holds a control character, so one
+/// error is one line and the character can be seen; as it is otherwise.
+pub fn shown(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.chars().any(char::is_control) {
+        format!("{name:?}").into()
+    } else {
+        name.into()
+    }
+}
+
 /// Checks that `name` is a relative path of normal components.
 pub fn check(name: &str) -> Result<(), UnsafeName> {
     let bad = |why| {
@@ -47,6 +57,14 @@ pub fn check(name: &str) -> Result<(), UnsafeName> {
 #[cfg(test)]
 mod tests {
     use super::check;
+
+    #[test]
+    fn control_characters_are_shown_escaped() {
+        assert_eq!(super::shown("a\nb\r\tc"), r#""a\nb\r\tc""#);
+        assert_eq!(super::shown("plain name ✓"), "plain name ✓");
+        let e = crate::store::StoreError::item("x\ny", "boom");
+        assert_eq!(e.to_string(), r#""x\ny": boom"#);
+    }
 
     #[test]
     fn refuses_escapes() {

@@ -30,7 +30,7 @@ pub enum StoreError {
     #[error("{0}")]
     Service(String),
     /// One blob or file failed: counted against the job's maximum errors.
-    #[error("{name}: {message}")]
+    #[error("{}: {message}", crate::mover::names::shown(.name))]
     Item { name: String, message: String },
 }
 

@@ -113,9 +113,7 @@ fn sdk_error(e: azure_core::Error) -> Failure {
             Failure::Fatal(format!("container not found ({text})"))
         }
         // Only reads send a condition (the listed version).
-        Some(StatusCode::PreconditionFailed) => Failure::Item(format!(
-            "the blob changed since it was listed ({text}); the next run imports the new version"
-        )),
+        Some(StatusCode::PreconditionFailed) => Failure::Changed(text),
         Some(_) => Failure::Item(text),
         // No response at all: connection refused or cut, timeouts.
         None => Failure::Transient(text),
@@ -127,13 +125,33 @@ enum Failure {
     Transient(String),
     Item(String),
     Fatal(String),
+    /// The read's condition (the listed version) failed.
+    Changed(String),
 }
 
 impl Failure {
     fn message(self) -> String {
         match self {
-            Failure::Transient(m) | Failure::Item(m) | Failure::Fatal(m) => m,
+            Failure::Transient(m) | Failure::Item(m) | Failure::Fatal(m) | Failure::Changed(m) => m,
         }
+    }
+}
+
+/// Why a read of the listed version of `name` failed its condition. A name with a control
+/// character fails it on every run: the XML listing does not carry `\r` (and other control
+/// characters) exactly, so the read asks for another name's version. Saying "it changed"
+/// would send the user waiting for a next run that fails the same way.
+fn changed(name: &str, text: &str) -> String {
+    if name.chars().any(char::is_control) {
+        format!(
+            "the name holds a control character, which the service's XML listing does not \
+             carry exactly, so this blob cannot be read by the name listed ({text}); rename it \
+             without control characters"
+        )
+    } else {
+        format!(
+            "the blob changed since it was listed ({text}); the next run imports the new version"
+        )
     }
 }
 
@@ -162,6 +180,7 @@ where
             Ok(v) => return Ok(v),
             Err(Failure::Fatal(m)) => return Err(StoreError::service(m)),
             Err(Failure::Item(m)) => return Err(StoreError::item(name, m)),
+            Err(Failure::Changed(m)) => return Err(StoreError::item(name, changed(name, &m))),
             Err(Failure::Transient(m)) if n == ATTEMPTS => {
                 return Err(StoreError::item(
                     name,
@@ -659,4 +678,13 @@ async fn stream_whole(
         )));
     }
     Ok((n, sum))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_failed_read_condition_names_its_real_cause() {
+        assert!(super::changed("a\rb", "412").contains("control character"));
+        assert!(super::changed("a b", "412").contains("changed since it was listed"));
+    }
 }
