@@ -399,3 +399,36 @@ fn teardown_of_a_mount_holding_the_pipeline_or_everything_is_refused() {
         }
     }
 }
+
+/// A `#STAGE in` prefix with no blobs (a typo, most often) fails the prolog, so the job is held
+/// rather than run without its inputs; `#STAGE allow_empty` says the job can do without.
+#[test]
+fn an_empty_stage_in_source_holds_the_job_unless_allowed() {
+    let az = Azurite::start();
+    let ws = Workspace::new();
+    let dest = ws.path().join("in");
+    let prolog = |extra: &str| {
+        let script = ws.write(
+            "job.sh",
+            format!(
+                "#!/bin/sh\n#STAGE in {} {}\n{extra}true\n",
+                az.url("nosuchprefix/typo"),
+                dest.display()
+            ),
+        );
+        ws.cmd(&["slurm", "prolog", "--script", script.to_str().unwrap()])
+            .env("AZURE_STORAGE_CONNECTION_STRING", CONNECTION_STRING)
+            .env_remove("SLURM_JOB_UID")
+            .output()
+            .unwrap()
+    };
+    // The container exists, the prefix holds nothing.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async { raw(&az, "nosuchprefix").create(None).await.unwrap() });
+    let o = prolog("");
+    assert_exit(&o, 1);
+    let hooks = std::fs::read_to_string(ws.state().join("slurm/hooks.log")).unwrap();
+    assert!(hooks.contains("no blobs there"), "{hooks}");
+    let o = prolog("#STAGE allow_empty\n");
+    assert_exit(&o, 0);
+}

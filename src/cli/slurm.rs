@@ -332,6 +332,17 @@ async fn prolog(ctx: &Ctx, a: HookArgs) -> Result<Exit, CliError> {
                     source,
                 })?;
             let what = format!("{url} -> {}: {}", dir.display(), report.summary());
+            if report.found_nothing() && !d.allow_empty {
+                log(
+                    ctx,
+                    "prolog",
+                    &format!(
+                        "FAILED {url}: no blobs there (a mistyped prefix?), so the job would \
+                         start without its inputs; add `#STAGE allow_empty` if it can"
+                    ),
+                );
+                return Ok(Exit::Failed);
+            }
             if report.status == JobStatus::Failed {
                 log(
                     ctx,

@@ -210,12 +210,7 @@ pub async fn import(ctx: &Ctx, a: ImportArgs) -> Result<Exit, CliError> {
     if let Some(c) = &report.conflict {
         summary += &format!("; stopped at conflict {c} (see --conflict)");
     }
-    let seen = report.imported
-        + report.up_to_date
-        + report.conflicts_skipped
-        + report.directories
-        + report.errors.len() as u64;
-    if seen == 0 {
+    if report.found_nothing() {
         summary += &format!("; no blobs under {}", store.describe());
     }
     if a.common.dry_run && ctx.verbose && ctx.output != OutputFormat::Json {

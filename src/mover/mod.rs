@@ -172,6 +172,17 @@ impl ImportReport {
         }
         s
     }
+    /// The source held nothing at all: no file, directory, conflict or unusable name. Most
+    /// often a mistyped prefix, so the commands that can say so do.
+    pub fn found_nothing(&self) -> bool {
+        self.imported
+            + self.up_to_date
+            + self.conflicts_skipped
+            + self.directories
+            + self.errors.len() as u64
+            == 0
+    }
+
     pub fn did_work(&self) -> bool {
         self.imported > 0 || self.directories > 0
     }

@@ -7,7 +7,11 @@
 //! #STAGE conflict overwrite-if-dirty
 //! #STAGE max_errors 0
 //! #STAGE restore /lustre/reference
+//! #STAGE allow_empty
 //! ```
+//!
+//! An `in` source with no blobs at all fails the prolog (a mistyped prefix would otherwise
+//! start the job without its inputs), unless `allow_empty` says the job can run without.
 //!
 //! `restore` brings the data of files already on the file system back from the HSM backend
 //! (see [`super::restore`]).
@@ -31,6 +35,8 @@ pub struct Directives {
     pub restore: Vec<PathBuf>,
     pub conflict: ConflictMode,
     pub max_errors: i64,
+    /// `#STAGE allow_empty`: an `in` source with no blobs is not an error.
+    pub allow_empty: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -55,6 +61,7 @@ impl Default for Directives {
             restore: Vec::new(),
             conflict: ConflictMode::Fail,
             max_errors: 0,
+            allow_empty: false,
         }
     }
 }
@@ -120,6 +127,7 @@ fn apply(d: &mut Directives, rest: &str, place: &str) -> Result<(), DirectiveErr
         ["in", from, to] => d.stage_in.push((url(from)?, absolute(to)?)),
         ["out", from, to] => d.stage_out.push((absolute(from)?, url(to)?)),
         ["restore", path] => d.restore.push(absolute(path)?),
+        ["allow_empty"] => d.allow_empty = true,
         ["conflict", mode] => {
             d.conflict = ConflictMode::from_name(mode).ok_or_else(|| {
                 err(format!(
@@ -137,7 +145,7 @@ fn apply(d: &mut Directives, rest: &str, place: &str) -> Result<(), DirectiveErr
         }
         _ => {
             return Err(err(format!(
-                "cannot read `{line}`: expected `in URL DIR`, `out DIR URL`, `restore PATH`, `conflict MODE` or `max_errors N`"
+                "cannot read `{line}`: expected `in URL DIR`, `out DIR URL`, `restore PATH`, `conflict MODE`, `max_errors N` or `allow_empty`"
             )));
         }
     }
