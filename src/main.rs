@@ -18,7 +18,10 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("STAGE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                // sled logs each failed write of its own (a full disk: one per segment, a
+                // flood) while the same failure reaches us as an error, which is said once.
+                // `STAGE_LOG=sled=debug` still shows them.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sled=off")),
         )
         .with_writer(std::io::stderr)
         .init();
