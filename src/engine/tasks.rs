@@ -669,8 +669,22 @@ fn log_name(key: &str) -> String {
     if s.starts_with('.') {
         s.replace_range(0..1, "%2E");
     }
+    // A file name holds 255 bytes, with `.ATTEMPT.out` still to come; encoding can triple a
+    // name's length. A long one keeps its start (for people) and a digest of the whole
+    // (for uniqueness).
+    if s.len() > LOG_NAME_MAX {
+        let mut cut = LOG_NAME_MAX - 34;
+        // Never inside a `%XX`.
+        while s[..cut].ends_with('%') || s[..cut.saturating_sub(1)].ends_with('%') {
+            cut -= 1;
+        }
+        s = format!("{}~{}", &s[..cut], crate::digest::md5_hex(key.as_bytes()));
+    }
     s
 }
+
+/// Bytes of a log name before `.ATTEMPT.{out,err}`: room for attempts into the millions.
+const LOG_NAME_MAX: usize = 230;
 
 #[cfg(test)]
 mod tests {
@@ -752,5 +766,10 @@ mod tests {
         assert_eq!(log_name("samples/S1.fastq.gz"), "samples%2FS1.fastq.gz");
         assert_eq!(log_name("../x"), "%2E.%2Fx");
         assert_eq!(log_name("a b\n"), "a%20b%0A");
+        let long = format!("in/{}", "ü".repeat(2000));
+        let name = log_name(&long);
+        assert!(name.len() <= LOG_NAME_MAX, "{}", name.len());
+        assert!(name.starts_with("in%2F%C3%BC"));
+        assert_ne!(name, log_name(&format!("{long}x")));
     }
 }
