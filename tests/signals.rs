@@ -69,7 +69,7 @@ fn interrupt_then_resume(signal: i32, nap: &str) {
     }
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(130), "{}", text(&o.stderr));
-    assert_no_process(&format!("sleep {nap}"));
+    assert_no_process(ws.path(), &format!("sleep {nap}"));
     let states = task_states(&ws, &p);
     let interrupted = states.values().filter(|s| *s == "interrupted").count();
     assert_eq!(interrupted, 2, "{states:?}");

@@ -155,7 +155,7 @@ fn a_timeout_kills_the_whole_process_tree() {
     let o = ws.stage(&["run", p.to_str().unwrap()]);
     assert_exit(&o, 1);
     assert_has(&o.stderr, "timed out");
-    assert_no_process("sleep 61.5");
+    assert_no_process(ws.path(), "sleep 61.5");
 }
 
 #[test]
@@ -391,4 +391,29 @@ steps:
         !ws.state().join("lustre/clashfs/out").exists(),
         "a task ran"
     );
+}
+
+/// The leftover check itself can fail: it sees a process working in its workspace, and not
+/// one working elsewhere.
+#[test]
+fn the_leftover_check_sees_processes_in_its_workspace_only() {
+    let ws = Workspace::new();
+    let other = tempfile::tempdir().unwrap();
+    let mut here = std::process::Command::new("sleep")
+        .arg("63.1")
+        .current_dir(ws.path())
+        .spawn()
+        .unwrap();
+    let mut there = std::process::Command::new("sleep")
+        .arg("63.1")
+        .current_dir(other.path())
+        .spawn()
+        .unwrap();
+    let dir = std::fs::canonicalize(ws.path()).unwrap();
+    assert_eq!(processes_under(&dir, "sleep 63.1").len(), 1);
+    here.kill().unwrap();
+    here.wait().unwrap();
+    assert_no_process(ws.path(), "sleep 63.1");
+    there.kill().unwrap();
+    there.wait().unwrap();
 }

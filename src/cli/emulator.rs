@@ -108,13 +108,17 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
             deny_role_assignments: a.deny_role_assignments,
         },
     };
-    if !ctx.quiet {
-        eprintln!("stage emulator: ARM endpoint http://{}", opts.listen);
-    }
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    crate::emulator::serve(opts, shutdown)
+    // Said even with -q for `--listen 127.0.0.1:0`: the only way to learn the port chosen.
+    let say = !ctx.quiet || opts.listen.port() == 0;
+    let listening = move |addr| {
+        if say {
+            eprintln!("stage emulator: ARM endpoint http://{addr}");
+        }
+    };
+    crate::emulator::serve(opts, shutdown, listening)
         .await
         .map_err(|e| CliError::Usage(e.to_string()))?;
     Ok(Exit::Success)

@@ -56,10 +56,12 @@ pub enum EmulatorError {
     Serve(#[source] std::io::Error),
 }
 
-/// Serves until `shutdown` resolves. Prints nothing; the caller says where it listens.
+/// Serves until `shutdown` resolves. Prints nothing; `listening` is told the address bound
+/// (the port the system chose, for `--listen 127.0.0.1:0`), for the caller to say.
 pub async fn serve(
     opts: Options,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    listening: impl FnOnce(std::net::SocketAddr),
 ) -> Result<(), EmulatorError> {
     std::fs::create_dir_all(opts.data_dir.join("filesystems")).map_err(|source| {
         EmulatorError::DataDir {
@@ -78,6 +80,7 @@ pub async fn serve(
             source,
         })?;
     let addr = listener.local_addr().map_err(EmulatorError::Serve)?;
+    listening(addr);
     let state = Arc::new(state::State::new(opts, journal, format!("http://{addr}")));
     let app = axum::Router::new()
         .fallback(handlers::dispatch)

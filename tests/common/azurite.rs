@@ -2,7 +2,7 @@
 //! Always with `--disableTelemetry`: nothing may leave this machine.
 #![allow(dead_code)]
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,25 +21,21 @@ pub struct Azurite {
     pub port: u16,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 impl Azurite {
+    /// Binds port 0 and reads back the port Azurite got: no window in which a parallel test
+    /// can take a port chosen for it (as probing for a free one then binding had).
     pub fn start() -> Azurite {
         let mut a = Azurite {
             child: None,
-            port: free_port(),
+            port: 0,
         };
         a.spawn();
         a
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("azurite-blob")
+        use std::io::BufRead;
+        let mut child = Command::new("azurite-blob")
             .args(["--blobHost", "127.0.0.1", "--blobPort"])
             .arg(self.port.to_string())
             .args([
@@ -48,15 +44,32 @@ impl Azurite {
                 "--skipApiVersionCheck",
                 "--disableTelemetry",
             ])
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("azurite-blob (npm install -g azurite; scripts/test installs it)");
+        let out = child.stdout.take().expect("piped");
         self.child = Some(child);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Keeps reading after the port, so Azurite never blocks on a full pipe.
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(port) = line
+                    .split("listens on http://127.0.0.1:")
+                    .nth(1)
+                    .and_then(|p| p.trim().parse::<u16>().ok())
+                {
+                    let _ = tx.send(port);
+                }
+            }
+        });
+        self.port = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("azurite did not start listening");
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(Instant::now() < deadline, "azurite did not start");
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,15 +15,12 @@ pub struct Emulator {
 
 impl Emulator {
     /// `blob_endpoint` is Azurite's `http://127.0.0.1:PORT/devstoreaccount1`.
+    /// On port 0, reading back the port it got: no window for a parallel test to take it.
     pub fn start(blob_endpoint: &str, extra: &[&str]) -> Emulator {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .unwrap();
+        use std::io::BufRead;
         let data = tempfile::tempdir().unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_stage"))
-            .args(["-q", "emulator", "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stage"))
+            .args(["-q", "emulator", "--listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(data.path())
             .args(["--blob-endpoint", blob_endpoint])
@@ -34,9 +31,25 @@ impl Emulator {
                 "UseDevelopmentStorage=true",
             )
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("stage emulator");
+        let err = child.stderr.take().expect("piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                if let Some(port) = line
+                    .split("ARM endpoint http://127.0.0.1:")
+                    .nth(1)
+                    .and_then(|p| p.trim().parse::<u16>().ok())
+                {
+                    let _ = tx.send(port);
+                }
+            }
+        });
+        let port = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the emulator did not start listening");
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "the emulator did not start");

@@ -162,18 +162,48 @@ pub fn assert_has(haystack: &[u8], needle: &str) {
     assert!(t.contains(needle), "expected {needle:?} in:\n{t}");
 }
 
-/// Asserts that no process's command line matches `pattern` (tasks left behind).
+/// Asserts that no process working under `dir` (a test's workspace: tasks run in its file
+/// system) has a command line holding `pattern`, waiting up to 20 s for stragglers to die (a
+/// remote kill is TERM, a second's grace, then KILL). Reads /proc itself: nothing outside the
+/// test's own directory is looked at, so parallel tests and the rest of the machine never
+/// match.
 #[track_caller]
-pub fn assert_no_process(pattern: &str) {
-    let ps = std::process::Command::new("pgrep")
-        .args(["-f", pattern])
-        .output()
-        .expect("pgrep (apt-get install procps)");
-    assert!(
-        ps.stdout.is_empty(),
-        "still running: {pattern}: {}",
-        text(&ps.stdout)
-    );
+pub fn assert_no_process(dir: &Path, pattern: &str) {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let left = processes_under(&dir, pattern);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running under {}: {left:?}",
+            dir.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+pub fn processes_under(dir: &Path, pattern: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = e.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if !cmd.contains(pattern) {
+            continue;
+        }
+        if std::fs::read_link(e.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(dir)) {
+            found.push(format!("{pid}: {}", cmd.trim()));
+        }
+    }
+    found
 }
 
 /// Waits (at most 30 s) until the file has at least `n` lines.
