@@ -356,3 +356,43 @@ fn mangled_input_never_panics() {
         let _ = stage::spec::parse_str(std::path::Path::new("fuzz.yaml"), s, &|_| None);
     }
 }
+
+/// Hostile pipeline files: a problem far along a long line, a byte-order mark, a second
+/// document, an alias bomb. Each is answered with a located error or accepted, never a panic
+/// or an exhausted machine.
+#[test]
+fn hostile_pipeline_files_are_answered_not_obeyed() {
+    let ws = Workspace::new();
+    let base = "name: hostile\nfilesystem:\n  name: hfs\n  hsm: { container: blob }\nsteps:\n  - ensure: {}\n";
+    let long = ws.write(
+        "long.yaml",
+        format!(
+            "{base}  - process: {{ command: x, {}bogus: 1 }}\n",
+            " ".repeat(70_000)
+        ),
+    );
+    let o = ws.stage(&["validate", long.to_str().unwrap()]);
+    assert_exit(&o, 2);
+    assert_has(&o.stderr, "long.yaml:7:");
+
+    let bom = ws.write("bom.yaml", format!("\u{feff}{base}"));
+    assert_exit(&ws.stage(&["validate", bom.to_str().unwrap()]), 0);
+
+    let two = ws.write("two.yaml", format!("{base}---\nname: [\n"));
+    let o = ws.stage(&["validate", two.to_str().unwrap()]);
+    assert_exit(&o, 2);
+    assert_has(&o.stderr, "two.yaml:7:1");
+    assert_has(&o.stderr, "second YAML document");
+
+    let mut bomb = format!("{base}vars:\n  l0: &l0 [x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..10 {
+        let p = i - 1;
+        bomb += &format!(
+            "  l{i}: &l{i} [*l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}]\n"
+        );
+    }
+    let bomb = ws.write("bomb.yaml", bomb);
+    let o = ws.stage(&["validate", bomb.to_str().unwrap()]);
+    assert_exit(&o, 2);
+    assert_has(&o.stderr, "aliases expand");
+}

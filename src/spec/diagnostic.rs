@@ -124,7 +124,9 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    (line, before[line_start..].chars().count() + 1)
+    // A byte-order mark is no column an editor shows.
+    let bom = usize::from(line_start == 0 && before.starts_with('\u{feff}'));
+    (line, before[line_start..].chars().count() + 1 - bom)
 }
 
 /// "did you mean" for a misspelt key or value.
