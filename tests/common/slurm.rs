@@ -89,6 +89,29 @@ impl Slurm {
             );
             let _ = Command::new("chmod").arg("755").arg(&p).status();
         }
+        let mut slurm = Slurm {
+            dir,
+            daemons: Vec::new(),
+        };
+        // Slurm's daemons cannot bind port 0 and say what they got: ports are picked free,
+        // and should a parallel test take one before the daemon binds it, the daemon exits
+        // and this tries again with new ones.
+        for attempt in 1..=3 {
+            match slurm.try_start(nodes) {
+                Ok(()) => return slurm,
+                Err(why) if attempt < 3 => {
+                    eprintln!("slurm attempt {attempt}: {why}; again on other ports");
+                    slurm.stop();
+                }
+                Err(why) => panic!("{why}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    fn try_start(&mut self, nodes: usize) -> Result<(), String> {
+        let d = self.dir.path().to_path_buf();
+        let ctld_port = free_port();
         let conf = format!(
             "ClusterName=stagetest\nSlurmctldHost=localhost(127.0.0.1)\nSlurmUser=root\nSlurmctldPort={}\nSlurmdPort={}\nAuthType=auth/munge\n\
 StateSaveLocation={d}/state\nSlurmdSpoolDir={d}/spool/%n\nSlurmctldPidFile={d}/slurmctld.pid\nSlurmdPidFile={d}/slurmd-%n.pid\n\
@@ -97,7 +120,7 @@ SelectType=select/cons_tres\nAccountingStorageType=accounting_storage/none\nJobA
 MailProg=/bin/true\nReturnToService=2\nSchedulerParameters=bf_interval=1,reduce_completing_frag,sched_min_interval=0,batch_sched_delay=0\n\
 KillWait=0\nCompleteWait=0\nSlurmdParameters=config_overrides\nProlog={d}/prolog.sh\nEpilog={d}/epilog.sh\n\
 {nodes}PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP\n",
-            free_port(),
+            ctld_port,
             free_port(),
             d = d.display(),
             nodes = (0..nodes)
@@ -109,39 +132,63 @@ KillWait=0\nCompleteWait=0\nSlurmdParameters=config_overrides\nProlog={d}/prolog
                 .collect::<String>(),
         );
         std::fs::write(d.join("slurm.conf"), conf).unwrap();
-        let mut s = Slurm {
-            dir,
-            daemons: Vec::new(),
-        };
-        s.daemons.push(s.spawn("slurmctld", &["-D", "-i"]));
-        std::thread::sleep(Duration::from_millis(300));
+        let ctld = self.spawn("slurmctld", &["-D", "-i"]);
+        self.daemons.push(ctld);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", ctld_port)).is_err() {
+            self.check_alive()?;
+            if Instant::now() >= deadline {
+                return Err("slurmctld never listened".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         for i in 0..nodes {
             let name = node_name(i);
             // Each slurmd its own spool, pid and log (`%n` in slurm.conf): they share a host.
-            std::fs::create_dir_all(s.dir.path().join("spool").join(&name)).unwrap();
-            s.daemons.push(s.spawn("slurmd", &["-D", "-N", &name]));
+            std::fs::create_dir_all(d.join("spool").join(&name)).unwrap();
+            let slurmd = self.spawn("slurmd", &["-D", "-N", &name]);
+            self.daemons.push(slurmd);
         }
-        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let state = s.output("sinfo", &["-h", "-N", "-o", "%T"]);
+            let state = self.output("sinfo", &["-h", "-N", "-o", "%T"]);
             if state.lines().count() == nodes && state.lines().all(|l| l.trim() == "idle") {
-                break;
+                return Ok(());
             }
+            self.check_alive()?;
             if Instant::now() >= deadline {
                 let log = |name: &str| {
-                    let text = std::fs::read_to_string(s.dir.path().join(name)).unwrap_or_default();
+                    let text = std::fs::read_to_string(d.join(name)).unwrap_or_default();
                     let lines: Vec<&str> = text.lines().collect();
                     lines[lines.len().saturating_sub(20)..].join("\n")
                 };
-                panic!(
+                return Err(format!(
                     "slurm did not come up: {state:?}\n--- slurmctld.log\n{}\n--- slurmd-stagenode.log\n{}",
                     log("slurmctld.log"),
                     log("slurmd-stagenode.log")
-                );
+                ));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        s
+    }
+
+    /// A daemon that exited while starting (a port taken from under it).
+    fn check_alive(&mut self) -> Result<(), String> {
+        for d in &mut self.daemons {
+            if let Ok(Some(status)) = d.try_wait() {
+                return Err(format!("a Slurm daemon exited while starting ({status})"));
+            }
+        }
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        for d in &mut self.daemons {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+        self.daemons.clear();
+        let _ = std::fs::remove_dir_all(self.dir.path().join("state"));
+        let _ = std::fs::create_dir_all(self.dir.path().join("state"));
     }
 
     fn spawn(&self, prog: &str, args: &[&str]) -> Child {
@@ -199,9 +246,6 @@ KillWait=0\nCompleteWait=0\nSlurmdParameters=config_overrides\nProlog={d}/prolog
 
 impl Drop for Slurm {
     fn drop(&mut self) {
-        for d in &mut self.daemons {
-            let _ = d.kill();
-            let _ = d.wait();
-        }
+        self.stop();
     }
 }
