@@ -165,6 +165,11 @@ fn genomics_on_the_azure_target_end_to_end_then_nothing_to_do() {
     assert_eq!(fs["properties"]["provisioningState"], "Succeeded");
     // The automatic initial import, then the step's own job.
     assert_eq!(b.jobs().len(), 2, "{:?}", b.jobs());
+    // The export step's five outputs went out by one archive of their common directory, not
+    // one archive each (a real one costs a minute, and AMLFS runs one HSM job at a time).
+    let archived = &fs["properties"]["hsm"]["archiveStatus"];
+    assert_eq!(archived.as_array().map(Vec::len), Some(1), "{archived}");
+    assert_eq!(archived[0]["filesystemPath"], "/results", "{archived}");
     let o = run(&b.ws, &["fs", "show", b.pipeline.to_str().unwrap()], None);
     assert_exit(&o, 0);
     let shown = text(&o.stdout);

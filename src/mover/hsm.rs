@@ -270,50 +270,59 @@ impl HsmMover {
             return self.auto_export(&req, progress).await;
         }
         let mut report = ExportReport::default();
+        let tree = crate::beneath::Root::new(&self.root);
+        let mut paths = Vec::new();
         for path in store::disjoint_paths(&req.paths) {
-            if let Some(missing) =
-                missing_export_path(&crate::beneath::Root::new(&self.root), &path)
-            {
-                report.errors.push(missing);
-                continue;
+            match missing_export_path(&tree, &path) {
+                Some(missing) => report.errors.push(missing),
+                None => paths.push(path),
             }
-            // What differs from the container now is what archive will write; when nothing
-            // does, no HSM job is started at all.
-            let mut before = ExportReport::default();
-            self.verify(&path, &mut before, true).await?;
-            if req.dry_run || before.exported == 0 {
-                report.exported += if req.dry_run { before.exported } else { 0 };
-                report.bytes += if req.dry_run { before.bytes } else { 0 };
-                report.unchanged += before.unchanged;
-                report.verified += before.verified;
-                report.errors.extend(before.errors);
-                continue;
-            }
-            // The service reports a percentage; what it is a percentage of is what differed.
-            let (files0, bytes0) = (report.verified, report.bytes);
-            self.archive(&path, |p| {
-                progress(Tally {
-                    files: files0 + before.exported * p / 100,
-                    bytes: bytes0 + before.bytes * p / 100,
-                    found_files: files0 + before.exported,
-                    found_bytes: bytes0 + before.bytes,
-                    listed: true,
-                })
-            })
-            .await?;
-            let mut after = ExportReport::default();
-            self.verify(&path, &mut after, false).await?;
-            report.exported += before.exported;
-            report.bytes += before.bytes;
-            report.unchanged += before.unchanged;
-            report.verified += after.verified;
-            report.errors.extend(after.errors);
-            progress(Tally {
-                files: report.verified,
-                bytes: report.bytes,
-                ..Tally::default()
-            });
         }
+        if paths.is_empty() {
+            return Ok(report);
+        }
+        // One archive for the whole step, of what its paths have in common: a real archive
+        // costs about a minute however little it moves, and AMLFS runs one HSM job at a
+        // time, so one per output file would take a week for 10,000 outputs. AMLFS archives
+        // only what is new or changed beneath it; verification looks only at the paths
+        // asked for, in one walk and one listing of the common directory.
+        let scope = common_dir(&paths);
+        let wanted = Wanted::new(&paths, &scope);
+        // What differs from the container now is what archive will write; when nothing
+        // does, no HSM job is started at all.
+        let mut before = ExportReport::default();
+        self.verify(&scope, &wanted, &mut before, true).await?;
+        if req.dry_run || before.exported == 0 {
+            report.exported += if req.dry_run { before.exported } else { 0 };
+            report.bytes += if req.dry_run { before.bytes } else { 0 };
+            report.unchanged += before.unchanged;
+            report.verified += before.verified;
+            report.errors.extend(before.errors);
+            return Ok(report);
+        }
+        // The service reports a percentage; what it is a percentage of is what differed.
+        self.archive(&scope, |p| {
+            progress(Tally {
+                files: before.exported * p / 100,
+                bytes: before.bytes * p / 100,
+                found_files: before.exported,
+                found_bytes: before.bytes,
+                listed: true,
+            })
+        })
+        .await?;
+        let mut after = ExportReport::default();
+        self.verify(&scope, &wanted, &mut after, false).await?;
+        report.exported += before.exported;
+        report.bytes += before.bytes;
+        report.unchanged += before.unchanged;
+        report.verified += after.verified;
+        report.errors.extend(after.errors);
+        progress(Tally {
+            files: report.verified,
+            bytes: report.bytes,
+            ..Tally::default()
+        });
         Ok(report)
     }
 }
@@ -430,10 +439,8 @@ impl HsmMover {
     ) -> Result<ExportReport, MoverError> {
         let name = job_name(&req.job);
         let path = self.fs.auto_export_job_path(&name);
-        let prefixes: Vec<String> = store::disjoint_paths(&req.paths)
-            .iter()
-            .map(|p| format!("/{p}"))
-            .collect();
+        // The API allows one prefix per job for now: the step's common directory.
+        let prefixes = vec![format!("/{}", common_dir(&store::disjoint_paths(&req.paths)))];
         let have = self.auto_export_job(&name).await?;
         let enabled = have.as_ref().is_some_and(|j| {
             j["properties"]["adminStatus"] == "Enable"
@@ -462,9 +469,10 @@ impl HsmMover {
                 )));
             }
             let mut now = ExportReport::default();
-            for p in store::disjoint_paths(&req.paths) {
-                self.verify(&p, &mut now, true).await?;
-            }
+            let paths = store::disjoint_paths(&req.paths);
+            let scope = common_dir(&paths);
+            self.verify(&scope, &Wanted::new(&paths, &scope), &mut now, true)
+                .await?;
             let pending = now.exported;
             let first = first.get_or_insert_with(|| now.clone());
             if pending == 0 || !now.errors.is_empty() {
@@ -543,6 +551,7 @@ impl HsmMover {
     async fn verify(
         &self,
         path: &str,
+        wanted: &Wanted,
         report: &mut ExportReport,
         dry_run: bool,
     ) -> Result<(), MoverError> {
@@ -553,14 +562,13 @@ impl HsmMover {
             path,
         ) {
             let e = match item {
-                Listing::Entry(e) if e.kind == Kind::File => e,
+                Listing::Entry(e) if e.kind == Kind::File && wanted.covers(&e.name) => e,
                 Listing::Entry(_) => continue,
                 Listing::Unusable(m) => {
                     report.errors.push(m);
                     continue;
                 }
             };
-            let local = self.root.join(&e.name);
             // The walk has already stat'ed it.
             let size = e.size;
             let blob = blobs.find(&e.name).await?.map(|b| (b.size, b.sum));
@@ -585,17 +593,20 @@ impl HsmMover {
                 }
                 Some((_, sum)) => {
                     if let Some(want) = sum {
-                        let p = local.clone();
-                        let got = tokio::task::spawn_blocking(move || {
-                            store::checksum::file(&p, Some(want))
-                        })
-                        .await
-                        .map_err(|e| self.err(e))?
-                        .map_err(|err| MoverError::Io {
+                        let io = |err| MoverError::Io {
                             what: "cannot hash",
                             path: e.name.clone(),
                             source: err,
-                        })?;
+                        };
+                        let file = crate::beneath::Root::new(&self.root)
+                            .open_file(&e.name)
+                            .map_err(io)?;
+                        let got = tokio::task::spawn_blocking(move || {
+                            store::checksum::read(file, Some(want))
+                        })
+                        .await
+                        .map_err(|e| self.err(e))?
+                        .map_err(io)?;
                         if got.1 != Some(want) {
                             if dry_run {
                                 report.exported += 1;
@@ -623,8 +634,73 @@ impl HsmMover {
     }
 }
 
+/// The deepest directory holding every path (`""`: the root).
+fn common_dir(paths: &[String]) -> String {
+    let mut common: Option<Vec<&str>> = None;
+    for p in paths {
+        let comps: Vec<&str> = p.split('/').filter(|c| !c.is_empty()).collect();
+        common = Some(match common {
+            None => comps,
+            Some(c) => c
+                .iter()
+                .zip(&comps)
+                .take_while(|(a, b)| a == b)
+                .map(|(a, _)| *a)
+                .collect(),
+        });
+    }
+    let c = common.unwrap_or_default();
+    // A single path is its own scope whether file or directory; several share a directory,
+    // which is never one of them unless it is a prefix of all.
+    c.join("/")
+}
+
+/// The paths an export step asked for, within the directory it archives: only their files
+/// are counted and verified (the archive may write others beneath it, as AMLFS's does).
+struct Wanted(Option<std::collections::HashSet<String>>);
+
+impl Wanted {
+    fn new(paths: &[String], scope: &str) -> Wanted {
+        if paths.len() == 1 && paths[0] == scope {
+            return Wanted(None);
+        }
+        Wanted(Some(paths.iter().cloned().collect()))
+    }
+
+    /// `name` is one of the paths or beneath one.
+    fn covers(&self, name: &str) -> bool {
+        let Some(set) = &self.0 else { return true };
+        set.contains(name)
+            || name
+                .match_indices('/')
+                .any(|(i, _)| set.contains(&name[..i]))
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn one_archive_covers_what_a_step_exports() {
+        let v = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            super::common_dir(&v(&["results/qc/a.tsv", "results/summary.tsv"])),
+            "results"
+        );
+        assert_eq!(
+            super::common_dir(&v(&["results/qc/a.tsv"])),
+            "results/qc/a.tsv"
+        );
+        assert_eq!(super::common_dir(&v(&["a/x", "b/y"])), "");
+        assert_eq!(
+            super::common_dir(&v(&["results/qc", "results/qcx/b"])),
+            "results"
+        );
+        let paths = v(&["results/qc", "results/summary.tsv"]);
+        let w = super::Wanted::new(&paths, "results");
+        assert!(w.covers("results/qc/S1.tsv") && w.covers("results/summary.tsv"));
+        assert!(!w.covers("results/other.tsv") && !w.covers("results/qcx/a"));
+    }
+
     #[test]
     fn job_names_are_valid_arm_names() {
         assert_eq!(
