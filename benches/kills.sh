@@ -6,4 +6,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STAGE_KILL_TRIALS=${TRIALS:-200} cargo test --locked --test resume \
-  a_campaign_of_random_kills -- --nocapture 2>&1 | grep -E "kill campaign|test result|panicked"
+  a_campaign_of_random_kills -- --nocapture 2>&1 | grep -E -A1 "kill campaign|test result|panicked"
