@@ -440,7 +440,10 @@ impl HsmMover {
         let name = job_name(&req.job);
         let path = self.fs.auto_export_job_path(&name);
         // The API allows one prefix per job for now: the step's common directory.
-        let prefixes = vec![format!("/{}", common_dir(&store::disjoint_paths(&req.paths)))];
+        let prefixes = vec![format!(
+            "/{}",
+            common_dir(&store::disjoint_paths(&req.paths))
+        )];
         let have = self.auto_export_job(&name).await?;
         let enabled = have.as_ref().is_some_and(|j| {
             j["properties"]["adminStatus"] == "Enable"
