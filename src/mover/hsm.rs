@@ -101,7 +101,7 @@ impl HsmMover {
 
 /// ARM job names: letters, digits, `-` and `_`, at most 80.
 fn job_name(job: &str) -> String {
-    let mut s: String = job
+    let clean: String = job
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
@@ -111,8 +111,27 @@ fn job_name(job: &str) -> String {
             }
         })
         .collect();
-    s.truncate(80);
-    s.trim_end_matches(['-', '_']).to_string()
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    if clean == job
+        && clean.len() <= 80
+        && alnum(clean.chars().next())
+        && alnum(clean.chars().last())
+    {
+        return clean;
+    }
+    // Changed or cut to fit ARM's 80 characters: a digest of the whole name keeps apart two
+    // that share their start (two import steps of a long-named pipeline once shared a job,
+    // and the second was skipped as done).
+    let digest = &crate::digest::md5_hex(job.as_bytes())[..12];
+    let head: String = clean
+        .trim_start_matches(['-', '_'])
+        .chars()
+        .take(80 - 1 - digest.len())
+        .collect();
+    match head.trim_end_matches(['-', '_']) {
+        "" => digest.to_string(),
+        head => format!("{head}-{digest}"),
+    }
 }
 
 fn mode_name(m: ConflictMode) -> &'static str {
@@ -710,7 +729,31 @@ mod tests {
             super::job_name("stage-genomics-r3-import"),
             "stage-genomics-r3-import"
         );
-        assert_eq!(super::job_name("a b/c."), "a-b-c");
-        assert_eq!(super::job_name(&"x".repeat(100)).len(), 80);
+        let valid = |n: &str| {
+            let c: Vec<char> = n.chars().collect();
+            (2..=80).contains(&c.len())
+                && c[0].is_ascii_alphanumeric()
+                && c[c.len() - 1].is_ascii_alphanumeric()
+                && c.iter()
+                    .all(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        };
+        let long = format!("stage-{}-r1-", "p".repeat(90));
+        let (a, b) = (
+            super::job_name(&format!("{long}import-refs")),
+            super::job_name(&format!("{long}import-samples")),
+        );
+        assert_ne!(a, b, "two steps of a long-named pipeline share a job");
+        for n in [&a, &b] {
+            assert!(valid(n), "{n}");
+        }
+        assert_eq!(
+            a,
+            super::job_name(&format!("{long}import-refs")),
+            "deterministic"
+        );
+        // Names that had to change are kept apart from the names they became.
+        assert_ne!(super::job_name("a b/c."), super::job_name("a-b-c"));
+        assert!(valid(&super::job_name("a b/c.")));
+        assert!(valid(&super::job_name("--")));
     }
 }
