@@ -102,6 +102,23 @@ pub fn split(rel: &str) -> (&str, &str) {
     rel.rsplit_once('/').unwrap_or(("", rel))
 }
 
+/// Makes directory `name` in `at` unless it is there (someone else may make it meanwhile), and
+/// opens it without following a link: the directory, and whether this call made it. An error
+/// of `NOTDIR` or `LOOP` means a file or a link stands there; `mode` is cut by the umask.
+pub fn make_dir_at<P: rustix::path::Arg + Copy>(
+    at: &OwnedFd,
+    name: P,
+    mode: u32,
+) -> Result<(OwnedFd, bool), Errno> {
+    let new = match rustix::fs::mkdirat(at, name, Mode::from_raw_mode(mode)) {
+        Ok(()) => true,
+        Err(Errno::EXIST) => false,
+        Err(e) => return Err(e),
+    };
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    Ok((rustix::fs::openat(at, name, flags, Mode::empty())?, new))
+}
+
 fn host() -> String {
     rustix::system::uname()
         .nodename()
@@ -188,20 +205,11 @@ impl Root {
                 Ok(next) => next,
                 Err(Errno::NOENT) if made.is_some() => {
                     let made = made.expect("checked");
-                    let new = match rustix::fs::mkdirat(&fd, comp, Mode::from_raw_mode(0o755)) {
-                        Ok(()) => true,
-                        // Made by someone else meanwhile; the open below checks what it is.
-                        Err(Errno::EXIST) => false,
+                    let (next, new) = match make_dir_at(&fd, comp, 0o755) {
+                        Ok(made) => made,
+                        Err(Errno::NOTDIR | Errno::LOOP) => return Err(blocked(prefix)),
                         Err(e) => return Err(e.into()),
                     };
-                    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW;
-                    let next =
-                        match rustix::fs::openat(&fd, comp, flags | OFlags::CLOEXEC, Mode::empty())
-                        {
-                            Ok(next) => next,
-                            Err(Errno::NOTDIR | Errno::LOOP) => return Err(blocked(prefix)),
-                            Err(e) => return Err(e.into()),
-                        };
                     if new {
                         made(&File::from(next.try_clone()?))?;
                     }
@@ -390,15 +398,9 @@ impl Root {
     /// real directory of this user's that nobody else can write.
     fn private_dir(&self) -> io::Result<OwnedFd> {
         let root = self.open_root_to_write()?;
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let open = |at: &OwnedFd, name: &str, mode: u32, what: &str| -> io::Result<OwnedFd> {
-            let new = match rustix::fs::mkdirat(at, name, Mode::from_raw_mode(mode)) {
-                Ok(()) => true,
-                Err(Errno::EXIST) => false,
-                Err(e) => return Err(e.into()),
-            };
-            let fd = match rustix::fs::openat(at, name, flags, Mode::empty()) {
-                Ok(fd) => fd,
+            let (fd, new) = match make_dir_at(at, name, mode) {
+                Ok(made) => made,
                 Err(Errno::NOTDIR | Errno::LOOP) => {
                     return Err(io::Error::other(format!(
                         "{what} is not a directory; remove it so stage can keep its temporary files there"

@@ -82,20 +82,11 @@ impl JobUser {
             return Err(refused(&existing, *self, "write to"));
         }
         for name in missing.iter().rev() {
-            let made = match rustix::fs::mkdirat(&fd, name.as_os_str(), Mode::from_raw_mode(0o755))
-            {
-                Ok(()) => true,
-                Err(Errno::EXIST) => false,
-                Err(e) => return Err(e.into()),
-            };
-            let next =
-                rustix::fs::openat(&fd, name.as_os_str(), DIR | OFlags::NOFOLLOW, Mode::empty())
-                    .map_err(|e| match e {
-                        Errno::LOOP | Errno::NOTDIR => {
-                            refused(dir, *self, "use a link on the way to")
-                        }
-                        e => e.into(),
-                    })?;
+            let (next, made) =
+                crate::beneath::make_dir_at(&fd, name.as_os_str(), 0o755).map_err(|e| match e {
+                    Errno::LOOP | Errno::NOTDIR => refused(dir, *self, "use a link on the way to"),
+                    e => e.into(),
+                })?;
             if made {
                 rustix::fs::fchown(
                     &next,
