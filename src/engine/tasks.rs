@@ -340,8 +340,9 @@ impl Expansion<'_> {
         for (i, key) in self.keys.iter().enumerate() {
             let mut own = Vec::with_capacity(5);
             for out in self.outputs(key.as_deref(), &mut own)? {
-                let Some(&j) = seen.get(&hasher.hash_one(&out)) else {
-                    seen.insert(hasher.hash_one(&out), i);
+                let h = hasher.hash_one(&out);
+                let Some(&j) = seen.get(&h) else {
+                    seen.insert(h, i);
                     continue;
                 };
                 let mut theirs = Vec::with_capacity(5);

@@ -579,10 +579,8 @@ impl HsmMover {
     ) -> Result<(), MoverError> {
         // Walk and listing in name order, merge-joined: memory does not grow with the tree.
         let mut blobs = store::join::Cursor::new(self.store.list(path));
-        for item in store::dir::walk(
-            std::sync::Arc::new(crate::beneath::Root::new(&self.root)),
-            path,
-        ) {
+        let tree = std::sync::Arc::new(crate::beneath::Root::new(&self.root));
+        for item in store::dir::walk(std::sync::Arc::clone(&tree), path) {
             let e = match item {
                 Listing::Entry(e) if e.kind == Kind::File && wanted.covers(&e.name) => e,
                 Listing::Entry(_) => continue,
@@ -620,9 +618,7 @@ impl HsmMover {
                             path: e.name.clone(),
                             source: err,
                         };
-                        let file = crate::beneath::Root::new(&self.root)
-                            .open_file(&e.name)
-                            .map_err(io)?;
+                        let file = tree.open_file(&e.name).map_err(io)?;
                         let got = tokio::task::spawn_blocking(move || {
                             store::checksum::read(file, Some(want))
                         })
