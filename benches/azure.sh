@@ -23,7 +23,7 @@ for i in $(seq "$RUNS"); do
   wait_port "$AZ"
   BLOB=http://127.0.0.1:$AZ/devstoreaccount1
   "$STAGE" -q emulator --listen "127.0.0.1:$EM" --data-dir "$d/emu" --blob-endpoint "$BLOB" \
-    --provision-delay 0ms --delete-delay 0ms &
+    --time-scale 0 &
   pids+=($!)
   wait_port "$EM"
   cp -r pipelines "$d/"

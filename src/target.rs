@@ -89,7 +89,7 @@ fn scale_set_executor(
         set: scale_set_ref(p, set)?,
         spec: set.clone(),
         fs_path: fs.path(),
-        mount: root(p).display().to_string(),
+        mount: mount_point(p).display().to_string(),
         subnet,
         slots_per_host: p.pool.slots as usize,
         ssh: ssh_options(p, state_dir)?,
@@ -111,7 +111,7 @@ pub fn scale_set_ref(
 }
 
 /// Where the compute nodes see the file system on the azure target.
-fn root(p: &Pipeline) -> std::path::PathBuf {
+pub fn mount_point(p: &Pipeline) -> std::path::PathBuf {
     p.filesystem
         .mount
         .clone()
@@ -185,7 +185,7 @@ fn azure_backends(
     let arm = Arc::new(arm_client(p)?);
     let fs_ref = resources::fs_ref(p).map_err(|e| bad(&e))?;
     let desired = resources::desired(p).map_err(|e| bad(&e))?;
-    let root = root(p);
+    let root = mount_point(p);
     let store = open_store(p)?;
     let state_dir = std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
     Ok(Backends {
@@ -194,6 +194,7 @@ fn azure_backends(
             fs_ref.clone(),
             desired,
             root.clone(),
+            journal.clone(),
         )),
         mover: Arc::new(crate::mover::HsmMover::new(
             arm,

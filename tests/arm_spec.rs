@@ -224,9 +224,11 @@ fn the_validator_catches_what_it_should() {
 #[test]
 fn emulator_responses_follow_the_spec() {
     let az = azurite::Azurite::start();
+    // Each HSM job holds the slot for a second at least, so that a second job sent at once
+    // meets the one it would collide with.
     let em = emulator::Emulator::start(
         &format!("http://127.0.0.1:{}/devstoreaccount1", az.port),
-        &[],
+        &["--job-delay", "1s"],
     );
     let s = spec();
     let sa = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/scgroup/providers/Microsoft.Storage/storageAccounts/devstoreaccount1/blobServices/default/containers";
@@ -264,29 +266,101 @@ fn emulator_responses_follow_the_spec() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     };
     s.validate(&ready, "AmlFilesystem");
+    // Whole numbers go out as integers, as Azure sends them.
+    assert!(
+        ready["properties"]["throughputProvisionedMBps"].is_u64(),
+        "{ready}"
+    );
+    assert!(
+        ready["properties"]["currentStorageCapacityTiB"].is_u64(),
+        "{ready}"
+    );
     let job = load("examples/importJobs_CreateOrUpdate.json")["parameters"]["importJob"].clone();
+    // The initial import holds the slot: a second HSM job of any kind is refused, not queued.
+    let busy = |status: u16, body: &serde_json::Value| {
+        assert_eq!(status, 409, "{body}");
+        assert_eq!(body["error"]["code"], "Conflict");
+    };
+    let (status, body) = em.request("PUT", &format!("{fs}/importJobs/job1"), Some(&job));
+    busy(status, &body);
+    wait_free(&em, fs);
     let (status, body) = em.request("PUT", &format!("{fs}/importJobs/job1"), Some(&job));
     assert_eq!(status, 201, "{body}");
     s.validate(&body, "ImportJob");
+    let archive = json!({"filesystemPath": "/"});
+    let (status, body) = em.request("POST", &format!("{fs}/archive"), Some(&archive));
+    busy(status, &body);
     let (status, list) = em.request("GET", &format!("{fs}/importJobs"), None);
     assert_eq!(status, 200);
     s.validate(&list, "ImportJobsListResult");
-    let (status, _) = em.request(
-        "POST",
-        &format!("{fs}/archive"),
-        Some(&json!({"filesystemPath": "/"})),
+    // Cancelling is a state of its own, and holds the slot until the job is Canceled.
+    let (status, body) = em.request(
+        "PATCH",
+        &format!("{fs}/importJobs/job1"),
+        Some(&json!({ "properties": { "adminStatus": "Cancel" } })),
     );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["properties"]["status"]["state"], "Cancelling",
+        "{body}"
+    );
+    wait_free(&em, fs);
+    let (_, body) = em.request("GET", &format!("{fs}/importJobs/job1"), None);
+    assert_eq!(body["properties"]["status"]["state"], "Canceled", "{body}");
+    let (status, _) = em.request("POST", &format!("{fs}/archive"), Some(&archive));
     assert_eq!(status, 200);
     let (_, after) = em.request("GET", fs, None);
     s.validate(&after, "AmlFilesystem");
+    wait_free(&em, fs);
     let grow = json!({ "location": "eastus", "properties": { "newStorageCapacityTiB": 32 } });
     let (status, body) = em.request("PUT", &format!("{fs}/expansionJobs/grow1"), Some(&grow));
     assert_eq!(status, 201, "{body}");
     s.validate(&body, "ExpansionJob");
     let auto = json!({ "location": "eastus", "properties": { "autoExportPrefixes": ["/results"], "adminStatus": "Enable" } });
     let (status, body) = em.request("PUT", &format!("{fs}/autoExportJobs/auto1"), Some(&auto));
+    busy(status, &body);
+    wait_free(&em, fs);
+    let (_, grown) = em.request("GET", fs, None);
+    assert_eq!(
+        grown["properties"]["currentStorageCapacityTiB"], 32,
+        "{grown}"
+    );
+    assert_eq!(
+        grown["properties"]["storageCapacityTiB"], create["properties"]["storageCapacityTiB"],
+        "what was asked at create stays"
+    );
+    let (status, body) = em.request("PUT", &format!("{fs}/autoExportJobs/auto1"), Some(&auto));
     assert_eq!(status, 201, "{body}");
     s.validate(&body, "AutoExportJob");
+    // Enabled, an auto-export job holds the slot until it is disabled and has stopped.
+    let (status, body) = em.request("PUT", &format!("{fs}/importJobs/job2"), Some(&job));
+    busy(status, &body);
+    let (status, _) = em.request(
+        "PATCH",
+        &format!("{fs}/autoExportJobs/auto1"),
+        Some(&json!({ "properties": { "adminStatus": "Disable" } })),
+    );
+    assert_eq!(status, 200);
+    wait_free(&em, fs);
+    // Lists are paged: a client that reads one page misses jobs.
+    for i in 0..emulator_page() + 1 {
+        let (status, body) = em.request("PUT", &format!("{fs}/importJobs/p{i}"), Some(&job));
+        assert_eq!(status, 201, "{body}");
+        wait_free(&em, fs);
+    }
+    let (_, page) = em.request("GET", &format!("{fs}/importJobs"), None);
+    s.validate(&page, "ImportJobsListResult");
+    let next = page["nextLink"].as_str().expect("a nextLink");
+    let next = next.split_once("127.0.0.1").unwrap().1;
+    let next = &next[next.find('/').unwrap()..];
+    let (status, more) = em.request("GET", next, None);
+    assert_eq!(status, 200, "{more}");
+    assert!(!more["value"].as_array().unwrap().is_empty());
+    // DELETE answers 202 with a Location to poll, 204 for what is not there.
+    let (status, _) = em.request("DELETE", &format!("{fs}/importJobs/p0"), None);
+    assert_eq!(status, 202);
+    let (status, _) = em.request("DELETE", &format!("{fs}/importJobs/p0"), None);
+    assert_eq!(status, 204);
     let (status, _) = em.request(
         "PUT",
         &format!("{fs}/expansionJobs/shrink"),
@@ -302,4 +376,61 @@ fn emulator_responses_follow_the_spec() {
     let (status, err) = em.request("PUT", &format!("{fs}2"), Some(&bad));
     assert_eq!(status, 400);
     assert_eq!(err["error"]["target"], "properties.storageCapacityTiB");
+}
+
+/// The emulator's list page size (`emulator::handlers::PAGE`).
+fn emulator_page() -> usize {
+    3
+}
+
+/// Polls until no HSM job holds the file system: every import job, archive and expansion
+/// ended, every auto-export job stopped.
+fn wait_free(em: &emulator::Emulator, fs: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let running = |v: &serde_json::Value, path: &str| {
+            v["value"].as_array().into_iter().flatten().any(|j| {
+                matches!(
+                    j.pointer(path).and_then(|s| s.as_str()),
+                    Some("InProgress" | "Cancelling" | "Disabling")
+                )
+            })
+        };
+        let (_, jobs) = em.request("GET", &format!("{fs}/importJobs"), None);
+        let (_, fsv) = em.request("GET", fs, None);
+        let (_, grows) = em.request("GET", &format!("{fs}/expansionJobs"), None);
+        let (_, autos) = em.request("GET", &format!("{fs}/autoExportJobs"), None);
+        let archiving = matches!(
+            fsv["properties"]["hsm"]["archiveStatus"][0]["status"]["state"].as_str(),
+            Some("InProgress" | "Cancelling")
+        );
+        // Pages beyond the first are followed in the paging check below; the first holds the
+        // newest names only by chance, so look at every page here too.
+        let mut all_jobs = jobs.clone();
+        let mut next = jobs["nextLink"].as_str().map(str::to_string);
+        while let Some(n) = next {
+            let n = n.split_once("127.0.0.1").unwrap().1;
+            let (_, page) = em.request("GET", &n[n.find('/').unwrap()..], None);
+            all_jobs["value"]
+                .as_array_mut()
+                .unwrap()
+                .extend(page["value"].as_array().cloned().unwrap_or_default());
+            next = page["nextLink"].as_str().map(str::to_string);
+        }
+        let enabled = autos["value"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|j| j["properties"]["adminStatus"] == "Enable");
+        if !running(&all_jobs, "/properties/status/state")
+            && !archiving
+            && !running(&grows, "/properties/status/state")
+            && !running(&autos, "/properties/status/state")
+            && !enabled
+        {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "the slot never freed");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }

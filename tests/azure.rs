@@ -111,11 +111,8 @@ impl Bed {
     }
 
     fn jobs(&self) -> Vec<String> {
-        let (status, body) = self.em.get(&format!("{FS}/importJobs"));
-        assert_eq!(status, 200, "{body}");
-        body["value"]
-            .as_array()
-            .unwrap()
+        self.em
+            .list(&format!("{FS}/importJobs"))
             .iter()
             .map(|j| j["name"].as_str().unwrap().to_string())
             .collect()
@@ -177,7 +174,11 @@ fn genomics_on_the_azure_target_end_to_end_then_nothing_to_do() {
         "Succeeded",
         "Available",
         "2000 MB/s (8 TiB x 250 MB/s per TiB)",
-        "mount -t lustre 127.0.0.1@tcp:/lustrefs",
+        // Azure's placeholder filled in with the pipeline's mount.
+        &format!(
+            "mount -t lustre -o noatime,user_xattr 127.0.0.1@tcp0:/lustrefs {}",
+            b.em.fs_dir("genomics-scratch").display()
+        ),
         "containers/genomics",
     ] {
         assert!(shown.contains(want), "{want} missing from:\n{shown}");
@@ -270,8 +271,13 @@ fn more_capacity_grows_the_file_system_in_place_with_an_expansion_job() {
     .unwrap();
     let o = run(&b.ws, &["run", "--new", b.pipeline.to_str().unwrap()], None);
     assert_exit(&o, 0);
+    // Azure keeps what was asked at create and reports the grown size beside it; stage
+    // reads the current one.
     let (_, fs) = b.em.get(FS);
-    assert_eq!(fs["properties"]["storageCapacityTiB"], 16.0);
+    assert_eq!(fs["properties"]["storageCapacityTiB"], 8, "{fs}");
+    assert_eq!(fs["properties"]["currentStorageCapacityTiB"], 16, "{fs}");
+    let o = run(&b.ws, &["fs", "show", b.pipeline.to_str().unwrap()], None);
+    assert_has(&o.stdout, "4000 MB/s (16 TiB x 250 MB/s per TiB)");
     let (status, job) = b.em.get(&format!("{FS}/expansionJobs/stage-grow-16tib"));
     assert_eq!(status, 200, "{job}");
     assert_eq!(job["properties"]["status"]["state"], "Completed");
@@ -481,7 +487,12 @@ fn an_auto_export_step_leaves_a_job_that_keeps_exporting() {
     assert_exit(&o, 0);
     let (_, job) =
         b.em.get(&format!("{FS}/autoExportJobs/stage-genomics-export"));
-    assert_eq!(job["properties"]["adminStatus"], "Enable", "{job}");
+    assert_eq!(
+        job["properties"]["adminStatus"],
+        "Enable",
+        "{job}\n{}",
+        text(&o.stderr)
+    );
     assert_eq!(job["properties"]["status"]["state"], "InProgress");
 
     // Killed while the job is paused for an import: the resumed run enables it again. A new
@@ -551,13 +562,17 @@ fn a_failed_import_job_fails_the_step_and_says_why() {
 fn wait_for_job(b: &Bed, part: &str) -> String {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let (status, body) = b.em.get(&format!("{FS}/importJobs"));
-        let names = body["value"].as_array().cloned().unwrap_or_default();
+        let (status, _) = b.em.get(FS);
+        let names = if status == 200 {
+            b.em.list(&format!("{FS}/importJobs"))
+        } else {
+            Vec::new()
+        };
         let found = names
             .iter()
             .filter_map(|j| j["name"].as_str())
             .find(|n| n.contains(part));
-        if let (200, Some(j)) = (status, found) {
+        if let Some(j) = found {
             return j.to_string();
         }
         assert!(
@@ -605,6 +620,12 @@ fn interrupt_during_import(b: &Bed, extra: &[&str]) -> String {
 fn ctrl_c_cancels_the_import_job_and_a_rerun_starts_it_again() {
     let b = bed(&["--job-delay", "2s"], |y| y);
     let job = interrupt_during_import(&b, &[]);
+    // AMLFS takes its time to cancel: Cancelling, then Canceled.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while job_state(&b, &job).0 == "Cancelling" {
+        assert!(std::time::Instant::now() < deadline, "never Canceled");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     assert_eq!(job_state(&b, &job), ("Canceled".into(), "Cancel".into()));
     let o = b.run(None);
     assert_exit(&o, 0);
@@ -853,4 +874,113 @@ fn slurm_hooks_on_an_amlfs_node_stage_through_its_hsm() {
     let o = hook("prolog", &missing);
     assert_exit(&o, 1);
     assert_has(&o.stderr, "FAILED restore");
+}
+
+/// Spawns `stage run` with `extra`, waits until the emulator shows an archive running, then
+/// sends `signal`: the run must answer at once (well before the held archive could end).
+fn signal_during_archive(b: &Bed, extra: &[&str], signal: i32) -> Output {
+    let mut args = vec!["run"];
+    args.extend_from_slice(extra);
+    args.push(b.pipeline.to_str().unwrap());
+    let child =
+        b.ws.cmd(&args)
+            .env("AZURE_STORAGE_CONNECTION_STRING", CONNECTION_STRING)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while archive_state(b) != "InProgress" {
+        assert!(std::time::Instant::now() < deadline, "no archive started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let sent = std::time::Instant::now();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, signal) };
+    let o = child.wait_with_output().unwrap();
+    // The archive is held for 10 minutes: anything near that is a run that kept waiting.
+    assert!(
+        sent.elapsed() < std::time::Duration::from_secs(60),
+        "the run kept waiting on the archive after the signal"
+    );
+    o
+}
+
+fn archive_state(b: &Bed) -> String {
+    let (_, fs) = b.em.get(FS);
+    fs["properties"]["hsm"]["archiveStatus"][0]["status"]["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn sigterm_during_an_archive_cancels_it_and_exits_130() {
+    let b = bed(&["--job-delay", "archive:600s"], |y| y);
+    let o = signal_during_archive(&b, &[], libc::SIGTERM);
+    assert_eq!(o.status.code(), Some(130), "{}", text(&o.stderr));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while archive_state(&b) != "Canceled" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "archive left {}",
+            archive_state(&b)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let o = run(&b.ws, &["status", b.pipeline.to_str().unwrap()], None);
+    assert_has(&o.stdout, "interrupted");
+}
+
+#[test]
+fn sigint_with_detach_during_an_archive_leaves_it_running() {
+    let b = bed(&["--job-delay", "archive:600s"], |y| y);
+    let o = signal_during_archive(&b, &["--detach"], libc::SIGINT);
+    assert_eq!(o.status.code(), Some(130), "{}", text(&o.stderr));
+    assert_eq!(archive_state(&b), "InProgress");
+}
+
+/// AMLFS refuses a second HSM job of any kind while one runs. A job stage did not start,
+/// listed on the second page of the file system's jobs, holds the slot: the run waits for it
+/// and then succeeds, where sending its own job at once would have met a 409.
+#[test]
+fn a_run_waits_for_a_foreign_job_on_any_page_then_runs() {
+    let b = bed(&["--job-delay", "import:2s"], |y| y);
+    assert_exit(&b.run(None), 0);
+    let o = run(&b.ws, &["run", "--new", b.pipeline.to_str().unwrap()], None);
+    assert_exit(&o, 0);
+    let jobs = b.jobs();
+    assert!(jobs.len() >= 3, "{jobs:?}");
+    // Named to sort last: the list's second page.
+    let (status, body) = b.em.request(
+        "PUT",
+        &format!("{FS}/importJobs/zz-someone-else"),
+        Some(&serde_json::json!({ "properties": { "importPrefixes": ["/reference"], "conflictResolutionMode": "Skip" } })),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (_, page) = b.em.get(&format!("{FS}/importJobs"));
+    assert!(
+        !page["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["name"] == "zz-someone-else"),
+        "the foreign job should be past the first page: {page}"
+    );
+    let o =
+        b.ws.cmd(&["run", "--new", b.pipeline.to_str().unwrap()])
+            .env("AZURE_STORAGE_CONNECTION_STRING", CONNECTION_STRING)
+            .env("STAGE_LOG", "warn")
+            .output()
+            .unwrap();
+    assert_exit(&o, 0);
+    assert_has(&o.stderr, "waiting for import job zz-someone-else");
+    // And an archive of someone else's: the next import waits for it too.
+    let (status, _) = b.em.request(
+        "POST",
+        &format!("{FS}/archive"),
+        Some(&serde_json::json!({ "filesystemPath": "/reference" })),
+    );
+    assert_eq!(status, 200);
+    let o = run(&b.ws, &["run", "--new", b.pipeline.to_str().unwrap()], None);
+    assert_exit(&o, 0);
 }

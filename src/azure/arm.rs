@@ -260,6 +260,40 @@ impl Arm {
         reply.json("GET", path).map(Some)
     }
 
+    /// GET of a collection, following `nextLink` page by page (ARM pages long lists, and a
+    /// job on the second page holds the file system as surely as one on the first); `[]`
+    /// for 404.
+    pub async fn list<T: DeserializeOwned>(&self, path: &str) -> Result<Vec<T>, ArmError> {
+        #[derive(serde::Deserialize)]
+        struct Page<T> {
+            #[serde(default = "Vec::new")]
+            value: Vec<T>,
+            #[serde(rename = "nextLink")]
+            next_link: Option<String>,
+        }
+        let mut out = Vec::new();
+        let mut next = Some(path.to_string());
+        // A service that links a page to itself must not hold the run forever.
+        let mut pages = 0u32;
+        while let Some(url) = next.take() {
+            // The bearer token goes wherever the link says: only to the service it came from.
+            if url.contains("://") && !url.starts_with(&format!("{}/", self.endpoint)) {
+                return Err(ArmError::Transport {
+                    method: "GET".into(),
+                    path: path.into(),
+                    message: format!("nextLink leaves {}: not followed", self.endpoint),
+                });
+            }
+            let Some(page) = self.get::<Page<T>>(&url).await? else {
+                break;
+            };
+            out.extend(page.value);
+            pages += 1;
+            next = page.next_link.filter(|n| !n.is_empty() && pages < 10_000);
+        }
+        Ok(out)
+    }
+
     /// Sends a request that may start a long-running operation and waits for it to end.
     /// `on_poll` is called between polls (progress).
     pub async fn call_lro(

@@ -19,6 +19,16 @@ fn is_default<T: Default + PartialEq>(t: &T) -> bool {
     *t == T::default()
 }
 
+/// Numbers read leniently as `f64` go out as Azure sends them: a whole number as an integer
+/// (`2000`, not `2000.0`), since clients of the emulator's output may be strict.
+fn whole<S: serde::Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => s.serialize_i64(*n as i64),
+        Some(n) => s.serialize_f64(*n),
+        None => s.serialize_none(),
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct AmlFilesystem {
@@ -48,7 +58,11 @@ pub struct Sku {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct FsProperties {
-    #[serde(rename = "storageCapacityTiB", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "storageCapacityTiB",
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "whole"
+    )]
     pub storage_capacity_tib: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provisioning_state: Option<String>,
@@ -60,7 +74,8 @@ pub struct FsProperties {
     pub client_info: Option<ClientInfo>,
     #[serde(
         rename = "throughputProvisionedMBps",
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "whole"
     )]
     pub throughput_mbps: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -144,17 +159,17 @@ pub struct JobStatusBody {
     pub state: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status_message: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "whole")]
     pub percent_complete: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_code: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_message: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "whole")]
     pub total_errors: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "whole")]
     pub total_conflicts: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "whole")]
     pub total_blobs_imported: Option<f64>,
     #[serde(flatten)]
     pub extra: Extra,
@@ -267,6 +282,16 @@ impl AmlFilesystem {
     /// The latest archive's state, e.g. `InProgress` or `Completed`.
     pub fn archive_state(&self) -> Option<&str> {
         self.last_archive()?.status.as_ref()?.state.as_deref()
+    }
+
+    /// The capacity it has now: `currentStorageCapacityTiB` (2026-01-01) after growth,
+    /// where `storageCapacityTiB` stays what was asked at create.
+    pub fn current_capacity_tib(&self) -> Option<f64> {
+        self.properties
+            .extra
+            .get("currentStorageCapacityTiB")
+            .and_then(|v| v.as_f64())
+            .or(self.properties.storage_capacity_tib)
     }
 }
 

@@ -166,10 +166,7 @@ pub fn desired(p: &Pipeline) -> Result<AmlFilesystem, ResourceError> {
 /// Settings fixed at creation that differ between `want` and `have`, as readable lines.
 /// The capacity to grow to, when the pipeline asks for more than the file system has.
 pub fn growth(want: &AmlFilesystem, have: &AmlFilesystem) -> Option<f64> {
-    match (
-        want.properties.storage_capacity_tib,
-        have.properties.storage_capacity_tib,
-    ) {
+    match (want.current_capacity_tib(), have.current_capacity_tib()) {
         (Some(w), Some(h)) if w > h => Some(w),
         _ => None,
     }
@@ -190,8 +187,7 @@ pub fn drift(want: &AmlFilesystem, have: &AmlFilesystem) -> Vec<String> {
     let sku = |r: &AmlFilesystem| r.sku.as_ref().map(|s| s.name.clone()).unwrap_or_default();
     cmp("sku", sku(want), sku(have), false);
     let cap = |r: &AmlFilesystem| {
-        r.properties
-            .storage_capacity_tib
+        r.current_capacity_tib()
             .map(|c| format!("{c} TiB"))
             .unwrap_or_default()
     };

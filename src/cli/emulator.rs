@@ -26,15 +26,15 @@ pub struct Args {
     /// Blob service holding the HSM containers.
     #[arg(long)]
     pub blob_endpoint: Option<String>,
-    /// How long creating a file system takes (Azure: 10-20 minutes).
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
-    pub provision_delay: Duration,
-    /// How long deleting a file system takes.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
-    pub delete_delay: Duration,
-    /// How long each import job or archive waits before copying (to test cancellation).
-    #[arg(long, default_value = "0ms", value_parser = parse_duration)]
-    pub job_delay: Duration,
+    /// Emulated seconds per Azure second. Every duration is modelled on Azure's (a create
+    /// takes 15 minutes, an archive a minute plus its data at the file system's throughput,
+    /// an import 30 s plus 2 ms a blob) and multiplied by this: 1/60 makes a create take 15 s.
+    #[arg(long, default_value = "1/500", value_parser = crate::emulator::timing::Timing::parse_scale)]
+    pub time_scale: f64,
+    /// Added to each HSM job before it starts copying, so a test can catch one running:
+    /// `2s` for every job, or `KIND:2s` for one kind (import, archive, expansion, auto-export).
+    #[arg(long, default_value = "0ms", value_parser = |s: &str| crate::emulator::timing::Hold::parse(s, parse_duration))]
+    pub job_delay: crate::emulator::timing::Hold,
     /// Machines standing in for VM scale-set instances (comma-separated addresses of sshd
     /// nodes): a set of N instances gets the first N; asking for more fails like a quota.
     #[arg(long, value_delimiter = ',')]
@@ -96,9 +96,10 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
         listen: a.listen,
         data_dir: a.data_dir,
         blob_endpoint: a.blob_endpoint,
-        provision_delay: a.provision_delay,
-        delete_delay: a.delete_delay,
-        job_delay: a.job_delay,
+        timing: crate::emulator::timing::Timing {
+            scale: a.time_scale,
+            hold: a.job_delay,
+        },
         vmss_hosts: a.vmss_hosts,
         faults: Faults {
             throttle_every: a.throttle_every,

@@ -41,7 +41,7 @@ pub async fn health(p: &crate::spec::Pipeline) -> Result<String, String> {
         health
             .and_then(|h| h.status_description.as_deref())
             .unwrap_or("no description"),
-        pr.storage_capacity_tib.unwrap_or(0.0)
+        r.current_capacity_tib().unwrap_or(0.0)
     ))
 }
 
@@ -73,7 +73,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
         .iter()
         .find(|s| s.name() == sku)
         .map_or(0, |s| s.mb_per_tib());
-    let cap = pr.storage_capacity_tib.unwrap_or(0.0);
+    let cap = r.current_capacity_tib().unwrap_or(0.0);
     let show = |k: &str, v: String| println!("{k:<20}{v}");
     show("name", fs.name.clone());
     show("id", r.id.clone().unwrap_or_else(|| fs.path()));
@@ -105,11 +105,16 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
             .and_then(|c| c.mgs_address.clone())
             .unwrap_or_default(),
     );
+    // Azure's command ends in a `/<local path>` placeholder: the pipeline says where.
+    let mount =
+        crate::spec::template::shell_quote(&crate::target::mount_point(&p).display().to_string());
     show(
         "mount command",
         client
             .and_then(|c| c.mount_command.clone())
-            .unwrap_or_default(),
+            .filter(|c| !c.is_empty())
+            .map(|c| c.replace("/<local path>", &mount))
+            .unwrap_or_else(|| "(none yet: the file system is not ready)".into()),
     );
     if let Some(s) = pr.hsm_settings() {
         show("hsm container", s.container.clone());

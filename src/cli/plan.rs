@@ -158,6 +158,8 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
                             paths,
                             dry_run: true,
                             auto: false,
+                            cancel: None,
+                            detach: false,
                         },
                         Box::new(|_| {}),
                     )

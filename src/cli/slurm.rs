@@ -419,6 +419,8 @@ async fn epilog(ctx: &Ctx, a: HookArgs) -> Result<Exit, CliError> {
                 paths: vec![String::new()],
                 dry_run: false,
                 auto: false,
+                cancel: None,
+                detach: false,
             };
             let archive = match via_hsm(ctx, "epilog", amlfs.as_ref(), url, dir) {
                 Ok(archive) => archive,

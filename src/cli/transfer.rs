@@ -245,6 +245,8 @@ pub async fn export(ctx: &Ctx, a: ExportArgs) -> Result<Exit, CliError> {
                 paths: vec![String::new()],
                 dry_run: a.common.dry_run,
                 auto: false,
+                cancel: None,
+                detach: false,
             },
             cb,
         )

@@ -4,19 +4,20 @@
 //! It is not a mock: a file system is a directory, import jobs copy blobs from a real blob
 //! service (Azurite) into it and archive copies back, through the same AMLFS semantics as
 //! `stage`'s own mover (conflict modes, maximum errors, metadata). What it emulates is the
-//! control plane: long-running operations, job states, the one-HSM-job-at-a-time rule,
-//! provisioning delays (seconds, not minutes) and injectable faults.
+//! control plane: long-running operations, job states, the one-HSM-job-at-a-time rule (a
+//! second job is refused with 409, as Azure does, never queued), Azure's timings scaled by
+//! one factor (`timing`), lists paged with `nextLink`, and injectable faults.
 
 mod handlers;
 mod paths;
 mod state;
+pub mod timing;
 mod vmss;
 mod work;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 pub use state::Faults;
 
@@ -27,10 +28,7 @@ pub struct Options {
     /// Blob service holding the HSM containers, e.g. Azurite's
     /// `http://127.0.0.1:10000/devstoreaccount1`; default `https://ACCOUNT.blob.core.windows.net`.
     pub blob_endpoint: Option<String>,
-    pub provision_delay: Duration,
-    pub delete_delay: Duration,
-    /// How long each import job or archive takes before it starts copying.
-    pub job_delay: Duration,
+    pub timing: timing::Timing,
     /// Addresses of the machines (sshd nodes) that stand in for scale-set instances, in order.
     pub vmss_hosts: Vec<String>,
     pub faults: Faults,

@@ -37,6 +37,12 @@ pub enum Target {
         fs: FsKey,
         job: String,
     },
+    ExpansionJobs {
+        fs: FsKey,
+    },
+    AutoImportJobs {
+        fs: FsKey,
+    },
     AutoExportJob {
         fs: FsKey,
         job: String,
@@ -166,6 +172,8 @@ pub fn parse(path: &str) -> Option<Target> {
                 [a] if eq(a, "cancelArchive") => Some(Target::CancelArchive { fs }),
                 [a] if eq(a, "importJobs") => Some(Target::ImportJobs { fs }),
                 [a] if eq(a, "autoExportJobs") => Some(Target::AutoExportJobs { fs }),
+                [a] if eq(a, "expansionJobs") => Some(Target::ExpansionJobs { fs }),
+                [a] if eq(a, "autoImportJobs") => Some(Target::AutoImportJobs { fs }),
                 [a, job] if eq(a, "autoExportJobs") => Some(Target::AutoExportJob {
                     fs,
                     job: job.to_string(),

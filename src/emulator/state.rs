@@ -1,5 +1,5 @@
-//! The emulator's resources: file systems, import jobs, async operations, and the per-file-
-//! system HSM lock that makes jobs queue rather than run side by side.
+//! The emulator's resources: file systems, import jobs, async operations, and what holds a
+//! file system's one HSM job slot.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -39,8 +39,6 @@ pub struct RoleAssignment {
 pub struct FsEntry {
     pub resource: AmlFilesystem,
     pub dir: PathBuf,
-    /// Held by the running HSM job (import or archive): one at a time per file system.
-    pub hsm: Arc<tokio::sync::Mutex<()>>,
     pub archive: Option<tokio::task::AbortHandle>,
 }
 
@@ -69,6 +67,60 @@ pub struct Inner {
 }
 
 impl Inner {
+    /// The HSM job running on the file system `fs` (a key), described as Azure's 409 would:
+    /// an import job, an archive, an expansion, or an enabled auto-export job, each until it
+    /// has really stopped (`Cancelling`, `Disabling`).
+    pub fn hsm_holder(&self, fs: &super::paths::FsKey) -> Option<String> {
+        let key = fs.key();
+        if let Some((_, j)) = self.jobs.iter().find(|(_, j)| {
+            j.fs_key == key
+                && !j
+                    .resource
+                    .properties
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.state.as_deref())
+                    .is_some_and(crate::azure::models::job_finished)
+        }) {
+            return Some(format!(
+                "import job '{}'",
+                j.resource.name.as_deref().unwrap_or_default()
+            ));
+        }
+        if let Some(e) = self.filesystems.get(&key)
+            && matches!(
+                e.resource.archive_state(),
+                Some("InProgress" | "Cancelling" | "FSScanInProgress")
+            )
+        {
+            return Some("an archive".into());
+        }
+        let running = |prefix: String, map: &HashMap<String, serde_json::Value>, what: &str| {
+            map.iter()
+                .filter(|(k, _)| k.starts_with(&prefix))
+                .find(|(_, v)| {
+                    let p = &v["properties"];
+                    match what {
+                        "expansion job" => p["status"]["state"] == "InProgress",
+                        _ => p["adminStatus"] == "Enable" || p["status"]["state"] == "Disabling",
+                    }
+                })
+                .map(|(_, v)| format!("{what} '{}'", v["name"].as_str().unwrap_or_default()))
+        };
+        running(
+            fs.children(super::work::EXPANSIONS),
+            &self.expansions,
+            "expansion job",
+        )
+        .or_else(|| {
+            running(
+                fs.children(super::work::AUTO_EXPORTS),
+                &self.auto_exports,
+                "auto-export job",
+            )
+        })
+    }
+
     /// Whether the provider holds `role` (a role definition GUID) on `account` or above it.
     pub fn provider_has(&self, account: &str, role: &str) -> bool {
         let account = account.to_ascii_lowercase();

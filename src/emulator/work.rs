@@ -1,5 +1,6 @@
-//! The emulator's background work: provisioning, deletion, import jobs and archives. Jobs of
-//! one file system take its HSM lock, so they queue as AMLFS runs them: one at a time.
+//! The emulator's background work: provisioning, deletion, import jobs and archives, each
+//! taking as long as Azure's would (`timing`, scaled). Only one HSM job of a file system is
+//! ever accepted at a time (`Inner::hsm_holder`), so none of them waits for another here.
 
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use serde_json::json;
 use super::handlers::set_archive;
 use super::paths::FsKey;
 use super::state::{JobEntry, State};
+use super::timing;
 use crate::azure::models::*;
 use crate::mover::{BlobMover, ExportRequest, ImportRequest, JobStatus, Mover};
 use crate::spec::{ConflictMode, Sku as SpecSku};
@@ -17,7 +19,7 @@ use crate::store::{AzureStore, BlobStore};
 pub const INITIAL_JOB: &str = "importJobInitialAmlfsPut";
 
 pub async fn provision(state: Arc<State>, fs: FsKey, op: String) {
-    tokio::time::sleep(state.opts.provision_delay).await;
+    tokio::time::sleep(state.opts.timing.of(timing::CREATE)).await;
     if state.opts.faults.stuck_create {
         return;
     }
@@ -86,16 +88,17 @@ pub async fn provision(state: Arc<State>, fs: FsKey, op: String) {
         p.throughput_mbps = p.storage_capacity_tib.map(|c| c * per_tib);
         p.client_info = Some(ClientInfo {
             mgs_address: Some("127.0.0.1".into()),
-            mount_command: Some(format!(
-                "mount -t lustre 127.0.0.1@tcp:/lustrefs {}",
-                e.dir.display()
-            )),
-            lustre_version: Some("2.15.0".into()),
+            // As Azure words it, placeholder and all.
+            mount_command: Some(
+                "mount -t lustre -o noatime,user_xattr 127.0.0.1@tcp0:/lustrefs /<local path>"
+                    .into(),
+            ),
+            lustre_version: Some("2.15".into()),
             ..Default::default()
         });
         p.extra.insert(
             "currentStorageCapacityTiB".into(),
-            json!(p.storage_capacity_tib),
+            json!(p.storage_capacity_tib.map(|c| c as u64)),
         );
         p.hsm_settings().map(|s| {
             s.import_prefixes_initial
@@ -140,7 +143,7 @@ pub fn start_import_job(
     let resource = ImportJob {
         id: Some(format!("{}/importJobs/{name}", fs.id())),
         name: Some(name.into()),
-        kind: Some("Microsoft.StorageCache/amlFilesystem/importJob".into()),
+        kind: Some("Microsoft.StorageCache/amlFilesystems/importJobs".into()),
         location,
         properties: ImportJobProperties {
             admin_status: Some("Active".into()),
@@ -183,7 +186,7 @@ pub fn start_import_job(
 }
 
 pub async fn delete(state: Arc<State>, fs: FsKey, op: String) {
-    tokio::time::sleep(state.opts.delete_delay).await;
+    tokio::time::sleep(state.opts.timing.of(timing::DELETE)).await;
     let key = fs.key();
     let removed = {
         let mut inner = state.lock();
@@ -220,11 +223,8 @@ fn store(state: &State, container_id: &str, writer: Writer) -> Result<Arc<dyn Bl
     }))
 }
 
-/// The HSM container, the directory and the HSM lock of a ready file system.
-fn hsm_of(
-    state: &State,
-    fs_key: &str,
-) -> Result<(String, std::path::PathBuf, Arc<tokio::sync::Mutex<()>>), String> {
+/// The HSM container and the directory of a ready file system.
+fn hsm_of(state: &State, fs_key: &str) -> Result<(String, std::path::PathBuf), String> {
     let inner = state.lock();
     let e = inner
         .filesystems
@@ -236,7 +236,17 @@ fn hsm_of(
         .hsm_settings()
         .map(|s| s.container.clone())
         .ok_or("the file system has no HSM settings")?;
-    Ok((container, e.dir.clone(), e.hsm.clone()))
+    Ok((container, e.dir.clone()))
+}
+
+/// The file system's throughput in MB/s, which an archive's data time follows.
+fn throughput(state: &State, fs_key: &str) -> f64 {
+    state
+        .lock()
+        .filesystems
+        .get(fs_key)
+        .and_then(|e| e.resource.properties.throughput_mbps)
+        .unwrap_or(0.0)
 }
 
 fn mover(
@@ -269,12 +279,12 @@ pub async fn import_job(state: Arc<State>, fs: FsKey, key: String, op: String) {
         p.provisioning_state = Some("Succeeded".into())
     });
     state.finish_operation(&op, None);
-    let (container, dir, hsm) = match hsm_of(&state, &fs.key()) {
+    let (container, dir) = match hsm_of(&state, &fs.key()) {
         Ok(v) => v,
         Err(msg) => return fail_job(&state, &key, &msg),
     };
-    let _turn = hsm.lock().await;
-    tokio::time::sleep(state.opts.job_delay).await;
+    let t = state.opts.timing.clone();
+    tokio::time::sleep(t.hold("import") + t.of(timing::IMPORT)).await;
     let now = crate::clock::iso8601(crate::clock::now_secs());
     let mut req = None;
     update_job(&state, &key, |p| {
@@ -322,7 +332,12 @@ pub async fn import_job(state: Arc<State>, fs: FsKey, key: String, op: String) {
             })
         })
     };
-    match mover.import(req, live).await {
+    let result = mover.import(req, live).await;
+    if let Ok(r) = &result {
+        let blobs = (r.imported + r.directories + r.up_to_date) as f64;
+        tokio::time::sleep(t.of(blobs * timing::IMPORT_PER_BLOB)).await;
+    }
+    match result {
         Ok(report) => update_job(&state, &key, |p| {
             let status = p.status.get_or_insert_with(Default::default);
             status.state = Some(
@@ -350,9 +365,11 @@ pub async fn import_job(state: Arc<State>, fs: FsKey, key: String, op: String) {
                 "lastCompletionTime".into(),
                 json!(crate::clock::iso8601(crate::clock::now_secs())),
             );
+            // Azure's import job status has no error code: a conflict that stopped the job
+            // is told by its count and its message.
             if let Some(c) = &report.conflict {
-                status.error_code = Some("ConflictDetected".into());
-                status.error_message = Some(format!("conflict at {c}"));
+                status.total_conflicts = Some(status.total_conflicts.unwrap_or(0.0).max(1.0));
+                status.status_message = Some(format!("conflict at {c}"));
             }
         }),
         Err(e) => fail_job(&state, &key, &e.to_string()),
@@ -364,8 +381,6 @@ fn fail_job(state: &State, key: &str, msg: &str) {
         let status = p.status.get_or_insert_with(Default::default);
         status.state = Some("Failed".into());
         status.status_message = Some(msg.into());
-        status.error_code = Some("ImportJobFailed".into());
-        status.error_message = Some(msg.into());
     });
 }
 
@@ -383,12 +398,12 @@ pub async fn archive(state: Arc<State>, fs: FsKey, path: String) {
             ..Default::default()
         })
     };
-    let (container, dir, hsm) = match hsm_of(&state, &key) {
+    let (container, dir) = match hsm_of(&state, &key) {
         Ok(v) => v,
         Err(msg) => return finish("Failed", failed(msg)),
     };
-    let _turn = hsm.lock().await;
-    tokio::time::sleep(state.opts.job_delay).await;
+    let t = state.opts.timing.clone();
+    tokio::time::sleep(t.hold("archive") + t.of(timing::ARCHIVE)).await;
     let mover = match mover(&state, &key, &container, dir, Writer::Archive) {
         Ok(m) => m,
         Err(msg) => return finish("Failed", failed(msg)),
@@ -398,6 +413,8 @@ pub async fn archive(state: Arc<State>, fs: FsKey, path: String) {
         paths: vec![path.trim_start_matches('/').to_string()],
         dry_run: false,
         auto: false,
+        cancel: None,
+        detach: false,
     };
     // percentComplete moves as files are written, as the service's does.
     let live = {
@@ -420,7 +437,11 @@ pub async fn archive(state: Arc<State>, fs: FsKey, path: String) {
             }
         })
     };
-    match mover.export(req, live).await {
+    let result = mover.export(req, live).await;
+    if let Ok(r) = &result {
+        tokio::time::sleep(t.data(r.bytes, throughput(&state, &key))).await;
+    }
+    match result {
         Ok(r) if r.errors.is_empty() => finish(
             "Completed",
             Some(JobStatusBody {
@@ -477,15 +498,19 @@ pub async fn auto_export(state: Arc<State>, fs: FsKey, key: String) {
                         .map(|p| p.trim_start_matches('/').to_string())
                         .collect()
                 }
-                _ => return,
+                _ => {
+                    drop(inner);
+                    // Disabled while a pass ran: it has now stopped, and the slot is free.
+                    stopped(&state, &key);
+                    return;
+                }
             }
         };
-        let (container, dir, hsm) = match hsm_of(&state, &fs_key) {
+        let (container, dir) = match hsm_of(&state, &fs_key) {
             Ok(v) => v,
             Err(_) => return,
         };
         let pass = {
-            let _turn = hsm.lock().await;
             match mover(&state, &fs_key, &container, dir, Writer::Archive) {
                 Ok(m) => m
                     .export(
@@ -494,6 +519,8 @@ pub async fn auto_export(state: Arc<State>, fs: FsKey, key: String) {
                             paths: prefixes,
                             dry_run: false,
                             auto: false,
+                            cancel: None,
+                            detach: false,
                         },
                         Box::new(|_| {}),
                     )
@@ -523,12 +550,25 @@ pub async fn auto_export(state: Arc<State>, fs: FsKey, key: String) {
         tokio::time::sleep(
             state
                 .opts
-                .job_delay
-                .max(std::time::Duration::from_millis(200)),
+                .timing
+                .hold("auto-export")
+                .max(std::time::Duration::from_millis(100)),
         )
         .await;
     }
 }
+
+/// An auto-export job that was `Disabling` is `Disabled`.
+pub fn stopped(state: &State, key: &str) {
+    if let Some(v) = state.lock().auto_exports.get_mut(key)
+        && v["properties"]["status"]["state"] == "Disabling"
+    {
+        v["properties"]["status"]["state"] = json!("Disabled");
+    }
+}
+
+/// The collection expansion jobs are kept under (`FsKey::child_key`).
+pub const EXPANSIONS: &str = "expansionjobs";
 
 /// The SKU a file system resource names, if it is one stage knows.
 pub fn sku_of(r: &AmlFilesystem) -> Option<SpecSku> {

@@ -362,7 +362,7 @@ impl Engine {
                 Action::Ensure => self.ensure().await,
                 Action::Import(i) => self.import(opts, run, step, i).await,
                 Action::Process(p) => self.process(run, index, step, p).await,
-                Action::Export(e) => self.export(run, step, e).await,
+                Action::Export(e) => self.export(opts, run, step, e).await,
                 Action::Teardown => self.teardown(run, opts).await,
             };
             rec.finished_ms = Some(now_ms());

@@ -63,6 +63,18 @@ impl Engine {
         format!("stage-{}-r{}-{}", self.pipeline.name, run.id, step.name)
     }
 
+    /// `f`, or `Interrupted` as soon as Ctrl-C or SIGTERM comes, dropping `f`: only for
+    /// waits that a resumed run takes up where they stopped.
+    async fn unless_cancelled<T>(
+        &self,
+        f: impl std::future::Future<Output = T>,
+    ) -> Result<T, EngineError> {
+        tokio::select! {
+            r = f => Ok(r),
+            _ = self.cancel.wait() => Err(EngineError::Interrupted),
+        }
+    }
+
     pub(super) async fn ensure(&self) -> Result<StepResult, EngineError> {
         let fs = &self.backends.fs;
         let name = &self.pipeline.filesystem.name;
@@ -74,7 +86,9 @@ impl Engine {
             updated_ms: now_ms(),
         };
         if fs.exists().await? {
-            fs.reconcile().await?;
+            // Provisioning and growth take minutes to hours: Ctrl-C and SIGTERM stop the
+            // wait at once, and a resumed run waits on (the service's work goes on).
+            self.unless_cancelled(fs.reconcile()).await??;
             // Present: ours if this state created it (or started to), foreign otherwise.
             let ours = prev
                 .as_ref()
@@ -94,7 +108,7 @@ impl Engine {
             .put_filesystem(name, &record(FsState::Creating, true))?;
         self.journal.flush()?;
         crate::failpoint::hit("ensure.after-intent");
-        fs.ensure().await?;
+        self.unless_cancelled(fs.ensure()).await??;
         self.journal
             .put_filesystem(name, &record(FsState::Ready, true))?;
         self.journal.flush()?;
@@ -166,6 +180,7 @@ impl Engine {
 
     pub(super) async fn export(
         &self,
+        opts: RunOptions,
         run: &RunRecord,
         step: &Step,
         e: &ExportStep,
@@ -182,6 +197,8 @@ impl Engine {
             paths,
             dry_run: false,
             auto: e.auto,
+            cancel: Some(self.cancel.clone()),
+            detach: opts.detach,
         };
         let report = self
             .backends

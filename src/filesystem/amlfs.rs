@@ -8,6 +8,7 @@ use reqwest::Method;
 
 use super::{FileSystem, FsError};
 use crate::azure::arm::Arm;
+use crate::azure::hsm_slot::{HsmSlot, SlotError};
 use crate::azure::models::AmlFilesystem;
 use crate::azure::resources::{FsRef, drift};
 
@@ -17,11 +18,20 @@ pub struct AmlfsFileSystem {
     desired: AmlFilesystem,
     /// Where the compute nodes mount it.
     mount: PathBuf,
+    /// An expansion job is an HSM job: it takes its turn like the others.
+    slot: HsmSlot,
 }
 
 impl AmlfsFileSystem {
-    pub fn new(arm: Arc<Arm>, fs: FsRef, desired: AmlFilesystem, mount: PathBuf) -> Self {
+    pub fn new(
+        arm: Arc<Arm>,
+        fs: FsRef,
+        desired: AmlFilesystem,
+        mount: PathBuf,
+        journal: Arc<crate::journal::Journal>,
+    ) -> Self {
         AmlfsFileSystem {
+            slot: HsmSlot::new(arm.clone(), fs.clone(), journal),
             arm,
             fs,
             desired,
@@ -60,17 +70,45 @@ impl AmlfsFileSystem {
     async fn grow(&self, tib: f64) -> Result<(), FsError> {
         let name = format!("stage-grow-{tib}tib").replace('.', "-");
         let path = self.fs.expansion_job_path(&name);
+        let slot = |e: SlotError| match e {
+            SlotError::Arm(a) => FsError::Arm(a),
+            other => FsError::Azure(other.to_string()),
+        };
+        let mut turn = None;
         if self.arm.get::<serde_json::Value>(&path).await?.is_none() {
             tracing::info!("growing {} to {tib} TiB", self.describe());
             let body = serde_json::json!({
                 "location": self.fs.location,
                 "properties": { "newStorageCapacityTiB": tib },
             });
-            let r = self.arm.send(Method::PUT, &path, Some(&body)).await?;
-            Arm::check(&Method::PUT, &path, r)?;
+            // Ctrl-C is answered by the engine, which drops this wait.
+            let mut t = self.slot.acquire(&name, true, None).await.map_err(slot)?;
+            let r = self
+                .slot
+                .start(&mut t, &name, true, None, || {
+                    self.arm.send(Method::PUT, &path, Some(&body))
+                })
+                .await;
+            let r = r
+                .map_err(slot)
+                .and_then(|r| Ok(Arm::check(&Method::PUT, &path, r)?));
+            if let Err(e) = r {
+                self.slot.release(t).await.map_err(slot)?;
+                return Err(e);
+            }
+            turn = Some(t);
         }
+        let grown = self.wait_expansion(&name, &path, tib).await;
+        // Paused auto-export jobs come back once the expansion no longer holds the slot.
+        if let Some(t) = turn {
+            self.slot.release(t).await.map_err(slot)?;
+        }
+        grown
+    }
+
+    async fn wait_expansion(&self, name: &str, path: &str, tib: f64) -> Result<(), FsError> {
         loop {
-            let job: serde_json::Value = self.arm.get(&path).await?.unwrap_or_default();
+            let job: serde_json::Value = self.arm.get(path).await?.unwrap_or_default();
             let status = &job["properties"]["status"];
             match status["state"].as_str() {
                 Some("Completed") => return Ok(()),

@@ -14,8 +14,9 @@ use reqwest::Method;
 
 use super::*;
 use crate::azure::arm::Arm;
+use crate::azure::hsm_slot::{HsmSlot, SlotError, Turn};
 use crate::azure::models::{
-    AmlFilesystem, ArchiveRequest, ImportJob, ImportJobList, ImportJobProperties, job_finished,
+    AmlFilesystem, ArchiveRequest, ImportJob, ImportJobProperties, job_finished,
 };
 use crate::azure::resources::FsRef;
 use crate::journal::Journal;
@@ -24,9 +25,8 @@ use crate::store::{self, BlobStore, Kind, Listing};
 pub struct HsmMover {
     arm: Arc<Arm>,
     fs: FsRef,
-    /// Holds the auto-export jobs an import paused until they are enabled again, so a run
-    /// killed in between does not leave them off.
-    journal: Arc<Journal>,
+    /// The file system's one HSM job at a time, taken for every job started here.
+    slot: HsmSlot,
     /// The HSM container, read directly to plan imports and verify exports.
     store: Arc<dyn BlobStore>,
     root: PathBuf,
@@ -41,9 +41,9 @@ impl HsmMover {
         root: PathBuf,
     ) -> Self {
         HsmMover {
+            slot: HsmSlot::new(arm.clone(), fs.clone(), journal),
             arm,
             fs,
-            journal,
             store,
             root,
         }
@@ -53,31 +53,26 @@ impl HsmMover {
         MoverError::Hsm(e.to_string())
     }
 
-    /// Waits until no import job of the file system is running (AMLFS runs one HSM job at a time).
-    async fn wait_for_other_jobs(&self, mine: &str) -> Result<(), MoverError> {
-        loop {
-            let path = format!("{}/importJobs", self.fs.path());
-            let list: ImportJobList = self
-                .arm
-                .get(&path)
-                .await
-                .map_err(|e| self.err(e))?
-                .unwrap_or_default();
-            let busy = list.value.iter().any(|j| {
-                j.name
-                    .as_deref()
-                    .is_some_and(|n| !n.eq_ignore_ascii_case(mine))
-                    && !j
-                        .properties
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.state.as_deref())
-                        .is_some_and(job_finished)
-            });
-            if !busy {
-                return Ok(());
+    fn slot_err(&self, e: SlotError) -> MoverError {
+        match e {
+            SlotError::Interrupted => MoverError::Interrupted,
+            SlotError::Journal(j) => MoverError::Journal(j),
+            other => self.err(other),
+        }
+    }
+
+    /// Sleeps one poll interval; `false` when `cancel` fired instead.
+    async fn nap(&self, cancel: Option<&crate::engine::Cancel>) -> bool {
+        let nap = tokio::time::sleep(self.arm.poll_interval());
+        match cancel {
+            Some(c) => tokio::select! {
+                _ = c.wait() => false,
+                _ = nap => true,
+            },
+            None => {
+                nap.await;
+                true
             }
-            tokio::time::sleep(self.arm.poll_interval()).await;
         }
     }
 
@@ -153,12 +148,20 @@ impl Mover for HsmMover {
         if req.dry_run {
             return self.plan_import(&req).await;
         }
-        // AMLFS runs one HSM job at a time, auto-export jobs included: pause them for the
-        // import, and enable them again whatever its outcome. The journal holds them while
-        // paused, so after a kill the resumed import enables them.
-        let paused = self.pause_auto_exports().await?;
-        let result = self.import_job(req, progress).await;
-        self.resume_auto_exports(paused).await?;
+        // Auto-export jobs would hold the slot for ever: the turn pauses them, and the
+        // release enables them again whatever the outcome (the journal holds them while
+        // paused, so after a kill the resumed import enables them).
+        let name = job_name(&req.job);
+        let mut turn = self
+            .slot
+            .acquire(&name, true, req.cancel.as_ref())
+            .await
+            .map_err(|e| self.slot_err(e))?;
+        let result = self.import_job(&name, &mut turn, req, progress).await;
+        self.slot
+            .release(turn)
+            .await
+            .map_err(|e| self.slot_err(e))?;
         result
     }
 
@@ -174,29 +177,35 @@ impl Mover for HsmMover {
 impl HsmMover {
     async fn import_job(
         &self,
+        name: &str,
+        turn: &mut Turn,
         req: ImportRequest,
         progress: Progress,
     ) -> Result<ImportReport, MoverError> {
-        let name = job_name(&req.job);
-        let path = self.fs.import_job_path(&name);
+        let path = self.fs.import_job_path(name);
+        let cancel = req.cancel.as_ref();
         let mut existing: Option<ImportJob> = self.arm.get(&path).await.map_err(|e| self.err(e))?;
-        let cancelled = existing.as_ref().is_some_and(|j| {
-            j.properties
-                .status
-                .as_ref()
-                .and_then(|s| s.state.as_deref())
-                == Some("Canceled")
-        });
-        if cancelled {
-            // Our own job, cancelled by Ctrl-C: start it again under the same name.
-            self.arm
-                .call_lro(Method::DELETE, &path, None::<&()>, || {})
-                .await
-                .map_err(|e| self.err(e))?;
-            existing = None;
+        // Our own job, cancelled by Ctrl-C: once AMLFS has finished cancelling it, start it
+        // again under the same name.
+        while let Some(state @ ("Cancelling" | "Canceled")) = existing
+            .as_ref()
+            .and_then(|j| j.properties.status.as_ref())
+            .and_then(|s| s.state.as_deref())
+        {
+            if state == "Canceled" {
+                self.arm
+                    .call_lro(Method::DELETE, &path, None::<&()>, || {})
+                    .await
+                    .map_err(|e| self.err(e))?;
+                existing = None;
+                break;
+            }
+            if !self.nap(cancel).await {
+                return Err(MoverError::Interrupted);
+            }
+            existing = self.arm.get(&path).await.map_err(|e| self.err(e))?;
         }
         if existing.is_none() {
-            self.wait_for_other_jobs(&name).await?;
             let body = ImportJob {
                 location: Some(self.fs.location.clone()),
                 properties: ImportJobProperties {
@@ -207,10 +216,16 @@ impl HsmMover {
                 },
                 ..Default::default()
             };
-            self.arm
-                .call_lro(Method::PUT, &path, Some(&body), || {})
+            // The PUT's operation ends in seconds while the job runs on: the job itself is
+            // followed below, as a resumed run follows it.
+            let reply = self
+                .slot
+                .start(turn, name, true, cancel, || {
+                    self.arm.send(Method::PUT, &path, Some(&body))
+                })
                 .await
-                .map_err(|e| self.err(e))?;
+                .map_err(|e| self.slot_err(e))?;
+            Arm::check(&Method::PUT, &path, reply).map_err(|e| self.err(e))?;
             crate::failpoint::hit("hsm.after-import-job");
         }
         loop {
@@ -220,6 +235,9 @@ impl HsmMover {
                 .await
                 .map_err(|e| self.err(e))?
                 .ok_or_else(|| self.err(format!("import job {name} disappeared")))?;
+            if job.properties.provisioning_state.as_deref() == Some("Failed") {
+                return Err(self.err(format!("import job {name} failed to start")));
+            }
             let status = job.properties.status.clone().unwrap_or_default();
             let imported = status.total_blobs_imported.unwrap_or(0.0) as u64;
             progress(Tally {
@@ -228,17 +246,7 @@ impl HsmMover {
             });
             let state = status.state.clone().unwrap_or_default();
             if !job_finished(&state) {
-                let cancelled = match &req.cancel {
-                    Some(c) => tokio::select! {
-                        _ = c.wait() => true,
-                        _ = tokio::time::sleep(self.arm.poll_interval()) => false,
-                    },
-                    None => {
-                        tokio::time::sleep(self.arm.poll_interval()).await;
-                        false
-                    }
-                };
-                if cancelled {
+                if !self.nap(cancel).await {
                     if !req.detach {
                         self.cancel_job(&path).await?;
                     }
@@ -270,8 +278,16 @@ impl HsmMover {
                             .errors
                             .push(format!("import job {name} ended {state}: {message}"));
                     }
-                    if status.error_code.as_deref() == Some("ConflictDetected") {
-                        report.conflict = status.error_message.clone();
+                    // A job stopped by a conflict (mode Fail) says so by its count; its
+                    // message names the path where the service's does.
+                    if report.conflicts_skipped > 0 {
+                        report.conflict = Some(
+                            message
+                                .split_once("conflict at ")
+                                .map_or(message.as_str(), |(_, p)| p)
+                                .to_string(),
+                        );
+                        report.conflicts_skipped = 0;
                     }
                     JobStatus::Failed
                 }
@@ -320,7 +336,7 @@ impl HsmMover {
             return Ok(report);
         }
         // The service reports a percentage; what it is a percentage of is what differed.
-        self.archive(&scope, |p| {
+        self.archive(&scope, &req, |p| {
             progress(Tally {
                 files: before.exported * p / 100,
                 bytes: before.bytes * p / 100,
@@ -367,86 +383,12 @@ impl HsmMover {
             .ok_or_else(|| self.err(format!("file system {} not found", self.fs.name)))
     }
 
-    /// Disables the file system's enabled auto-export jobs and waits until they stop;
-    /// returns them with any a killed run left paused, all recorded in the journal first.
-    async fn pause_auto_exports(&self) -> Result<Vec<String>, MoverError> {
-        let list: serde_json::Value = self
-            .arm
-            .get(&format!("{}/autoExportJobs", self.fs.path()))
-            .await
-            .map_err(|e| self.err(e))?
-            .unwrap_or_default();
-        let enabled: Vec<String> = list["value"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|j| j["properties"]["adminStatus"] == "Enable")
-            .filter_map(|j| j["name"].as_str().map(str::to_string))
-            .collect();
-        let id = self.fs.path();
-        let mut paused = self.journal.paused_auto_exports(&id)?;
-        for job in &enabled {
-            if !paused.iter().any(|p| p.eq_ignore_ascii_case(job)) {
-                paused.push(job.clone());
-            }
-        }
-        self.journal.set_paused_auto_exports(&id, &paused)?;
-        self.journal.flush()?;
-        for job in &enabled {
-            tracing::info!("pausing auto-export job {job} for the import");
-            self.set_auto_export(job, "Disable").await?;
-            loop {
-                let j = self.auto_export_job(job).await?.unwrap_or_default();
-                let state = j["properties"]["status"]["state"]
-                    .as_str()
-                    .unwrap_or("Disabled");
-                if matches!(state, "Disabled" | "DisableFailed" | "Failed") {
-                    break;
-                }
-                tokio::time::sleep(self.arm.poll_interval()).await;
-            }
-        }
-        Ok(paused)
-    }
-
-    /// Enables the paused jobs again (those since deleted are forgotten); any that cannot be
-    /// enabled now stay recorded for the next import to retry.
-    async fn resume_auto_exports(&self, paused: Vec<String>) -> Result<(), MoverError> {
-        let mut left = Vec::new();
-        for job in paused {
-            let enabled = match self.auto_export_job(&job).await {
-                Ok(None) => continue,
-                Ok(Some(j)) if j["properties"]["adminStatus"] == "Enable" => Ok(()),
-                Ok(Some(_)) => self.set_auto_export(&job, "Enable").await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = enabled {
-                tracing::warn!("cannot enable auto-export job {job} again: {e}");
-                left.push(job);
-            }
-        }
-        self.journal
-            .set_paused_auto_exports(&self.fs.path(), &left)?;
-        self.journal.flush()?;
-        Ok(())
-    }
-
     /// The auto-export job as ARM shows it now; `None` once deleted.
     async fn auto_export_job(&self, job: &str) -> Result<Option<serde_json::Value>, MoverError> {
-        self.arm
-            .get(&self.fs.auto_export_job_path(job))
+        self.slot
+            .auto_export_job(job)
             .await
             .map_err(|e| self.err(e))
-    }
-
-    async fn set_auto_export(&self, job: &str, status: &str) -> Result<(), MoverError> {
-        let path = self.fs.auto_export_job_path(job);
-        let body = serde_json::json!({ "properties": { "adminStatus": status } });
-        self.arm
-            .call_lro(Method::PATCH, &path, Some(&body), || {})
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(())
     }
 
     /// Makes sure an auto-export job covers the paths (it stays enabled after the run: that
@@ -468,15 +410,31 @@ impl HsmMover {
             j["properties"]["adminStatus"] == "Enable"
                 && j["properties"]["autoExportPrefixes"] == serde_json::json!(prefixes)
         });
+        let cancel = req.cancel.as_ref();
         if !enabled {
             let body = serde_json::json!({
                 "location": self.fs.location,
                 "properties": { "autoExportPrefixes": prefixes, "adminStatus": "Enable" },
             });
-            self.arm
-                .call_lro(Method::PUT, &path, Some(&body), || {})
+            // Enabled, the job holds the slot until disabled: it waits for the others, and
+            // pauses no other auto-export job for it (it would never give the turn back).
+            let mut turn = self
+                .slot
+                .acquire(&name, false, cancel)
                 .await
-                .map_err(|e| self.err(e))?;
+                .map_err(|e| self.slot_err(e))?;
+            let reply = self
+                .slot
+                .start(&mut turn, &name, false, cancel, || {
+                    self.arm.send(Method::PUT, &path, Some(&body))
+                })
+                .await;
+            self.slot
+                .release(turn)
+                .await
+                .map_err(|e| self.slot_err(e))?;
+            let reply = reply.map_err(|e| self.slot_err(e))?;
+            Arm::check(&Method::PUT, &path, reply).map_err(|e| self.err(e))?;
         }
         let mut first: Option<ExportReport> = None;
         loop {
@@ -511,38 +469,96 @@ impl HsmMover {
                 listed: true,
                 ..Tally::default()
             });
-            tokio::time::sleep(self.arm.poll_interval()).await;
+            // The job is the user's to keep: an interrupted run leaves it exporting.
+            if !self.nap(cancel).await {
+                return Err(MoverError::Interrupted);
+            }
         }
     }
 
-    /// Archives `path` and waits for it, after any archive already running; `percent` hears
-    /// the service's percentComplete as it moves.
-    async fn archive(&self, path: &str, percent: impl Fn(u64)) -> Result<(), MoverError> {
+    /// Archives `path` and waits for it, taking the file system's turn first (an archive of
+    /// the same path already running, as a killed run leaves it, is waited for rather than
+    /// started again); `percent` hears the service's percentComplete as it moves. Ctrl-C or
+    /// SIGTERM cancels it (`cancelArchive`) or, with `detach`, leaves it running, at once.
+    async fn archive(
+        &self,
+        path: &str,
+        req: &ExportRequest,
+        percent: impl Fn(u64),
+    ) -> Result<(), MoverError> {
+        let cancel = req.cancel.as_ref();
+        let target = format!("/{path}");
+        let running = |fs: &AmlFilesystem| {
+            matches!(fs.archive_state(), Some("InProgress" | "FSScanInProgress"))
+                && fs
+                    .last_archive()
+                    .and_then(|a| a.filesystem_path.as_deref())
+                    .is_some_and(|p| p.trim_end_matches('/') == target.trim_end_matches('/'))
+        };
+        if !running(&self.fs_now().await?) {
+            let mine = format!("archive {target}");
+            let mut turn = self
+                .slot
+                .acquire(&mine, true, cancel)
+                .await
+                .map_err(|e| self.slot_err(e))?;
+            let started = self.start_archive(&mut turn, &mine, &target, cancel).await;
+            // Auto-export jobs come back only once the archive has ended, below.
+            let waited = match started {
+                Ok(()) => self.wait_archive(&target, req, &percent).await,
+                Err(e) => Err(e),
+            };
+            self.slot
+                .release(turn)
+                .await
+                .map_err(|e| self.slot_err(e))?;
+            return waited;
+        }
+        self.wait_archive(&target, req, &percent).await
+    }
+
+    async fn start_archive(
+        &self,
+        turn: &mut Turn,
+        mine: &str,
+        target: &str,
+        cancel: Option<&crate::engine::Cancel>,
+    ) -> Result<(), MoverError> {
         let body = ArchiveRequest {
-            filesystem_path: Some(format!("/{path}")),
+            filesystem_path: Some(target.to_string()),
         };
         let archive = format!("{}/archive", self.fs.path());
+        let reply = self
+            .slot
+            .start(turn, mine, true, cancel, || {
+                self.arm.send(Method::POST, &archive, Some(&body))
+            })
+            .await
+            .map_err(|e| self.slot_err(e))?;
+        Arm::check(&Method::POST, &archive, reply).map_err(|e| self.err(e))?;
+        crate::failpoint::hit("hsm.after-archive");
+        Ok(())
+    }
+
+    async fn wait_archive(
+        &self,
+        target: &str,
+        req: &ExportRequest,
+        percent: &impl Fn(u64),
+    ) -> Result<(), MoverError> {
         loop {
-            if self.fs_now().await?.archive_state() == Some("InProgress") {
-                tokio::time::sleep(self.arm.poll_interval()).await;
-                continue;
+            if !self.nap(req.cancel.as_ref()).await {
+                if !req.detach {
+                    let cancel = format!("{}/cancelArchive", self.fs.path());
+                    let reply = self
+                        .arm
+                        .send(Method::POST, &cancel, None::<&()>)
+                        .await
+                        .map_err(|e| self.err(e))?;
+                    Arm::check(&Method::POST, &cancel, reply).map_err(|e| self.err(e))?;
+                }
+                return Err(MoverError::Interrupted);
             }
-            let reply = self
-                .arm
-                .send(Method::POST, &archive, Some(&body))
-                .await
-                .map_err(|e| self.err(e))?;
-            if reply.status.as_u16() == 409 {
-                // Another HSM job holds the file system: wait our turn.
-                tokio::time::sleep(self.arm.poll_interval()).await;
-                continue;
-            }
-            Arm::check(&Method::POST, &archive, reply).map_err(|e| self.err(e))?;
-            crate::failpoint::hit("hsm.after-archive");
-            break;
-        }
-        loop {
-            tokio::time::sleep(self.arm.poll_interval()).await;
             let fs = self.fs_now().await?;
             match fs.archive_state() {
                 Some("Completed") => return Ok(()),
@@ -561,7 +577,7 @@ impl HsmMover {
                         .and_then(|a| a.status.as_ref())
                         .and_then(|s| s.error_message.clone())
                         .unwrap_or_default();
-                    return Err(self.err(format!("archive of /{path} ended {s}: {msg}")));
+                    return Err(self.err(format!("archive of {target} ended {s}: {msg}")));
                 }
                 _ => {}
             }

@@ -52,6 +52,9 @@ pub struct ExportRequest {
     pub dry_run: bool,
     /// Continuous export (an AMLFS auto-export job) rather than one archive.
     pub auto: bool,
+    /// Set by Ctrl-C or SIGTERM: an archive is cancelled (or, with `detach`, left running).
+    pub cancel: Option<crate::engine::Cancel>,
+    pub detach: bool,
 }
 
 /// AMLFS import job states that a finished job can be in.

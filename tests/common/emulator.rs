@@ -24,7 +24,7 @@ impl Emulator {
             .arg("--data-dir")
             .arg(data.path())
             .args(["--blob-endpoint", blob_endpoint])
-            .args(["--provision-delay", "300ms", "--delete-delay", "200ms"])
+            .args(["--time-scale", "1/3000"])
             .args(extra)
             .env(
                 "AZURE_STORAGE_CONNECTION_STRING",
@@ -69,6 +69,22 @@ impl Emulator {
     /// GET an ARM path as a client would: (status, JSON body or null).
     pub fn get(&self, path: &str) -> (u16, serde_json::Value) {
         self.request("GET", path, None)
+    }
+
+    /// Every item of a paged ARM list, following `nextLink` to the end.
+    pub fn list(&self, path: &str) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        let mut next = Some(path.to_string());
+        while let Some(p) = next.take() {
+            let (status, page) = self.get(&p);
+            assert_eq!(status, 200, "{p}: {page}");
+            out.extend(page["value"].as_array().cloned().unwrap_or_default());
+            next = page["nextLink"].as_str().map(|n| {
+                let rest = n.split_once("127.0.0.1:").expect("a loopback link").1;
+                rest[rest.find('/').expect("a path")..].to_string()
+            });
+        }
+        out
     }
 
     /// Any ARM request, over a plain HTTP/1.1 connection: (status, JSON body or null).

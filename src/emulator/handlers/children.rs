@@ -2,7 +2,6 @@
 
 use super::*;
 
-/// Why the file system cannot take an HSM request now, if it cannot.
 /// Creates or updates an auto-export job; enabling it starts its export loop.
 pub(super) fn put_auto_export(state: &St, fs: FsKey, job: String, body: &[u8]) -> Response {
     if let Some(r) = not_ready(state, &fs) {
@@ -26,11 +25,21 @@ pub(super) fn put_auto_export(state: &St, fs: FsKey, job: String, body: &[u8]) -
         == "Enable";
     let key = fs.child_key(work::AUTO_EXPORTS, &job);
     let location = req["location"].as_str().unwrap_or("eastus").to_string();
+    let already = state.lock().auto_exports.get(&key).is_some_and(|v| {
+        v["properties"]["adminStatus"] == "Enable"
+            || v["properties"]["status"]["state"] == "Disabling"
+    });
+    if enable
+        && !already
+        && let Some(r) = hsm_busy(state, &fs)
+    {
+        return r;
+    }
     let mut inner = state.lock();
     let v = json!({
         "id": format!("{}/autoExportJobs/{job}", fs.id()),
         "name": job,
-        "type": "Microsoft.StorageCache/amlFilesystem/autoExportJob",
+        "type": "Microsoft.StorageCache/amlFilesystems/autoExportJobs",
         "location": location,
         "properties": {
             "provisioningState": "Succeeded",
@@ -64,8 +73,24 @@ pub(super) fn patch_auto_export(state: &St, fs: FsKey, job: String, body: &[u8])
         Some("Disable") => false,
         _ => return json_response(StatusCode::OK, v),
     };
+    let was = v["properties"]["adminStatus"] == "Enable";
+    if enable && !was {
+        drop(inner);
+        if let Some(r) = hsm_busy(state, &fs) {
+            return r;
+        }
+        inner = state.lock();
+    }
+    let Some(v) = inner.auto_exports.get_mut(&key) else {
+        return not_found(&job);
+    };
     v["properties"]["adminStatus"] = json!(if enable { "Enable" } else { "Disable" });
-    v["properties"]["status"]["state"] = json!(if enable { "InProgress" } else { "Disabled" });
+    // Disabling ends when the pass under way does: the loop sets Disabled.
+    v["properties"]["status"]["state"] = json!(match (enable, was) {
+        (true, _) => "InProgress",
+        (false, true) => "Disabling",
+        (false, false) => "Disabled",
+    });
     let body = v.clone();
     drop(inner);
     if enable {
@@ -78,7 +103,7 @@ pub(super) fn get_expansion(state: &State, fs: &FsKey, job: &str) -> Response {
     match state
         .lock()
         .expansions
-        .get(&fs.child_key("expansionjobs", job))
+        .get(&fs.child_key(work::EXPANSIONS, job))
     {
         Some(v) => json_response(StatusCode::OK, v),
         None => not_found(job),
@@ -91,9 +116,12 @@ pub(super) fn put_expansion(state: &St, fs: FsKey, job: String, body: &[u8]) -> 
     if let Some(r) = not_ready(state, &fs) {
         return r;
     }
-    let key = fs.child_key("expansionjobs", &job);
+    let key = fs.child_key(work::EXPANSIONS, &job);
     if let Some(v) = state.lock().expansions.get(&key) {
         return json_response(StatusCode::OK, v);
+    }
+    if let Some(r) = hsm_busy(state, &fs) {
+        return r;
     }
     let req: serde_json::Value = match parse_body(body) {
         Ok(v) => v,
@@ -115,7 +143,7 @@ pub(super) fn put_expansion(state: &St, fs: FsKey, job: String, body: &[u8]) -> 
         let step = crate::emulator::work::sku_of(&e.resource)
             .map_or(1.0, |s| f64::from(s.capacity_step_tib()));
         (
-            e.resource.properties.storage_capacity_tib.unwrap_or(0.0),
+            e.resource.current_capacity_tib().unwrap_or(0.0),
             step,
             e.resource.location.clone().unwrap_or_default(),
         )
@@ -145,10 +173,17 @@ pub(super) fn put_expansion(state: &St, fs: FsKey, job: String, body: &[u8]) -> 
     state.lock().expansions.insert(key.clone(), v.clone());
     let st = state.clone();
     tokio::spawn(async move {
-        tokio::time::sleep(st.opts.job_delay.max(st.opts.provision_delay / 2)).await;
+        let t = &st.opts.timing;
+        tokio::time::sleep(t.hold("expansion") + t.of(crate::emulator::timing::EXPANSION)).await;
         let mut inner = st.lock();
         if let Some(e) = inner.filesystems.get_mut(&fs.key()) {
-            e.resource.properties.storage_capacity_tib = Some(new);
+            // Azure keeps what was asked at create in storageCapacityTiB, and reports the
+            // grown size (and the throughput it brings) beside it.
+            let per_tib = work::sku_of(&e.resource).map_or(0, |s| s.mb_per_tib());
+            let p = &mut e.resource.properties;
+            p.extra
+                .insert("currentStorageCapacityTiB".into(), json!(new as u64));
+            p.throughput_mbps = Some(new * f64::from(per_tib));
         }
         if let Some(j) = inner.expansions.get_mut(&key) {
             j["properties"]["status"]["state"] = json!("Completed");

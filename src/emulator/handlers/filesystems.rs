@@ -140,7 +140,7 @@ pub(super) fn put_fs(state: &St, fs: FsKey, body: &[u8]) -> Response {
     let mut r = req;
     r.id = Some(fs.id());
     r.name = Some(fs.name.clone());
-    r.kind = Some("Microsoft.StorageCache/amlFilesystem".into());
+    r.kind = Some("Microsoft.StorageCache/amlFilesystems".into());
     r.properties.provisioning_state = Some("Creating".into());
     r.properties.health = Some(Health {
         state: Some("Unavailable".into()),
@@ -148,18 +148,13 @@ pub(super) fn put_fs(state: &St, fs: FsKey, body: &[u8]) -> Response {
         ..Default::default()
     });
     let location = r.location.clone().unwrap_or_default();
-    let dir = state
-        .opts
-        .data_dir
-        .join("filesystems")
-        .join(fs.name.to_ascii_lowercase());
+    let dir = state.opts.data_dir.join("filesystems").join(&fs.name);
     let op = crate::emulator::state::start_operation(&mut inner);
     inner.filesystems.insert(
         fs.key(),
         FsEntry {
             resource: r.clone(),
             dir,
-            hsm: Arc::new(tokio::sync::Mutex::new(())),
             archive: None,
         },
     );
@@ -216,12 +211,5 @@ pub(super) fn delete_fs(state: &St, fs: FsKey) -> Response {
     drop(inner);
     let op = state.start_operation();
     tokio::spawn(work::delete(state.clone(), fs.clone(), op.clone()));
-    accepted(
-        state,
-        StatusCode::ACCEPTED,
-        &fs.subscription,
-        &location,
-        &op,
-        None,
-    )
+    accepted_delete(state, &fs.subscription, &location, &op)
 }

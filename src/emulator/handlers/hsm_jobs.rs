@@ -6,6 +6,9 @@ pub(super) fn archive(state: &St, fs: FsKey, body: &[u8]) -> Response {
     if let Some(r) = not_ready(state, &fs) {
         return r;
     }
+    if let Some(r) = hsm_busy(state, &fs) {
+        return r;
+    }
     let req: ArchiveRequest = serde_json::from_slice(body).unwrap_or_default();
     let path = req.filesystem_path.unwrap_or_else(|| "/".into());
     {
@@ -13,14 +16,6 @@ pub(super) fn archive(state: &St, fs: FsKey, body: &[u8]) -> Response {
         let Some(e) = inner.filesystems.get_mut(&fs.key()) else {
             return not_found(&fs.id());
         };
-        if e.resource.archive_state() == Some("InProgress") {
-            return error(
-                StatusCode::CONFLICT,
-                "ArchiveInProgress",
-                "An archive is already in progress.",
-                None,
-            );
-        }
         set_archive(e, &path, "InProgress", None);
     }
     let task = tokio::spawn(work::archive(state.clone(), fs.clone(), path));
@@ -61,42 +56,51 @@ pub fn set_archive(e: &mut FsEntry, path: &str, state: &str, detail: Option<JobS
     }]);
 }
 
-pub(super) fn cancel_archive(state: &State, fs: &FsKey) -> Response {
+pub(super) fn cancel_archive(state: &St, fs: &FsKey) -> Response {
     let mut inner = state.lock();
     let Some(e) = inner.filesystems.get_mut(&fs.key()) else {
         return not_found(&fs.id());
     };
-    if let Some(a) = e.archive.take() {
-        a.abort();
+    if e.resource.archive_state() == Some("InProgress") {
         let path = e
             .resource
             .last_archive()
             .and_then(|a| a.filesystem_path.clone())
             .unwrap_or_else(|| "/".into());
-        set_archive(e, &path, "Canceled", None);
+        set_archive(e, &path, "Cancelling", None);
+        // Cancelling takes its time, as Azure's does, and holds the slot until it ends.
+        let (st, key) = (state.clone(), fs.key());
+        tokio::spawn(async move {
+            tokio::time::sleep(st.opts.timing.of(crate::emulator::timing::CANCEL)).await;
+            if let Some(e) = st.lock().filesystems.get_mut(&key) {
+                if let Some(a) = e.archive.take() {
+                    a.abort();
+                }
+                set_archive(e, &path, "Canceled", None);
+            }
+        });
     }
     StatusCode::OK.into_response()
 }
 
-pub(super) fn list_jobs(state: &State, fs: &FsKey) -> Response {
+pub(super) fn list_jobs(state: &State, fs: &FsKey, uri: &Uri) -> Response {
     let inner = state.lock();
     if !inner.filesystems.contains_key(&fs.key()) {
         return not_found(&fs.id());
     }
-    let mut value: Vec<ImportJob> = inner
+    let mut jobs: Vec<&ImportJob> = inner
         .jobs
         .values()
         .filter(|j| j.fs_key == fs.key())
-        .map(|j| j.resource.clone())
+        .map(|j| &j.resource)
         .collect();
-    value.sort_by(|a, b| a.name.cmp(&b.name));
-    json_response(
-        StatusCode::OK,
-        &ImportJobList {
-            value,
-            next_link: None,
-        },
-    )
+    jobs.sort_by(|a, b| a.name.cmp(&b.name));
+    let value = jobs
+        .into_iter()
+        .filter_map(|j| serde_json::to_value(j).ok())
+        .collect();
+    drop(inner);
+    paged(state, uri, value)
 }
 
 pub(super) fn get_job(state: &State, fs: &FsKey, job: &str) -> Response {
@@ -109,21 +113,6 @@ pub(super) fn get_job(state: &State, fs: &FsKey, job: &str) -> Response {
 pub(super) fn put_job(state: &St, fs: FsKey, job: String, body: &[u8]) -> Response {
     if let Some(r) = not_ready(state, &fs) {
         return r;
-    }
-    // One HSM job at a time: an enabled auto-export job is one.
-    let prefix = fs.children(work::AUTO_EXPORTS);
-    let exporting = state
-        .lock()
-        .auto_exports
-        .iter()
-        .any(|(k, v)| k.starts_with(&prefix) && v["properties"]["adminStatus"] == "Enable");
-    if exporting && !state.lock().jobs.contains_key(&fs.job_key(&job)) {
-        return error(
-            StatusCode::CONFLICT,
-            "OperationNotAllowed",
-            "Another HSM job (an auto-export job) is active on this file system; disable it first.",
-            None,
-        );
     }
     let req: ImportJob = match parse_body(body) {
         Ok(r) => r,
@@ -145,6 +134,9 @@ pub(super) fn put_job(state: &St, fs: FsKey, job: String, body: &[u8]) -> Respon
     let key = fs.job_key(&job);
     if let Some(existing) = state.lock().jobs.get(&key) {
         return json_response(StatusCode::OK, &existing.resource);
+    }
+    if let Some(r) = hsm_busy(state, &fs) {
+        return r;
     }
     let location = req.location.clone().unwrap_or_default();
     let (resource, op) = work::start_import_job(
@@ -170,7 +162,7 @@ pub(super) fn put_job(state: &St, fs: FsKey, job: String, body: &[u8]) -> Respon
     )
 }
 
-pub(super) fn patch_job(state: &State, fs: &FsKey, job: &str, body: &[u8]) -> Response {
+pub(super) fn patch_job(state: &St, fs: &FsKey, job: &str, body: &[u8]) -> Response {
     let patch: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     let mut inner = state.lock();
     let Some(j) = inner.jobs.get_mut(&fs.job_key(job)) else {
@@ -189,29 +181,56 @@ pub(super) fn patch_job(state: &State, fs: &FsKey, job: &str, body: &[u8]) -> Re
             .as_ref()
             .and_then(|s| s.state.as_deref())
             .is_some_and(job_finished);
-        if !finished {
-            if let Some(t) = j.task.take() {
-                t.abort();
-            }
+        let cancelling = j
+            .resource
+            .properties
+            .status
+            .as_ref()
+            .and_then(|s| s.state.as_deref())
+            == Some("Cancelling");
+        if !finished && !cancelling {
             let status = j
                 .resource
                 .properties
                 .status
                 .get_or_insert_with(Default::default);
-            status.state = Some("Canceled".into());
-            status.status_message = Some("Import job was canceled.".into());
+            status.state = Some("Cancelling".into());
+            status.status_message = Some("Import job is being canceled.".into());
+            // Cancelling takes its time, as Azure's does, and holds the slot until it ends.
+            let (st, key) = (state.clone(), fs.job_key(job));
+            tokio::spawn(async move {
+                tokio::time::sleep(st.opts.timing.of(crate::emulator::timing::CANCEL)).await;
+                if let Some(j) = st.lock().jobs.get_mut(&key) {
+                    if let Some(t) = j.task.take() {
+                        t.abort();
+                    }
+                    let status = j
+                        .resource
+                        .properties
+                        .status
+                        .get_or_insert_with(Default::default);
+                    status.state = Some("Canceled".into());
+                    status.status_message = Some("Import job was canceled.".into());
+                }
+            });
         }
     }
     json_response(StatusCode::OK, &j.resource)
 }
 
+/// 202 with a `Location` to poll while the job is removed, 204 when there is none, as the
+/// spec has it.
 pub(super) fn delete_job(state: &State, fs: &FsKey, job: &str) -> Response {
-    match state.lock().jobs.remove(&fs.job_key(job)) {
+    let removed = state.lock().jobs.remove(&fs.job_key(job));
+    match removed {
         Some(mut j) => {
             if let Some(t) = j.task.take() {
                 t.abort();
             }
-            StatusCode::OK.into_response()
+            let location = j.resource.location.clone().unwrap_or_default();
+            let op = state.start_operation();
+            state.finish_operation(&op, None);
+            accepted_delete(state, &fs.subscription, &location, &op)
         }
         None => StatusCode::NO_CONTENT.into_response(),
     }
