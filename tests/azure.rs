@@ -208,6 +208,43 @@ fn genomics_on_the_azure_target_end_to_end_then_nothing_to_do() {
     }
 }
 
+/// On Azure every import job walks its prefixes and holds the file system's one HSM slot
+/// for minutes: a rerun from cron over an unchanged container must start none, and one
+/// over a changed container (or a file system missing a file) must start one.
+#[test]
+fn an_unchanged_container_starts_no_import_job() {
+    let b = bed(&[], |y| y);
+    assert_exit(&b.run(None), 0);
+    let rerun = |b: &Bed| {
+        let o = run(&b.ws, &["run", "--new", b.pipeline.to_str().unwrap()], None);
+        assert_exit(&o, 0);
+        o
+    };
+    let jobs = b.jobs().len();
+    let o = rerun(&b);
+    assert_has(&o.stderr, "import: 0 files imported (0 B), 5 up to date");
+    assert_eq!(b.jobs().len(), jobs, "{:?}", b.jobs());
+    // A new blob: a job, and its file arrives.
+    b.ws.write("more/S9.fastq.gz", "another sample\n");
+    let o = run(
+        &b.ws,
+        &["export", "more", &b.az.url("genomics/samples")],
+        None,
+    );
+    assert_exit(&o, 0);
+    rerun(&b);
+    assert_eq!(b.jobs().len(), jobs + 1, "{:?}", b.jobs());
+    let fs = b.em.fs_dir("genomics-scratch");
+    assert!(fs.join("samples/S9.fastq.gz").is_file());
+    rerun(&b);
+    assert_eq!(b.jobs().len(), jobs + 1, "{:?}", b.jobs());
+    // A file gone from the file system, the container unchanged: a job brings it back.
+    std::fs::remove_file(fs.join("samples/S9.fastq.gz")).unwrap();
+    rerun(&b);
+    assert_eq!(b.jobs().len(), jobs + 2, "{:?}", b.jobs());
+    assert!(fs.join("samples/S9.fastq.gz").is_file());
+}
+
 #[test]
 fn killed_while_provisioning_importing_and_archiving_resumes_without_duplicates() {
     let b = bed(&[], |y| y);
@@ -946,17 +983,22 @@ fn sigint_with_detach_during_an_archive_leaves_it_running() {
 fn a_run_waits_for_a_foreign_job_on_any_page_then_runs() {
     let b = bed(&["--job-delay", "import:2s"], |y| y);
     assert_exit(&b.run(None), 0);
-    let o = run(&b.ws, &["run", "--new", b.pipeline.to_str().unwrap()], None);
-    assert_exit(&o, 0);
+    let foreign = |name: &str| {
+        let (status, body) = b.em.request(
+            "PUT",
+            &format!("{FS}/importJobs/{name}"),
+            Some(&serde_json::json!({ "properties": { "importPrefixes": ["/reference"], "conflictResolutionMode": "Skip" } })),
+        );
+        assert_eq!(status, 201, "{body}");
+    };
+    foreign("a-filler");
+    while job_state(&b, "a-filler").0 != "Completed" {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let jobs = b.jobs();
     assert!(jobs.len() >= 3, "{jobs:?}");
     // Named to sort last: the list's second page.
-    let (status, body) = b.em.request(
-        "PUT",
-        &format!("{FS}/importJobs/zz-someone-else"),
-        Some(&serde_json::json!({ "properties": { "importPrefixes": ["/reference"], "conflictResolutionMode": "Skip" } })),
-    );
-    assert_eq!(status, 201, "{body}");
+    foreign("zz-someone-else");
     let (_, page) = b.em.get(&format!("{FS}/importJobs"));
     assert!(
         !page["value"]
@@ -966,6 +1008,21 @@ fn a_run_waits_for_a_foreign_job_on_any_page_then_runs() {
             .any(|j| j["name"] == "zz-someone-else"),
         "the foreign job should be past the first page: {page}"
     );
+    // A new sample, so that the run has an import job to start.
+    let sample = |name: &str| {
+        b.ws.write(&format!("more-{name}/{name}"), "another sample\n");
+        let o = run(
+            &b.ws,
+            &[
+                "export",
+                &format!("more-{name}"),
+                &b.az.url("genomics/samples"),
+            ],
+            None,
+        );
+        assert_exit(&o, 0);
+    };
+    sample("S9.fastq.gz");
     let o =
         b.ws.cmd(&["run", "--new", b.pipeline.to_str().unwrap()])
             .env("AZURE_STORAGE_CONNECTION_STRING", CONNECTION_STRING)
@@ -981,6 +1038,9 @@ fn a_run_waits_for_a_foreign_job_on_any_page_then_runs() {
         Some(&serde_json::json!({ "filesystemPath": "/reference" })),
     );
     assert_eq!(status, 200);
+    sample("S10.fastq.gz");
     let o = run(&b.ws, &["run", "--new", b.pipeline.to_str().unwrap()], None);
     assert_exit(&o, 0);
+    let fs = b.em.fs_dir("genomics-scratch");
+    assert!(fs.join("samples/S10.fastq.gz").is_file());
 }

@@ -67,6 +67,10 @@ impl HsmSlot {
         HsmSlot { arm, fs, journal }
     }
 
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
     /// What holds the slot now, unless it is the job named `mine`.
     pub async fn holder(&self, mine: &str) -> Result<Option<Holder>, ArmError> {
         let not_mine = |n: Option<&str>| n.is_some_and(|n| !n.eq_ignore_ascii_case(mine));

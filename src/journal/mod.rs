@@ -47,6 +47,7 @@ pub struct Journal {
     files: sled::Tree,
     filesystems: sled::Tree,
     paused: sled::Tree,
+    imported: sled::Tree,
     dir: PathBuf,
     _lock: StateLock,
 }
@@ -94,6 +95,7 @@ impl Journal {
             files: tree("files")?,
             filesystems: tree("filesystems")?,
             paused: tree("paused")?,
+            imported: tree("imported")?,
             db,
             dir: dir.to_path_buf(),
             _lock: lock,
@@ -382,6 +384,25 @@ impl Journal {
 
     pub fn put_filesystem(&self, name: &str, rec: &FsRecord) -> Result<()> {
         self.put(&self.filesystems, name.as_bytes(), rec)
+    }
+
+    // ---- what AMLFS import jobs last brought in ----
+
+    /// The fingerprint of the container as the last completed import of `what` (prefixes and
+    /// mode, digested) into the file system `fs_id` found it.
+    pub fn imported(&self, fs_id: &str, what: &str) -> Result<Option<String>> {
+        self.get(
+            &self.imported,
+            &key(&[fs_id.to_ascii_lowercase().as_bytes(), what.as_bytes()]),
+        )
+    }
+
+    pub fn put_imported(&self, fs_id: &str, what: &str, fingerprint: &str) -> Result<()> {
+        self.put(
+            &self.imported,
+            &key(&[fs_id.to_ascii_lowercase().as_bytes(), what.as_bytes()]),
+            &fingerprint,
+        )
     }
 
     // ---- auto-export jobs paused for an import ----

@@ -76,6 +76,51 @@ impl HsmMover {
         }
     }
 
+    fn slot_journal(&self) -> &Journal {
+        self.slot.journal()
+    }
+
+    /// The container under the import's prefixes now, as one digest of every blob (name,
+    /// size, version), and whether the file system holds each of its files at its size
+    /// (a file system recreated, or a file deleted since, needs the job).
+    async fn survey(&self, req: &ImportRequest) -> Result<Survey, MoverError> {
+        use md5::Digest;
+        let mut md5 = md5::Md5::new();
+        let tree = Arc::new(crate::beneath::Root::new(&self.root));
+        let mut survey = Survey {
+            fingerprint: String::new(),
+            present: true,
+            files: 0,
+        };
+        for prefix in store::disjoint_prefixes(&req.prefixes) {
+            let mut listing = self.store.list(&prefix);
+            while let Some(item) = listing.next().await {
+                let e = match item? {
+                    Listing::Entry(e) => e,
+                    Listing::Unusable(m) => {
+                        md5.update(format!("!{m}\n").as_bytes());
+                        continue;
+                    }
+                };
+                md5.update(format!("{}\0{}\0{}\n", e.name, e.size, e.etag).as_bytes());
+                if e.kind != Kind::File || !survey.present {
+                    continue;
+                }
+                survey.files += 1;
+                let (tree, name) = (Arc::clone(&tree), e.name.clone());
+                let here = tokio::task::spawn_blocking(move || tree.lookup(&name))
+                    .await
+                    .map_err(|e| self.err(e))?;
+                survey.present = matches!(
+                    here,
+                    Ok(crate::beneath::Found::Here(m)) if m.is_file() && m.len() == e.size
+                );
+            }
+        }
+        survey.fingerprint = crate::digest::hex(&md5.finalize());
+        Ok(survey)
+    }
+
     /// What an import would bring: every blob under the prefixes (AMLFS decides conflicts).
     async fn plan_import(&self, req: &ImportRequest) -> Result<ImportReport, MoverError> {
         let mut report = ImportReport::default();
@@ -92,6 +137,28 @@ impl HsmMover {
         }
         Ok(report)
     }
+}
+
+/// The container as an import found it: see [`HsmMover::survey`].
+struct Survey {
+    fingerprint: String,
+    present: bool,
+    files: u64,
+}
+
+/// What an import asks for, as the key its fingerprint is kept under: the same container
+/// imported with other prefixes or another mode is another import.
+fn import_settings(req: &ImportRequest) -> String {
+    let mut prefixes = req.prefixes.clone();
+    prefixes.sort();
+    crate::digest::md5_hex(
+        format!(
+            "{prefixes:?}|{}|{}",
+            mode_name(req.conflict),
+            req.max_errors
+        )
+        .as_bytes(),
+    )
 }
 
 /// ARM job names: letters, digits, `-` and `_`, at most 80.
@@ -148,6 +215,22 @@ impl Mover for HsmMover {
         if req.dry_run {
             return self.plan_import(&req).await;
         }
+        // An unchanged container starts no job: on Azure each one costs a walk of the
+        // prefixes and holds the file system's one HSM slot for minutes, and cron reruns a
+        // pipeline every few minutes.
+        let what = import_settings(&req);
+        let fs_id = self.fs.path();
+        let survey = self.survey(&req).await?;
+        let before = self.slot_journal().imported(&fs_id, &what)?;
+        if survey.present && before.as_deref() == Some(survey.fingerprint.as_str()) {
+            tracing::info!(
+                "the container is as the last import job found it, and the file system holds it all: no job started"
+            );
+            return Ok(ImportReport {
+                up_to_date: survey.files,
+                ..ImportReport::default()
+            });
+        }
         // Auto-export jobs would hold the slot for ever: the turn pauses them, and the
         // release enables them again whatever the outcome (the journal holds them while
         // paused, so after a kill the resumed import enables them).
@@ -162,6 +245,14 @@ impl Mover for HsmMover {
             .release(turn)
             .await
             .map_err(|e| self.slot_err(e))?;
+        if let Ok(r) = &result
+            && r.status == JobStatus::Completed
+            && r.errors.is_empty()
+        {
+            let journal = self.slot_journal();
+            journal.put_imported(&fs_id, &what, &survey.fingerprint)?;
+            journal.flush()?;
+        }
         result
     }
 
