@@ -1044,3 +1044,64 @@ fn a_run_waits_for_a_foreign_job_on_any_page_then_runs() {
     let fs = b.em.fs_dir("genomics-scratch");
     assert!(fs.join("samples/S10.fastq.gz").is_file());
 }
+
+/// A file system that failed to provision stops every run at ensure. `plan` says so, and
+/// `stage fs delete` is the way out that works; a working one needs --force.
+#[test]
+fn a_failed_file_system_is_reported_and_fs_delete_removes_it() {
+    let b = bed(&["--fail-create"], |y| y);
+    let o = b.run(None);
+    assert_exit(&o, 1);
+    assert_has(
+        &o.stderr,
+        "failed to provision; delete it with `stage fs delete",
+    );
+    let (_, fs) = b.em.get(FS);
+    assert_eq!(fs["properties"]["provisioningState"], "Failed");
+    let file = b.pipeline.to_str().unwrap();
+    let o = run(&b.ws, &["plan", file], None);
+    assert_has(
+        &o.stdout,
+        "is in state Failed; the run stops here until `stage fs delete",
+    );
+    let o = run(&b.ws, &["fs", "delete", file], None);
+    assert_exit(&o, 0);
+    let (status, _) = b.em.get(FS);
+    assert_eq!(status, 404, "deleted");
+    let o = run(&b.ws, &["fs", "delete", file], None);
+    assert_exit(&o, 0);
+    assert_has(&o.stdout, "does not exist");
+}
+
+#[test]
+fn fs_delete_of_a_working_file_system_needs_force() {
+    let b = bed(&[], |y| y);
+    assert_exit(&b.run(None), 0);
+    let file = b.pipeline.to_str().unwrap();
+    let o = run(&b.ws, &["fs", "delete", file], None);
+    assert_exit(&o, 2);
+    assert_has(&o.stderr, "may hold results not yet exported");
+    let (status, _) = b.em.get(FS);
+    assert_eq!(status, 200, "kept");
+    // plan says what ensure would do: grow in place for more capacity, refuse a SKU change.
+    let yaml = std::fs::read_to_string(&b.pipeline).unwrap();
+    std::fs::write(
+        &b.pipeline,
+        yaml.replace("capacity_tib: 8", "capacity_tib: 16"),
+    )
+    .unwrap();
+    let o = run(&b.ws, &["plan", file], None);
+    assert_has(&o.stdout, "to 16 TiB (expansion job)");
+    std::fs::write(
+        &b.pipeline,
+        yaml.replace("AMLFS-Durable-Premium-250", "AMLFS-Durable-Premium-500"),
+    )
+    .unwrap();
+    let o = run(&b.ws, &["plan", file], None);
+    assert_has(&o.stdout, "settings that cannot change differ");
+    std::fs::write(&b.pipeline, &yaml).unwrap();
+    let o = run(&b.ws, &["fs", "delete", "--force", file], None);
+    assert_exit(&o, 0);
+    let (status, _) = b.em.get(FS);
+    assert_eq!(status, 404, "deleted");
+}

@@ -51,6 +51,9 @@ pub struct Args {
     /// Never finish creating a file system (a stuck long-running operation).
     #[arg(long)]
     pub stuck_create: bool,
+    /// End every file system create in state Failed.
+    #[arg(long)]
+    pub fail_create: bool,
     /// Refuse to create role assignments (403), as for an identity that is not an Owner or
     /// User Access Administrator of the storage account; the bearer token `owner` still may.
     #[arg(long)]
@@ -106,6 +109,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
             error_every: a.error_every,
             fail_jobs: a.fail_jobs,
             stuck_create: a.stuck_create,
+            fail_create: a.fail_create,
             deny_role_assignments: a.deny_role_assignments,
         },
     };

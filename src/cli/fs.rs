@@ -1,5 +1,6 @@
 //! `stage fs show FILE`: what the seed's Terraform outputs for a file system — state and
 //! health, capacity and throughput, MGS address and mount command, HSM settings.
+//! `stage fs delete FILE`: the way out of a file system that failed to provision.
 
 use std::path::PathBuf;
 
@@ -19,6 +20,17 @@ pub enum FsCommand {
     Show {
         /// The pipeline file.
         file: PathBuf,
+    },
+    /// Delete the pipeline's AMLFS file system and wait until it is gone. One in state
+    /// Failed (a create that did not finish, which every run stops at) goes at once; one
+    /// that works needs --force, since it may hold results not yet exported (a teardown
+    /// step deletes only after a verified export).
+    Delete {
+        /// The pipeline file.
+        file: PathBuf,
+        /// Delete it even though it provisioned and may hold unexported data.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -46,7 +58,10 @@ pub async fn health(p: &crate::spec::Pipeline) -> Result<String, String> {
 }
 
 pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
-    let FsCommand::Show { file } = a.command;
+    let file = match a.command {
+        FsCommand::Show { file } => file,
+        FsCommand::Delete { file, force } => return delete(ctx, &file, force).await,
+    };
     let p = load(&file)?;
     if p.target == Target::Local {
         let root = crate::target::local_root(&p, &ctx.state_dir);
@@ -138,6 +153,55 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
                 st.percent_complete.unwrap_or(0.0)
             ),
         );
+    }
+    Ok(Exit::Success)
+}
+
+async fn delete(ctx: &Ctx, file: &std::path::Path, force: bool) -> Result<Exit, CliError> {
+    use crate::journal::{FsRecord, FsState};
+    let p = load(file)?;
+    if p.target == Target::Local {
+        return Err(CliError::Usage(format!(
+            "{}: on the local target the file system is a directory ({}); remove it yourself",
+            file.display(),
+            crate::target::local_root(&p, &ctx.state_dir).display()
+        )));
+    }
+    let journal = ctx.open_journal(true)?;
+    let backends = crate::target::backends(&p, &ctx.state_dir, journal.clone())?;
+    let fs = &backends.fs;
+    let engine =
+        |e: crate::filesystem::FsError| CliError::from(crate::engine::EngineError::from(e));
+    let Some(state) = fs.state().await.map_err(engine)? else {
+        println!("{} does not exist: nothing to delete", fs.describe());
+        return Ok(Exit::Success);
+    };
+    if !matches!(state.as_str(), "Failed" | "Canceled" | "Deleting") && !force {
+        return Err(CliError::Usage(format!(
+            "{} is {state} and may hold results not yet exported; `stage fs delete --force {}` deletes it anyway",
+            fs.describe(),
+            file.display()
+        )));
+    }
+    let name = &p.filesystem.name;
+    let created_here = journal.filesystem(name)?.is_some_and(|r| r.created_here);
+    let record = |state| FsRecord {
+        state,
+        created_here,
+        location: fs.describe(),
+        updated_ms: crate::journal::now_ms(),
+    };
+    journal.put_filesystem(name, &record(FsState::Deleting))?;
+    journal.flush()?;
+    if !ctx.quiet {
+        eprintln!("deleting {} (it was {state}) …", fs.describe());
+    }
+    fs.delete().await.map_err(engine)?;
+    journal.forget_files(name)?;
+    journal.put_filesystem(name, &record(FsState::Deleted))?;
+    journal.flush()?;
+    if !ctx.quiet {
+        eprintln!("deleted {}", fs.describe());
     }
     Ok(Exit::Success)
 }

@@ -120,7 +120,9 @@ impl Command {
                 | Command::Logs(_)
                 | Command::Explain(_)
                 | Command::Report(_)
-                | Command::Fs(_)
+                | Command::Fs(fs::Args {
+                    command: fs::FsCommand::Show { .. }
+                })
                 | Command::Schema
                 | Command::Completions(_)
         )

@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use super::{CliError, Ctx, load};
 use crate::engine::tasks;
 use crate::exit::Exit;
+use crate::filesystem::FsPlan;
 use crate::mover::ExportRequest;
 use crate::spec::Action;
 
@@ -31,11 +32,12 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
     let journal = ctx.open_journal(false)?;
     let backends = crate::target::backends(&p, &ctx.state_dir, journal.clone())?;
     let root = backends.fs.root();
-    let exists = backends
+    let fs_plan = backends
         .fs
-        .exists()
+        .plan()
         .await
         .map_err(crate::engine::EngineError::from)?;
+    let exists = !matches!(fs_plan, FsPlan::Create | FsPlan::Failed);
     match journal.latest_run(&p.name)? {
         Some(r) if !r.status.is_finished() => {
             println!("stage run would resume run {} of {}", r.id, p.name)
@@ -64,10 +66,26 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
     let mut upstream = crate::engine::upstream::Upstream::default();
     for step in &p.steps {
         let line = match &step.action {
-            Action::Ensure if exists => format!("keep    {}", backends.fs.describe()),
             Action::Ensure => {
-                changes += 1;
-                format!("create  {}", backends.fs.describe())
+                let what = backends.fs.describe();
+                if fs_plan != FsPlan::Keep {
+                    changes += 1;
+                }
+                match &fs_plan {
+                    FsPlan::Keep => format!("keep    {what}"),
+                    FsPlan::Create => format!("create  {what}"),
+                    FsPlan::Wait => format!("wait    {what} (being created)"),
+                    FsPlan::Grow(tib) => format!("grow    {what} to {tib} TiB (expansion job)"),
+                    FsPlan::Update(field) => format!("update  {what}: {field}"),
+                    FsPlan::Refuse(d) => format!(
+                        "refuse  {what}: settings that cannot change differ (run stops here):\n            {}",
+                        d.join("\n            ")
+                    ),
+                    FsPlan::Failed => format!(
+                        "failed  {what} is in state Failed; the run stops here until `stage fs delete {}`",
+                        a.file.display()
+                    ),
+                }
             }
             Action::Import(i) => {
                 let r = backends.import_dry_run(i).await?;

@@ -22,6 +22,8 @@ pub struct Faults {
     pub fail_jobs: bool,
     /// Creating a file system never finishes.
     pub stuck_create: bool,
+    /// Creating a file system ends in `Failed` (as a capacity shortage in the region does).
+    pub fail_create: bool,
     /// The caller may not create role assignments (403), like an identity without
     /// Owner or User Access Administrator on the storage account.
     pub deny_role_assignments: bool,

@@ -23,6 +23,17 @@ pub async fn provision(state: Arc<State>, fs: FsKey, op: String) {
     if state.opts.faults.stuck_create {
         return;
     }
+    if state.opts.faults.fail_create {
+        if let Some(e) = state.lock().filesystems.get_mut(&fs.key()) {
+            e.resource.properties.provisioning_state = Some("Failed".into());
+        }
+        let detail = ErrorDetail {
+            code: "InsufficientCapacity".into(),
+            message: "Not enough capacity in the region for the requested file system.".into(),
+            ..Default::default()
+        };
+        return state.finish_operation(&op, Some(detail));
+    }
     let key = fs.key();
     let initial = {
         let mut inner = state.lock();

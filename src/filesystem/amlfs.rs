@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use reqwest::Method;
 
-use super::{FileSystem, FsError};
+use super::{FileSystem, FsError, FsPlan};
 use crate::azure::arm::Arm;
 use crate::azure::hsm_slot::{HsmSlot, SlotError};
 use crate::azure::models::AmlFilesystem;
@@ -56,7 +56,7 @@ impl AmlfsFileSystem {
                 Some("Succeeded") => return Ok(r),
                 Some("Failed" | "Canceled") => {
                     return Err(FsError::Azure(format!(
-                        "{} failed to provision; delete it (stage run --force with a teardown step, or the portal) and run again",
+                        "{} failed to provision; delete it with `stage fs delete PIPELINE` and run again",
                         self.describe()
                     )));
                 }
@@ -210,6 +210,38 @@ impl FileSystem for AmlfsFileSystem {
 
     async fn reconcile(&self) -> Result<(), FsError> {
         self.ensure().await.map(|_| ())
+    }
+
+    async fn plan(&self) -> Result<FsPlan, FsError> {
+        let Some(have) = self.get().await? else {
+            return Ok(FsPlan::Create);
+        };
+        let d = drift(&self.desired, &have);
+        if !d.is_empty() {
+            return Ok(FsPlan::Refuse(d));
+        }
+        Ok(match have.properties.provisioning_state.as_deref() {
+            Some("Failed" | "Canceled") => FsPlan::Failed,
+            Some("Succeeded") => {
+                if let Some(tib) = crate::azure::resources::growth(&self.desired, &have) {
+                    FsPlan::Grow(tib)
+                } else if have.properties.maintenance_window
+                    != self.desired.properties.maintenance_window
+                {
+                    FsPlan::Update("maintenance window".into())
+                } else {
+                    FsPlan::Keep
+                }
+            }
+            _ => FsPlan::Wait,
+        })
+    }
+
+    async fn state(&self) -> Result<Option<String>, FsError> {
+        Ok(self
+            .get()
+            .await?
+            .map(|r| r.properties.provisioning_state.unwrap_or_default()))
     }
 
     async fn delete(&self) -> Result<(), FsError> {

@@ -27,6 +27,23 @@ pub enum FsError {
     },
 }
 
+/// What ensuring the file system would do now, for `plan` to say exactly that.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FsPlan {
+    Create,
+    Keep,
+    /// Provisioning is under way: ensure waits for it.
+    Wait,
+    /// Grow in place to this many TiB (an expansion job).
+    Grow(f64),
+    /// Change what can change in place (the maintenance window).
+    Update(String),
+    /// Settings that cannot change differ: ensure refuses, with these lines.
+    Refuse(Vec<String>),
+    /// It exists in `Failed`: ensure stops until it is deleted (`stage fs delete`).
+    Failed,
+}
+
 #[async_trait]
 pub trait FileSystem: Send + Sync {
     /// Human description, e.g. "directory /x" or "AMLFS scratch in rg/eastus".
@@ -37,6 +54,18 @@ pub trait FileSystem: Send + Sync {
     /// Creates the file system if it is missing; returns true when it created it.
     async fn ensure(&self) -> Result<bool, FsError>;
     async fn delete(&self) -> Result<(), FsError>;
+    /// What [`FileSystem::ensure`] would do, changing nothing.
+    async fn plan(&self) -> Result<FsPlan, FsError> {
+        Ok(if self.exists().await? {
+            FsPlan::Keep
+        } else {
+            FsPlan::Create
+        })
+    }
+    /// The state the service reports it in (`Succeeded`, `Failed`, …), `None` when absent.
+    async fn state(&self) -> Result<Option<String>, FsError> {
+        Ok(self.exists().await?.then(|| "Succeeded".to_string()))
+    }
     /// Checks an existing file system against the pipeline: refuses settings that cannot
     /// change, updates those that can.
     async fn reconcile(&self) -> Result<(), FsError> {
