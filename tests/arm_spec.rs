@@ -250,7 +250,23 @@ fn emulator_responses_follow_the_spec() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     em.grant_provider_roles(sa.trim_end_matches("/blobServices/default/containers"));
-    let (status, body) = em.request("PUT", fs, Some(&create));
+    // Roles just granted are not in effect yet: the create is refused until they are.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (status, body) = loop {
+        let (status, body) = em.request("PUT", fs, Some(&create));
+        if status != 403 {
+            break (status, body);
+        }
+        assert_eq!(
+            body["error"]["code"],
+            "AmlFilesystemStorageAccountAuthorizationFailed"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "roles never took effect"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     assert_eq!(status, 201, "{body}");
     s.validate(&body, "AmlFilesystem");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

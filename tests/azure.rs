@@ -1105,3 +1105,20 @@ fn fs_delete_of_a_working_file_system_needs_force() {
     let (status, _) = b.em.get(FS);
     assert_eq!(status, 404, "deleted");
 }
+
+/// Role assignments take minutes to take effect; a create sent at once is refused. Ensure
+/// grants the provider its roles, then retries the create until they are in effect.
+#[test]
+fn a_create_right_after_granting_roles_waits_for_them_to_propagate() {
+    // At 1/100 of Azure's time, propagation takes 1.2 s.
+    let b = bed(&["--time-scale", "1/100"], |y| y);
+    let o =
+        b.ws.cmd(&["run", b.pipeline.to_str().unwrap()])
+            .env("AZURE_STORAGE_CONNECTION_STRING", CONNECTION_STRING)
+            .env("STAGE_LOG", "warn")
+            .output()
+            .unwrap();
+    assert_exit(&o, 0);
+    assert_has(&o.stderr, "not in effect yet");
+    b.check_results();
+}

@@ -36,6 +36,8 @@ pub struct RoleAssignment {
     pub scope: String,
     pub role_definition_id: String,
     pub principal_id: String,
+    /// When it takes effect: Azure's role assignments propagate for up to five minutes.
+    pub effective: std::time::Instant,
 }
 
 pub struct FsEntry {
@@ -123,13 +125,16 @@ impl Inner {
         })
     }
 
-    /// Whether the provider holds `role` (a role definition GUID) on `account` or above it.
-    pub fn provider_has(&self, account: &str, role: &str) -> bool {
+    /// Whether the provider holds `role` (a role definition GUID) on `account` or above it,
+    /// in effect (`effective`) or only assigned.
+    pub fn provider_has(&self, account: &str, role: &str, effective: bool) -> bool {
         let account = account.to_ascii_lowercase();
+        let now = std::time::Instant::now();
         self.role_assignments.values().any(|a| {
             a.principal_id == PROVIDER_PRINCIPAL
                 && account.starts_with(&a.scope.to_ascii_lowercase())
                 && a.role_definition_id.to_ascii_lowercase().ends_with(role)
+                && (!effective || a.effective <= now)
         })
     }
 }

@@ -62,7 +62,7 @@ pub async fn provision(state: Arc<State>, fs: FsKey, op: String) {
         if let Some(account) = account {
             let missing: Vec<&str> = crate::azure::roles::ROLES
                 .iter()
-                .filter(|(_, id)| !inner.provider_has(&account, id))
+                .filter(|(_, id)| !inner.provider_has(&account, id, true))
                 .map(|(name, _)| *name)
                 .collect();
             if !missing.is_empty() {

@@ -12,6 +12,10 @@ use crate::azure::hsm_slot::{HsmSlot, SlotError};
 use crate::azure::models::AmlFilesystem;
 use crate::azure::resources::{FsRef, drift};
 
+/// How long role assignments may take to propagate, with a margin: Microsoft documents up
+/// to five minutes.
+const ROLE_PROPAGATION: std::time::Duration = std::time::Duration::from_secs(6 * 60);
+
 pub struct AmlfsFileSystem {
     arm: Arc<Arm>,
     fs: FsRef,
@@ -124,6 +128,41 @@ impl AmlfsFileSystem {
         }
     }
 
+    /// Sends the create. Role assignments take up to five minutes to propagate (Microsoft's
+    /// documentation), and a create in that window is refused as unauthorized: it is sent
+    /// again, saying why, for as long as propagation can take, then the refusal stands.
+    async fn create(&self) -> Result<(), FsError> {
+        let path = self.fs.path();
+        let started = std::time::Instant::now();
+        let mut said = false;
+        loop {
+            let reply = self
+                .arm
+                .send(Method::PUT, &path, Some(&self.desired))
+                .await?;
+            let err = match Arm::check(&Method::PUT, &path, reply) {
+                Ok(_) => return Ok(()),
+                Err(e) => e,
+            };
+            let propagating = matches!(
+                &err,
+                crate::azure::arm::ArmError::Service { code, status: 400 | 403, .. }
+                    if code.contains("AuthorizationFailed")
+            );
+            if !propagating || started.elapsed() > ROLE_PROPAGATION {
+                return Err(err.into());
+            }
+            if !said {
+                tracing::warn!(
+                    "{}: the provider's role assignments on the storage account are not in effect yet (Azure takes up to five minutes); retrying the create",
+                    self.describe()
+                );
+                said = true;
+            }
+            tokio::time::sleep(self.arm.poll_interval() * 5).await;
+        }
+    }
+
     fn check_drift(&self, have: &AmlFilesystem) -> Result<(), FsError> {
         let d = drift(&self.desired, have);
         if d.is_empty() {
@@ -198,11 +237,7 @@ impl FileSystem for AmlfsFileSystem {
         }
         // Accepted is enough: provisioning is followed on the resource itself, which a
         // resumed run can do too (the operation URL is not journaled).
-        let reply = self
-            .arm
-            .send(Method::PUT, &self.fs.path(), Some(&self.desired))
-            .await?;
-        Arm::check(&Method::PUT, &self.fs.path(), reply)?;
+        self.create().await?;
         crate::failpoint::hit("amlfs.after-create");
         self.wait_ready().await?;
         Ok(true)

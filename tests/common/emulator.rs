@@ -24,7 +24,12 @@ impl Emulator {
             .arg("--data-dir")
             .arg(data.path())
             .args(["--blob-endpoint", blob_endpoint])
-            .args(["--time-scale", "1/3000"])
+            // Azure's proportions at 1/3000: a create in 0.3 s, an archive's fixed cost 19 ms.
+            .args(if extra.contains(&"--time-scale") {
+                &[][..]
+            } else {
+                &["--time-scale", "1/3000"][..]
+            })
             .args(extra)
             .env(
                 "AZURE_STORAGE_CONNECTION_STRING",

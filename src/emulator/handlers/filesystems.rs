@@ -116,6 +116,28 @@ pub(super) fn put_fs(state: &St, fs: FsKey, body: &[u8]) -> Response {
         );
     }
     let mut inner = state.lock();
+    // Roles granted a moment ago are not yet in effect: Azure refuses the create then, as it
+    // would for roles never granted, until they have propagated.
+    if !inner.filesystems.contains_key(&fs.key())
+        && let Some(account) = req
+            .properties
+            .hsm_settings()
+            .and_then(|st| crate::azure::resources::storage_account(&st.container))
+    {
+        let propagating = crate::azure::roles::ROLES.iter().any(|(_, id)| {
+            inner.provider_has(&account, id, false) && !inner.provider_has(&account, id, true)
+        });
+        if propagating {
+            return error(
+                StatusCode::FORBIDDEN,
+                "AmlFilesystemStorageAccountAuthorizationFailed",
+                &format!(
+                    "The HPC Cache Resource Provider is not authorized on {account}; a role assignment made in the last minutes may not have propagated yet."
+                ),
+                None,
+            );
+        }
+    }
     if let Some(existing) = inner.filesystems.get_mut(&fs.key()) {
         if existing.resource.properties.provisioning_state.as_deref() == Some("Deleting") {
             return error(

@@ -101,6 +101,11 @@ pub(super) fn put_role_assignment(
         scope: scope.to_string(),
         role_definition_id: role.to_string(),
         principal_id: principal.to_string(),
+        effective: std::time::Instant::now()
+            + state
+                .opts
+                .timing
+                .of(crate::emulator::timing::ROLE_PROPAGATION),
     };
     let body = role_assignment_json(&key, &a);
     inner.role_assignments.insert(key, a);
