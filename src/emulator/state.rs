@@ -146,6 +146,11 @@ pub struct State {
     pub base_url: String,
     inner: Mutex<Inner>,
     requests: AtomicU64,
+    /// HSM jobs started, by kind (`import`, `archive`, `expansion`, `auto-export`), for
+    /// benchmarks of how many a pipeline costs.
+    started: Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    /// Azure's time the emulated work stood for, in milliseconds (before scaling).
+    modelled_ms: AtomicU64,
 }
 
 impl State {
@@ -156,6 +161,8 @@ impl State {
             base_url,
             inner: Mutex::new(Inner::default()),
             requests: AtomicU64::new(0),
+            started: Mutex::default(),
+            modelled_ms: AtomicU64::new(0),
         }
     }
 
@@ -166,6 +173,41 @@ impl State {
 
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// `secs` of Azure's time, as the emulator spends it, counted for benchmarks.
+    pub fn azure(&self, secs: f64) -> std::time::Duration {
+        self.modelled_ms
+            .fetch_add((secs.max(0.0) * 1000.0) as u64, Ordering::Relaxed);
+        self.opts.timing.of(secs)
+    }
+
+    /// Moving `bytes` at `mbps`, as [`State::azure`].
+    pub fn azure_data(&self, bytes: u64, mbps: f64) -> std::time::Duration {
+        if mbps <= 0.0 {
+            return std::time::Duration::ZERO;
+        }
+        self.azure(bytes as f64 / (mbps * 1e6))
+    }
+
+    pub fn modelled_secs(&self) -> f64 {
+        self.modelled_ms.load(Ordering::Relaxed) as f64 / 1000.0
+    }
+
+    pub fn count_job(&self, kind: &'static str) {
+        *self
+            .started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(kind)
+            .or_default() += 1;
+    }
+
+    pub fn jobs_started(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        self.started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Counts a request; says which fault, if any, it should get.

@@ -89,7 +89,7 @@ fn start(state: &St, id: &str, v: Value, status: StatusCode) -> Response {
     let st = state.clone();
     let op2 = op.clone();
     tokio::spawn(async move {
-        tokio::time::sleep(st.opts.timing.of(super::timing::SCALE_SET)).await;
+        tokio::time::sleep(st.azure(super::timing::SCALE_SET)).await;
         if let Some(v) = st.lock().scale_sets.get_mut(&key) {
             v["properties"]["provisioningState"] = json!("Succeeded");
         }

@@ -19,7 +19,7 @@ use crate::store::{AzureStore, BlobStore};
 pub const INITIAL_JOB: &str = "importJobInitialAmlfsPut";
 
 pub async fn provision(state: Arc<State>, fs: FsKey, op: String) {
-    tokio::time::sleep(state.opts.timing.of(timing::CREATE)).await;
+    tokio::time::sleep(state.azure(timing::CREATE)).await;
     if state.opts.faults.stuck_create {
         return;
     }
@@ -175,6 +175,7 @@ pub fn start_import_job(
         },
         extra,
     };
+    state.count_job("import");
     let op = state.start_operation();
     state.lock().jobs.insert(
         key.clone(),
@@ -197,7 +198,7 @@ pub fn start_import_job(
 }
 
 pub async fn delete(state: Arc<State>, fs: FsKey, op: String) {
-    tokio::time::sleep(state.opts.timing.of(timing::DELETE)).await;
+    tokio::time::sleep(state.azure(timing::DELETE)).await;
     let key = fs.key();
     let removed = {
         let mut inner = state.lock();
@@ -295,7 +296,7 @@ pub async fn import_job(state: Arc<State>, fs: FsKey, key: String, op: String) {
         Err(msg) => return fail_job(&state, &key, &msg),
     };
     let t = state.opts.timing.clone();
-    tokio::time::sleep(t.hold("import") + t.of(timing::IMPORT)).await;
+    tokio::time::sleep(t.hold("import") + state.azure(timing::IMPORT)).await;
     let now = crate::clock::iso8601(crate::clock::now_secs());
     let mut req = None;
     update_job(&state, &key, |p| {
@@ -346,7 +347,7 @@ pub async fn import_job(state: Arc<State>, fs: FsKey, key: String, op: String) {
     let result = mover.import(req, live).await;
     if let Ok(r) = &result {
         let blobs = (r.imported + r.directories + r.up_to_date) as f64;
-        tokio::time::sleep(t.of(blobs * timing::IMPORT_PER_BLOB)).await;
+        tokio::time::sleep(state.azure(blobs * timing::IMPORT_PER_BLOB)).await;
     }
     match result {
         Ok(report) => update_job(&state, &key, |p| {
@@ -414,7 +415,7 @@ pub async fn archive(state: Arc<State>, fs: FsKey, path: String) {
         Err(msg) => return finish("Failed", failed(msg)),
     };
     let t = state.opts.timing.clone();
-    tokio::time::sleep(t.hold("archive") + t.of(timing::ARCHIVE)).await;
+    tokio::time::sleep(t.hold("archive") + state.azure(timing::ARCHIVE)).await;
     let mover = match mover(&state, &key, &container, dir, Writer::Archive) {
         Ok(m) => m,
         Err(msg) => return finish("Failed", failed(msg)),
@@ -450,7 +451,7 @@ pub async fn archive(state: Arc<State>, fs: FsKey, path: String) {
     };
     let result = mover.export(req, live).await;
     if let Ok(r) = &result {
-        tokio::time::sleep(t.data(r.bytes, throughput(&state, &key))).await;
+        tokio::time::sleep(state.azure_data(r.bytes, throughput(&state, &key))).await;
     }
     match result {
         Ok(r) if r.errors.is_empty() => finish(

@@ -52,6 +52,7 @@ pub(super) fn put_auto_export(state: &St, fs: FsKey, job: String, body: &[u8]) -
     inner.auto_exports.insert(key.clone(), v.clone());
     drop(inner);
     if enable {
+        state.count_job("auto-export");
         tokio::spawn(work::auto_export(state.clone(), fs, key));
     }
     json_response(StatusCode::CREATED, &v)
@@ -171,10 +172,12 @@ pub(super) fn put_expansion(state: &St, fs: FsKey, job: String, body: &[u8]) -> 
         },
     });
     state.lock().expansions.insert(key.clone(), v.clone());
+    state.count_job("expansion");
     let st = state.clone();
     tokio::spawn(async move {
         let t = &st.opts.timing;
-        tokio::time::sleep(t.hold("expansion") + t.of(crate::emulator::timing::EXPANSION)).await;
+        tokio::time::sleep(t.hold("expansion") + st.azure(crate::emulator::timing::EXPANSION))
+            .await;
         let mut inner = st.lock();
         if let Some(e) = inner.filesystems.get_mut(&fs.key()) {
             // Azure keeps what was asked at create in storageCapacityTiB, and reports the

@@ -18,6 +18,7 @@ pub(super) fn archive(state: &St, fs: FsKey, body: &[u8]) -> Response {
         };
         set_archive(e, &path, "InProgress", None);
     }
+    state.count_job("archive");
     let task = tokio::spawn(work::archive(state.clone(), fs.clone(), path));
     if let Some(e) = state.lock().filesystems.get_mut(&fs.key()) {
         e.archive = Some(task.abort_handle());
@@ -71,7 +72,7 @@ pub(super) fn cancel_archive(state: &St, fs: &FsKey) -> Response {
         // Cancelling takes its time, as Azure's does, and holds the slot until it ends.
         let (st, key) = (state.clone(), fs.key());
         tokio::spawn(async move {
-            tokio::time::sleep(st.opts.timing.of(crate::emulator::timing::CANCEL)).await;
+            tokio::time::sleep(st.azure(crate::emulator::timing::CANCEL)).await;
             if let Some(e) = st.lock().filesystems.get_mut(&key) {
                 if let Some(a) = e.archive.take() {
                     a.abort();
@@ -199,7 +200,7 @@ pub(super) fn patch_job(state: &St, fs: &FsKey, job: &str, body: &[u8]) -> Respo
             // Cancelling takes its time, as Azure's does, and holds the slot until it ends.
             let (st, key) = (state.clone(), fs.job_key(job));
             tokio::spawn(async move {
-                tokio::time::sleep(st.opts.timing.of(crate::emulator::timing::CANCEL)).await;
+                tokio::time::sleep(st.azure(crate::emulator::timing::CANCEL)).await;
                 if let Some(j) = st.lock().jobs.get_mut(&key) {
                     if let Some(t) = j.task.take() {
                         t.abort();

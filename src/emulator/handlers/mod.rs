@@ -130,7 +130,14 @@ pub async fn dispatch(
 ) -> Response {
     // Not ARM: how many ARM requests it has served, for benchmarks of polling rates.
     if uri.path() == "/_emulator/stats" {
-        return json_response(StatusCode::OK, &json!({ "requests": state.requests() }));
+        return json_response(
+            StatusCode::OK,
+            &json!({
+                "requests": state.requests(),
+                "jobs": state.jobs_started(),
+                "modelled_s": state.modelled_secs(),
+            }),
+        );
     }
     let bearer = headers
         .get(header::AUTHORIZATION)
