@@ -140,7 +140,7 @@ impl HsmSlot {
     }
 
     /// Sleeps one poll interval; `false` when `cancel` fired instead.
-    async fn nap(&self, cancel: Option<&Cancel>) -> bool {
+    pub async fn nap(&self, cancel: Option<&Cancel>) -> bool {
         let nap = tokio::time::sleep(self.arm.poll_interval());
         match cancel {
             Some(c) => tokio::select! {

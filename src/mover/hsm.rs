@@ -63,17 +63,7 @@ impl HsmMover {
 
     /// Sleeps one poll interval; `false` when `cancel` fired instead.
     async fn nap(&self, cancel: Option<&crate::engine::Cancel>) -> bool {
-        let nap = tokio::time::sleep(self.arm.poll_interval());
-        match cancel {
-            Some(c) => tokio::select! {
-                _ = c.wait() => false,
-                _ = nap => true,
-            },
-            None => {
-                nap.await;
-                true
-            }
-        }
+        self.slot.nap(cancel).await
     }
 
     fn slot_journal(&self) -> &Journal {
