@@ -9,7 +9,7 @@ use std::sync::Arc;
 use reqwest::StatusCode;
 
 use super::arm::{Arm, ArmError, Reply};
-use super::models::{AmlFilesystem, ImportJob, job_finished};
+use super::models::{AmlFilesystem, ImportJob, archive_holds_slot, job_finished};
 use super::resources::FsRef;
 use crate::engine::Cancel;
 use crate::journal::{Journal, JournalError};
@@ -30,11 +30,6 @@ impl From<ArmError> for SlotError {
     fn from(e: ArmError) -> Self {
         SlotError::Arm(Box::new(e))
     }
-}
-
-/// Archive states in which an archive still holds the file system.
-fn archive_running(state: &str) -> bool {
-    matches!(state, "InProgress" | "Cancelling" | "FSScanInProgress")
 }
 
 /// What holds a file system's slot.
@@ -92,7 +87,7 @@ impl HsmSlot {
             }
         }
         if let Some(fs) = self.arm.get::<AmlFilesystem>(&base).await?
-            && let Some(state) = fs.archive_state().filter(|s| archive_running(s))
+            && let Some(state) = fs.archive_state().filter(|s| archive_holds_slot(s))
         {
             let path = fs
                 .last_archive()
@@ -226,38 +221,36 @@ impl HsmSlot {
 
     /// Sends the request that starts `mine` (its PUT or POST); while AMLFS answers 409
     /// because another job took the slot first, waits for it and sends again. Any other
-    /// reply is the caller's to check.
-    pub async fn start<F, Fut>(
+    /// refusal is an error.
+    pub async fn start(
         &self,
         turn: &mut Turn,
         mine: &str,
         pause: bool,
         cancel: Option<&Cancel>,
-        send: F,
-    ) -> Result<Reply, SlotError>
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Result<Reply, ArmError>>,
-    {
+        (method, path): (reqwest::Method, &str),
+        body: &impl serde::Serialize,
+    ) -> Result<Reply, SlotError> {
         // A 409 with nothing to be seen holding the slot: the job that held it may have just
-        // ended; a few tries, then the caller reports the 409.
+        // ended; a few tries, then the 409 stands.
         let mut unexplained = 0;
         loop {
-            let reply = send().await?;
-            if reply.status != StatusCode::CONFLICT {
-                return Ok(reply);
-            }
-            if self.holder(mine).await?.is_some() {
-                // Whatever took the slot first: wait for it, as for the turn.
-                self.wait_turn(turn, mine, pause, cancel).await?;
-            } else if unexplained < 5 {
-                unexplained += 1;
-                if !self.nap(cancel).await {
-                    return Err(SlotError::Interrupted);
+            let reply = self.arm.send(method.clone(), path, Some(body)).await?;
+            if reply.status == StatusCode::CONFLICT {
+                if self.holder(mine).await?.is_some() {
+                    // Whatever took the slot first: wait for it, as for the turn.
+                    self.wait_turn(turn, mine, pause, cancel).await?;
+                    continue;
                 }
-            } else {
-                return Ok(reply);
+                if unexplained < 5 {
+                    unexplained += 1;
+                    if !self.nap(cancel).await {
+                        return Err(SlotError::Interrupted);
+                    }
+                    continue;
+                }
             }
+            return Ok(Arm::check(&method, path, reply)?);
         }
     }
 

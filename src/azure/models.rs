@@ -303,6 +303,11 @@ pub fn job_finished(state: &str) -> bool {
     )
 }
 
+/// Archive states in which an archive still holds the file system's one HSM job slot.
+pub fn archive_holds_slot(state: &str) -> bool {
+    matches!(state, "InProgress" | "Cancelling" | "FSScanInProgress")
+}
+
 /// ARM ids differ in case between calls (`amlFilesystems` vs `amlfilesystems`).
 pub fn same_id(a: &str, b: &str) -> bool {
     a.trim_end_matches('/')

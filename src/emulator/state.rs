@@ -92,10 +92,9 @@ impl Inner {
             ));
         }
         if let Some(e) = self.filesystems.get(&key)
-            && matches!(
-                e.resource.archive_state(),
-                Some("InProgress" | "Cancelling" | "FSScanInProgress")
-            )
+            && e.resource
+                .archive_state()
+                .is_some_and(crate::azure::models::archive_holds_slot)
         {
             return Some("an archive".into());
         }
@@ -180,14 +179,6 @@ impl State {
         self.modelled_ms
             .fetch_add((secs.max(0.0) * 1000.0) as u64, Ordering::Relaxed);
         self.opts.timing.of(secs)
-    }
-
-    /// Moving `bytes` at `mbps`, as [`State::azure`].
-    pub fn azure_data(&self, bytes: u64, mbps: f64) -> std::time::Duration {
-        if mbps <= 0.0 {
-            return std::time::Duration::ZERO;
-        }
-        self.azure(bytes as f64 / (mbps * 1e6))
     }
 
     pub fn modelled_secs(&self) -> f64 {

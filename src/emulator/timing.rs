@@ -24,6 +24,14 @@ pub const ROLE_PROPAGATION: f64 = 120.0;
 /// Provisioning a VM scale set's instances.
 pub const SCALE_SET: f64 = 180.0;
 
+/// Azure seconds to move `bytes` at the file system's throughput (`mbps`, MB/s).
+pub fn data(bytes: u64, mbps: f64) -> f64 {
+    if mbps <= 0.0 {
+        return 0.0;
+    }
+    bytes as f64 / (mbps * 1e6)
+}
+
 #[derive(Debug, Clone)]
 pub struct Timing {
     /// Emulated seconds per Azure second.
@@ -87,14 +95,6 @@ impl Timing {
         Duration::from_secs_f64((azure_secs * self.scale).clamp(0.0, 1e9))
     }
 
-    /// Moving `bytes` at the file system's throughput (MB/s), as the emulator spends it.
-    pub fn data(&self, bytes: u64, mbps: f64) -> Duration {
-        if mbps <= 0.0 {
-            return Duration::ZERO;
-        }
-        self.of(bytes as f64 / (mbps * 1e6))
-    }
-
     /// A scale given as `1/60`, `0.01` or `0` (no delays at all).
     pub fn parse_scale(s: &str) -> Result<f64, String> {
         let bad = || format!("`{s}` is not a scale like 1/60, 0.01 or 0");
@@ -131,7 +131,7 @@ mod tests {
         assert_eq!(t.of(CREATE), Duration::from_secs(15));
         assert!(t.of(ARCHIVE) < t.of(CREATE) / 10);
         // 1 GB at 500 MB/s: two Azure seconds.
-        assert_eq!(t.data(1_000_000_000, 500.0), t.of(2.0));
+        assert_eq!(t.of(data(1_000_000_000, 500.0)), t.of(2.0));
         assert_eq!(Timing::parse_scale("0").unwrap(), 0.0);
         assert!(Timing::parse_scale("1/0").is_err() && Timing::parse_scale("-1").is_err());
     }

@@ -295,8 +295,7 @@ pub async fn import_job(state: Arc<State>, fs: FsKey, key: String, op: String) {
         Ok(v) => v,
         Err(msg) => return fail_job(&state, &key, &msg),
     };
-    let t = state.opts.timing.clone();
-    tokio::time::sleep(t.hold("import") + state.azure(timing::IMPORT)).await;
+    tokio::time::sleep(state.opts.timing.hold("import") + state.azure(timing::IMPORT)).await;
     let now = crate::clock::iso8601(crate::clock::now_secs());
     let mut req = None;
     update_job(&state, &key, |p| {
@@ -414,8 +413,7 @@ pub async fn archive(state: Arc<State>, fs: FsKey, path: String) {
         Ok(v) => v,
         Err(msg) => return finish("Failed", failed(msg)),
     };
-    let t = state.opts.timing.clone();
-    tokio::time::sleep(t.hold("archive") + state.azure(timing::ARCHIVE)).await;
+    tokio::time::sleep(state.opts.timing.hold("archive") + state.azure(timing::ARCHIVE)).await;
     let mover = match mover(&state, &key, &container, dir, Writer::Archive) {
         Ok(m) => m,
         Err(msg) => return finish("Failed", failed(msg)),
@@ -451,7 +449,7 @@ pub async fn archive(state: Arc<State>, fs: FsKey, path: String) {
     };
     let result = mover.export(req, live).await;
     if let Ok(r) = &result {
-        tokio::time::sleep(state.azure_data(r.bytes, throughput(&state, &key))).await;
+        tokio::time::sleep(state.azure(timing::data(r.bytes, throughput(&state, &key)))).await;
     }
     match result {
         Ok(r) if r.errors.is_empty() => finish(

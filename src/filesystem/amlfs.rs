@@ -87,18 +87,13 @@ impl AmlfsFileSystem {
             });
             // Ctrl-C is answered by the engine, which drops this wait.
             let mut t = self.slot.acquire(&name, true, None).await.map_err(slot)?;
-            let r = self
+            let started = self
                 .slot
-                .start(&mut t, &name, true, None, || {
-                    self.arm.send(Method::PUT, &path, Some(&body))
-                })
+                .start(&mut t, &name, true, None, (Method::PUT, &path), &body)
                 .await;
-            let r = r
-                .map_err(slot)
-                .and_then(|r| Ok(Arm::check(&Method::PUT, &path, r)?));
-            if let Err(e) = r {
+            if let Err(e) = started {
                 self.slot.release(t).await.map_err(slot)?;
-                return Err(e);
+                return Err(slot(e));
             }
             turn = Some(t);
         }

@@ -299,14 +299,10 @@ impl HsmMover {
             };
             // The PUT's operation ends in seconds while the job runs on: the job itself is
             // followed below, as a resumed run follows it.
-            let reply = self
-                .slot
-                .start(turn, name, true, cancel, || {
-                    self.arm.send(Method::PUT, &path, Some(&body))
-                })
+            self.slot
+                .start(turn, name, true, cancel, (Method::PUT, &path), &body)
                 .await
                 .map_err(|e| self.slot_err(e))?;
-            Arm::check(&Method::PUT, &path, reply).map_err(|e| self.err(e))?;
             crate::failpoint::hit("hsm.after-import-job");
         }
         loop {
@@ -504,18 +500,15 @@ impl HsmMover {
                 .acquire(&name, false, cancel)
                 .await
                 .map_err(|e| self.slot_err(e))?;
-            let reply = self
+            let started = self
                 .slot
-                .start(&mut turn, &name, false, cancel, || {
-                    self.arm.send(Method::PUT, &path, Some(&body))
-                })
+                .start(&mut turn, &name, false, cancel, (Method::PUT, &path), &body)
                 .await;
             self.slot
                 .release(turn)
                 .await
                 .map_err(|e| self.slot_err(e))?;
-            let reply = reply.map_err(|e| self.slot_err(e))?;
-            Arm::check(&Method::PUT, &path, reply).map_err(|e| self.err(e))?;
+            started.map_err(|e| self.slot_err(e))?;
         }
         let mut first: Option<ExportReport> = None;
         loop {
@@ -609,14 +602,10 @@ impl HsmMover {
             filesystem_path: Some(target.to_string()),
         };
         let archive = format!("{}/archive", self.fs.path());
-        let reply = self
-            .slot
-            .start(turn, mine, true, cancel, || {
-                self.arm.send(Method::POST, &archive, Some(&body))
-            })
+        self.slot
+            .start(turn, mine, true, cancel, (Method::POST, &archive), &body)
             .await
             .map_err(|e| self.slot_err(e))?;
-        Arm::check(&Method::POST, &archive, reply).map_err(|e| self.err(e))?;
         crate::failpoint::hit("hsm.after-archive");
         Ok(())
     }

@@ -175,9 +175,8 @@ pub(super) fn put_expansion(state: &St, fs: FsKey, job: String, body: &[u8]) -> 
     state.count_job("expansion");
     let st = state.clone();
     tokio::spawn(async move {
-        let t = &st.opts.timing;
-        tokio::time::sleep(t.hold("expansion") + st.azure(crate::emulator::timing::EXPANSION))
-            .await;
+        let hold = st.opts.timing.hold("expansion");
+        tokio::time::sleep(hold + st.azure(crate::emulator::timing::EXPANSION)).await;
         let mut inner = st.lock();
         if let Some(e) = inner.filesystems.get_mut(&fs.key()) {
             // Azure keeps what was asked at create in storageCapacityTiB, and reports the

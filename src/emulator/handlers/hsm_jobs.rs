@@ -163,6 +163,16 @@ pub(super) fn put_job(state: &St, fs: FsKey, job: String, body: &[u8]) -> Respon
     )
 }
 
+fn set_job_state(j: &mut crate::emulator::state::JobEntry, state: &str, message: &str) {
+    let status = j
+        .resource
+        .properties
+        .status
+        .get_or_insert_with(Default::default);
+    status.state = Some(state.into());
+    status.status_message = Some(message.into());
+}
+
 pub(super) fn patch_job(state: &St, fs: &FsKey, job: &str, body: &[u8]) -> Response {
     let patch: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     let mut inner = state.lock();
@@ -175,28 +185,14 @@ pub(super) fn patch_job(state: &St, fs: &FsKey, job: &str, body: &[u8]) -> Respo
         == Some("Cancel")
     {
         j.resource.properties.admin_status = Some("Cancel".into());
-        let finished = j
+        let state_now = j
             .resource
             .properties
             .status
             .as_ref()
-            .and_then(|s| s.state.as_deref())
-            .is_some_and(job_finished);
-        let cancelling = j
-            .resource
-            .properties
-            .status
-            .as_ref()
-            .and_then(|s| s.state.as_deref())
-            == Some("Cancelling");
-        if !finished && !cancelling {
-            let status = j
-                .resource
-                .properties
-                .status
-                .get_or_insert_with(Default::default);
-            status.state = Some("Cancelling".into());
-            status.status_message = Some("Import job is being canceled.".into());
+            .and_then(|s| s.state.as_deref());
+        if !state_now.is_some_and(|s| job_finished(s) || s == "Cancelling") {
+            set_job_state(j, "Cancelling", "Import job is being canceled.");
             // Cancelling takes its time, as Azure's does, and holds the slot until it ends.
             let (st, key) = (state.clone(), fs.job_key(job));
             tokio::spawn(async move {
@@ -205,13 +201,7 @@ pub(super) fn patch_job(state: &St, fs: &FsKey, job: &str, body: &[u8]) -> Respo
                     if let Some(t) = j.task.take() {
                         t.abort();
                     }
-                    let status = j
-                        .resource
-                        .properties
-                        .status
-                        .get_or_insert_with(Default::default);
-                    status.state = Some("Canceled".into());
-                    status.status_message = Some("Import job was canceled.".into());
+                    set_job_state(j, "Canceled", "Import job was canceled.");
                 }
             });
         }
