@@ -72,14 +72,15 @@ impl HsmMover {
 
     /// The container under the import's prefixes now, as one digest of every blob (name,
     /// size, version), and whether the file system holds each of its files at its size
-    /// (a file system recreated, or a file deleted since, needs the job).
-    async fn survey(&self, req: &ImportRequest) -> Result<Survey, MoverError> {
+    /// (a file system recreated, or a file deleted since, needs the job). Without
+    /// `check_mount` nothing is looked up and `present` is false.
+    async fn survey(&self, req: &ImportRequest, check_mount: bool) -> Result<Survey, MoverError> {
         use md5::Digest;
         let mut md5 = md5::Md5::new();
         let tree = Arc::new(crate::beneath::Root::new(&self.root));
         let mut survey = Survey {
             fingerprint: String::new(),
-            present: true,
+            present: check_mount,
             files: 0,
         };
         for prefix in store::disjoint_prefixes(&req.prefixes) {
@@ -210,8 +211,9 @@ impl Mover for HsmMover {
         // pipeline every few minutes.
         let what = import_settings(&req);
         let fs_id = self.fs.path();
-        let survey = self.survey(&req).await?;
         let before = self.slot_journal().imported(&fs_id, &what)?;
+        // With nothing recorded the job runs whatever the mount holds: no stat is spent.
+        let survey = self.survey(&req, before.is_some()).await?;
         if survey.present && before.as_deref() == Some(survey.fingerprint.as_str()) {
             tracing::info!(
                 "the container is as the last import job found it, and the file system holds it all: no job started"
