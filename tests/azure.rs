@@ -26,9 +26,15 @@ struct Bed {
     pipeline: PathBuf,
 }
 
-fn run(ws: &Workspace, args: &[&str], crash: Option<&str>) -> Output {
+/// `stage ARGS` in the workspace, with Azurite's credentials.
+fn stage(ws: &Workspace, args: &[&str]) -> std::process::Command {
     let mut c = ws.cmd(args);
     c.env("AZURE_STORAGE_CONNECTION_STRING", CONNECTION_STRING);
+    c
+}
+
+fn run(ws: &Workspace, args: &[&str], crash: Option<&str>) -> Output {
+    let mut c = stage(ws, args);
     if let Some(point) = crash {
         c.env("STAGE_CRASH_AT", point);
     }
@@ -90,6 +96,25 @@ fn bed(emulator_flags: &[&str], edit: impl Fn(String) -> String) -> Bed {
 impl Bed {
     fn run(&self, crash: Option<&str>) -> Output {
         run(&self.ws, &["run", self.pipeline.to_str().unwrap()], crash)
+    }
+
+    /// `stage run EXTRA PIPELINE` started in the background, its stderr piped.
+    fn spawn_run(&self, extra: &[&str]) -> std::process::Child {
+        let mut args = vec!["run"];
+        args.extend_from_slice(extra);
+        args.push(self.pipeline.to_str().unwrap());
+        stage(&self.ws, &args)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// `stage ARGS` with warnings logged (the suite's runs log none).
+    fn logged(&self, args: &[&str]) -> Output {
+        stage(&self.ws, args)
+            .env("STAGE_LOG", "warn")
+            .output()
+            .unwrap()
     }
 
     fn check_results(&self) {
@@ -636,15 +661,7 @@ fn job_state(b: &Bed, name: &str) -> (String, String) {
 }
 
 fn interrupt_during_import(b: &Bed, extra: &[&str]) -> String {
-    let mut args = vec!["run"];
-    args.extend_from_slice(extra);
-    args.push(b.pipeline.to_str().unwrap());
-    let child =
-        b.ws.cmd(&args)
-            .env("AZURE_STORAGE_CONNECTION_STRING", CONNECTION_STRING)
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+    let child = b.spawn_run(extra);
     let job = wait_for_job(b, "-import");
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
@@ -775,10 +792,7 @@ async fn an_import_with_errors_under_max_errors_completes_partially() {
     let ws = &b.ws;
     let pipeline = b.pipeline.to_str().unwrap().to_string();
     let o = tokio::task::spawn_blocking({
-        let cmd = ws
-            .cmd(&["run", &pipeline])
-            .env("AZURE_STORAGE_CONNECTION_STRING", CONNECTION_STRING)
-            .output();
+        let cmd = stage(ws, &["run", &pipeline]).output();
         move || cmd
     })
     .await
@@ -827,10 +841,11 @@ fn slurm_hooks_on_an_amlfs_node_stage_through_its_hsm() {
         ),
     );
     let hook = |which: &str, script: &std::path::Path| {
-        let mut c =
-            b.ws.cmd(&["slurm", which, "--script", script.to_str().unwrap()]);
-        c.env("AZURE_STORAGE_CONNECTION_STRING", CONNECTION_STRING)
-            .env("SLURM_JOB_ID", "4242")
+        let mut c = stage(
+            &b.ws,
+            &["slurm", which, "--script", script.to_str().unwrap()],
+        );
+        c.env("SLURM_JOB_ID", "4242")
             .env("STAGE_AMLFS", FS)
             .env("STAGE_AMLFS_MOUNT", &fs_dir)
             .env("STAGE_ARM_ENDPOINT", b.em.endpoint());
@@ -916,15 +931,7 @@ fn slurm_hooks_on_an_amlfs_node_stage_through_its_hsm() {
 /// Spawns `stage run` with `extra`, waits until the emulator shows an archive running, then
 /// sends `signal`: the run must answer at once (well before the held archive could end).
 fn signal_during_archive(b: &Bed, extra: &[&str], signal: i32) -> Output {
-    let mut args = vec!["run"];
-    args.extend_from_slice(extra);
-    args.push(b.pipeline.to_str().unwrap());
-    let child =
-        b.ws.cmd(&args)
-            .env("AZURE_STORAGE_CONNECTION_STRING", CONNECTION_STRING)
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+    let child = b.spawn_run(extra);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while archive_state(b) != "InProgress" {
         assert!(std::time::Instant::now() < deadline, "no archive started");
@@ -1023,12 +1030,7 @@ fn a_run_waits_for_a_foreign_job_on_any_page_then_runs() {
         assert_exit(&o, 0);
     };
     sample("S9.fastq.gz");
-    let o =
-        b.ws.cmd(&["run", "--new", b.pipeline.to_str().unwrap()])
-            .env("AZURE_STORAGE_CONNECTION_STRING", CONNECTION_STRING)
-            .env("STAGE_LOG", "warn")
-            .output()
-            .unwrap();
+    let o = b.logged(&["run", "--new", b.pipeline.to_str().unwrap()]);
     assert_exit(&o, 0);
     assert_has(&o.stderr, "waiting for import job zz-someone-else");
     // And an archive of someone else's: the next import waits for it too.
@@ -1112,12 +1114,7 @@ fn fs_delete_of_a_working_file_system_needs_force() {
 fn a_create_right_after_granting_roles_waits_for_them_to_propagate() {
     // At 1/100 of Azure's time, propagation takes 1.2 s.
     let b = bed(&["--time-scale", "1/100"], |y| y);
-    let o =
-        b.ws.cmd(&["run", b.pipeline.to_str().unwrap()])
-            .env("AZURE_STORAGE_CONNECTION_STRING", CONNECTION_STRING)
-            .env("STAGE_LOG", "warn")
-            .output()
-            .unwrap();
+    let o = b.logged(&["run", b.pipeline.to_str().unwrap()]);
     assert_exit(&o, 0);
     assert_has(&o.stderr, "not in effect yet");
     b.check_results();
