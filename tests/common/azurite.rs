@@ -34,7 +34,6 @@ impl Azurite {
     }
 
     fn spawn(&mut self) {
-        use std::io::BufRead;
         let mut child = Command::new("azurite-blob")
             .args(["--blobHost", "127.0.0.1", "--blobPort"])
             .arg(self.port.to_string())
@@ -50,22 +49,12 @@ impl Azurite {
             .expect("azurite-blob (npm install -g azurite; scripts/test installs it)");
         let out = child.stdout.take().expect("piped");
         self.child = Some(child);
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            // Keeps reading after the port, so Azurite never blocks on a full pipe.
-            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                if let Some(port) = line
-                    .split("listens on http://127.0.0.1:")
-                    .nth(1)
-                    .and_then(|p| p.trim().parse::<u16>().ok())
-                {
-                    let _ = tx.send(port);
-                }
-            }
-        });
-        self.port = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("azurite did not start listening");
+        self.port = crate::common::announced_port(
+            out,
+            "listens on http://127.0.0.1:",
+            Duration::from_secs(60),
+        )
+        .expect("azurite did not start listening");
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(Instant::now() < deadline, "azurite did not start");

@@ -17,7 +17,6 @@ impl Emulator {
     /// `blob_endpoint` is Azurite's `http://127.0.0.1:PORT/devstoreaccount1`.
     /// On port 0, reading back the port it got: no window for a parallel test to take it.
     pub fn start(blob_endpoint: &str, extra: &[&str]) -> Emulator {
-        use std::io::BufRead;
         let data = tempfile::tempdir().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_stage"))
             .args(["-q", "emulator", "--listen", "127.0.0.1:0"])
@@ -40,21 +39,12 @@ impl Emulator {
             .spawn()
             .expect("stage emulator");
         let err = child.stderr.take().expect("piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
-                if let Some(port) = line
-                    .split("ARM endpoint http://127.0.0.1:")
-                    .nth(1)
-                    .and_then(|p| p.trim().parse::<u16>().ok())
-                {
-                    let _ = tx.send(port);
-                }
-            }
-        });
-        let port = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the emulator did not start listening");
+        let port = crate::common::announced_port(
+            err,
+            "ARM endpoint http://127.0.0.1:",
+            Duration::from_secs(30),
+        )
+        .expect("the emulator did not start listening");
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "the emulator did not start");

@@ -9,6 +9,30 @@ use std::process::{Command, Output};
 
 pub const STAGE: &str = env!("CARGO_BIN_EXE_stage");
 
+/// The port a service started on port 0 announces in its output, as the number after
+/// `marker` on some line; `None` when none came `within`. The output is read to its end
+/// on a thread of its own, so the service never blocks on a full pipe.
+pub fn announced_port(
+    out: impl std::io::Read + Send + 'static,
+    marker: &'static str,
+    within: std::time::Duration,
+) -> Option<u16> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(port) = line
+                .split(marker)
+                .nth(1)
+                .and_then(|p| p.trim().parse::<u16>().ok())
+            {
+                let _ = tx.send(port);
+            }
+        }
+    });
+    rx.recv_timeout(within).ok()
+}
+
 pub struct Workspace {
     pub dir: tempfile::TempDir,
 }
