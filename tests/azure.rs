@@ -12,7 +12,7 @@ mod sshd;
 use std::path::PathBuf;
 use std::process::Output;
 
-use azurite::{Azurite, CONNECTION_STRING};
+use azurite::{Azurite, stage};
 use common::*;
 use emulator::Emulator;
 
@@ -24,13 +24,6 @@ struct Bed {
     em: Emulator,
     ws: Workspace,
     pipeline: PathBuf,
-}
-
-/// `stage ARGS` in the workspace, with Azurite's credentials.
-fn stage(ws: &Workspace, args: &[&str]) -> std::process::Command {
-    let mut c = ws.cmd(args);
-    c.env("AZURE_STORAGE_CONNECTION_STRING", CONNECTION_STRING);
-    c
 }
 
 fn run(ws: &Workspace, args: &[&str], crash: Option<&str>) -> Output {

@@ -8,19 +8,11 @@ mod common;
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::Output;
 
-use azurite::{Azurite, CONNECTION_STRING, listing, put, raw};
+use azurite::{Azurite, listing, put, raw, stage_env};
 use common::*;
 use futures::StreamExt;
 use stage::store::azure::{Location, credential};
-
-fn stage_env(ws: &Workspace, args: &[&str]) -> Output {
-    ws.cmd(args)
-        .env("AZURE_STORAGE_CONNECTION_STRING", CONNECTION_STRING)
-        .output()
-        .expect("run stage")
-}
 
 /// Relative path → length and a digest, so a failed comparison prints names, not bytes.
 fn digests(ws: &Workspace, rel: &str) -> BTreeMap<String, (usize, String)> {
@@ -274,9 +266,7 @@ fn a_killed_import_and_export_resume_at_file_granularity() {
     }
     let url = az.url("resume");
     for point in ["export.after-intent", "export.after-copy:120"] {
-        let o = ws
-            .cmd(&["export", "--transfers", "4", "src", &url])
-            .env("AZURE_STORAGE_CONNECTION_STRING", CONNECTION_STRING)
+        let o = azurite::stage(&ws, &["export", "--transfers", "4", "src", &url])
             .env("STAGE_CRASH_AT", point)
             .output()
             .unwrap();
@@ -294,9 +284,7 @@ fn a_killed_import_and_export_resume_at_file_granularity() {
         "import.after-copy:150",
         "journal.flush:2",
     ] {
-        let o = ws
-            .cmd(&["import", "--transfers", "4", &url, "dst"])
-            .env("AZURE_STORAGE_CONNECTION_STRING", CONNECTION_STRING)
+        let o = azurite::stage(&ws, &["import", "--transfers", "4", &url, "dst"])
             .env("STAGE_CRASH_AT", point)
             .output()
             .unwrap();
@@ -512,9 +500,7 @@ fn blob_service_lost_mid_export_then_a_rerun_restores_everything() {
         );
     }
     let url = az.url("lost");
-    let mut child = ws
-        .cmd(&["export", "--transfers", "4", "src", &url])
-        .env("AZURE_STORAGE_CONNECTION_STRING", CONNECTION_STRING)
+    let mut child = azurite::stage(&ws, &["export", "--transfers", "4", "src", &url])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();

@@ -6,7 +6,7 @@ mod common;
 #[path = "common/slurm.rs"]
 mod slurm;
 
-use azurite::{Azurite, CONNECTION_STRING};
+use azurite::{Azurite, CONNECTION_STRING, stage_env};
 use common::*;
 use slurm::Slurm;
 
@@ -16,13 +16,6 @@ fn hook(ws: &Workspace, which: &str) -> String {
         "#!/bin/sh\nexport AZURE_STORAGE_CONNECTION_STRING='{CONNECTION_STRING}'\nexec {STAGE} --state-dir {} slurm {which} \"$@\"\n",
         ws.state().display()
     )
-}
-
-fn stage_env(ws: &Workspace, args: &[&str]) -> std::process::Output {
-    ws.cmd(args)
-        .env("AZURE_STORAGE_CONNECTION_STRING", CONNECTION_STRING)
-        .output()
-        .unwrap()
 }
 
 #[test]

@@ -8,17 +8,9 @@ mod common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::Output;
 
-use azurite::{Azurite, CONNECTION_STRING, listing, put, raw};
+use azurite::{Azurite, listing, put, raw, stage_env};
 use common::*;
-
-fn stage_env(ws: &Workspace, args: &[&str]) -> Output {
-    ws.cmd(args)
-        .env("AZURE_STORAGE_CONNECTION_STRING", CONNECTION_STRING)
-        .output()
-        .expect("run stage")
-}
 
 fn entries(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
@@ -290,8 +282,7 @@ async fn the_slurm_hooks_act_only_as_the_jobs_user_could() {
     std::os::unix::fs::symlink(&root_only, home.join("link")).unwrap();
     let hook = |which: &str, line: String| {
         let script = ws.write(&format!("{which}.sh"), format!("#!/bin/sh\n{line}\ntrue\n"));
-        ws.cmd(&["slurm", which, "--script", script.to_str().unwrap()])
-            .env("AZURE_STORAGE_CONNECTION_STRING", CONNECTION_STRING)
+        azurite::stage(&ws, &["slurm", which, "--script", script.to_str().unwrap()])
             .env("SLURM_JOB_ID", "77")
             .env("SLURM_JOB_UID", uid.to_string())
             .env("SLURM_JOB_GID", gid.to_string())
@@ -359,9 +350,7 @@ fn a_read_that_fails_its_checksum_is_read_again() {
     let ws = Workspace::new();
     ws.write("src/a.dat", vec![7u8; 100_000]);
     assert_exit(&stage_env(&ws, &["export", "src", &az.url("flip")]), 0);
-    let o = ws
-        .cmd(&["import", &az.url("flip"), "dst"])
-        .env("AZURE_STORAGE_CONNECTION_STRING", CONNECTION_STRING)
+    let o = azurite::stage(&ws, &["import", &az.url("flip"), "dst"])
         .env("STAGE_FAIL_AT", "import.corrupt-read:1")
         .env("STAGE_LOG", "warn")
         .output()
@@ -416,11 +405,13 @@ fn an_empty_stage_in_source_holds_the_job_unless_allowed() {
                 dest.display()
             ),
         );
-        ws.cmd(&["slurm", "prolog", "--script", script.to_str().unwrap()])
-            .env("AZURE_STORAGE_CONNECTION_STRING", CONNECTION_STRING)
-            .env_remove("SLURM_JOB_UID")
-            .output()
-            .unwrap()
+        azurite::stage(
+            &ws,
+            &["slurm", "prolog", "--script", script.to_str().unwrap()],
+        )
+        .env_remove("SLURM_JOB_UID")
+        .output()
+        .unwrap()
     };
     // The container exists, the prefix holds nothing.
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use azure_core::http::{RequestContent, Url};
@@ -15,6 +15,18 @@ use futures::StreamExt;
 use stage::store::azure::{Location, credential};
 
 pub const CONNECTION_STRING: &str = "UseDevelopmentStorage=true";
+
+/// `stage ARGS` in the workspace, with the credentials of every test Azurite.
+pub fn stage(ws: &crate::common::Workspace, args: &[&str]) -> Command {
+    let mut c = ws.cmd(args);
+    c.env("AZURE_STORAGE_CONNECTION_STRING", CONNECTION_STRING);
+    c
+}
+
+/// The same, run to its end.
+pub fn stage_env(ws: &crate::common::Workspace, args: &[&str]) -> Output {
+    stage(ws, args).output().expect("run stage")
+}
 
 pub struct Azurite {
     child: Option<Child>,
