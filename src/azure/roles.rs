@@ -53,11 +53,9 @@ pub async fn ensure(arm: &Arm, account: &str) -> Result<Vec<&'static str>, RoleE
     let list = format!(
         "{account}/providers/Microsoft.Authorization/roleAssignments?api-version={API_VERSION}&$filter=assignedTo(%27{principal}%27)"
     );
-    let held: serde_json::Value = arm.get(&list).await.map_err(Box::new)?.unwrap_or_default();
-    let held: Vec<String> = held["value"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let held: Vec<serde_json::Value> = arm.list(&list).await.map_err(Box::new)?;
+    let held: Vec<String> = held
+        .iter()
         .filter_map(|a| a["properties"]["roleDefinitionId"].as_str())
         .filter_map(|id| id.rsplit('/').next())
         .map(str::to_ascii_lowercase)

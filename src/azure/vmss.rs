@@ -188,11 +188,10 @@ async fn addresses(arm: &Arm, r: &ScaleSetRef) -> Result<Vec<String>, ArmError> 
         "{}/networkInterfaces?api-version={NIC_API_VERSION}",
         r.path()
     );
-    let list: Value = arm.get(&path).await?.unwrap_or_default();
-    let mut ips: Vec<String> = list["value"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    // A pool of hundreds of instances spans pages.
+    let nics: Vec<Value> = arm.list(&path).await?;
+    let mut ips: Vec<String> = nics
+        .iter()
         .filter_map(|nic| {
             nic["properties"]["ipConfigurations"]
                 .as_array()?
