@@ -168,7 +168,7 @@ impl HsmSlot {
             },
         };
         match self.wait_turn(&mut turn, mine, pause, cancel).await {
-            Ok(()) => Ok(turn),
+            Ok(_) => Ok(turn),
             Err(e) => {
                 self.release(turn).await?;
                 Err(e)
@@ -176,18 +176,21 @@ impl HsmSlot {
         }
     }
 
+    /// Waits until the slot is free for `mine`; `true` when anything held it at first.
     async fn wait_turn(
         &self,
         turn: &mut Turn,
         mine: &str,
         pause: bool,
         cancel: Option<&Cancel>,
-    ) -> Result<(), SlotError> {
+    ) -> Result<bool, SlotError> {
         let mut said = None;
+        let mut held = false;
         loop {
             let what = match self.holder(mine).await? {
-                None => return Ok(()),
+                None => return Ok(held),
                 Some(Holder::AutoExport(job)) if pause => {
+                    held = true;
                     self.pause(turn, &job).await?;
                     continue;
                 }
@@ -206,6 +209,7 @@ impl HsmSlot {
                 }
                 Some(Holder::Job(what)) => what,
             };
+            held = true;
             if said.as_ref() != Some(&what) {
                 tracing::warn!(
                     "waiting for {what} on {}: AMLFS runs one HSM job at a time",
@@ -237,9 +241,8 @@ impl HsmSlot {
         loop {
             let reply = self.arm.send(method.clone(), path, Some(body)).await?;
             if reply.status == StatusCode::CONFLICT {
-                if self.holder(mine).await?.is_some() {
-                    // Whatever took the slot first: wait for it, as for the turn.
-                    self.wait_turn(turn, mine, pause, cancel).await?;
+                // Whatever took the slot first: wait for it, as for the turn.
+                if self.wait_turn(turn, mine, pause, cancel).await? {
                     continue;
                 }
                 if unexplained < 5 {
