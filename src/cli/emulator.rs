@@ -113,8 +113,14 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
             deny_role_assignments: a.deny_role_assignments,
         },
     };
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+    // SIGTERM too, as a service manager stops it: either way the resources are saved last.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| CliError::Usage(format!("cannot handle SIGTERM: {e}")))?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
     };
     // Said even with -q for `--listen 127.0.0.1:0`: the only way to learn the port chosen.
     let say = !ctx.quiet || opts.listen.port() == 0;

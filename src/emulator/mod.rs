@@ -6,10 +6,12 @@
 //! `stage`'s own mover (conflict modes, maximum errors, metadata). What it emulates is the
 //! control plane: long-running operations, job states, the one-HSM-job-at-a-time rule (a
 //! second job is refused with 409, as Azure does, never queued), Azure's timings scaled by
-//! one factor (`timing`), lists paged with `nextLink`, and injectable faults.
+//! one factor (`timing`), lists paged with `nextLink`, and injectable faults. Its resources
+//! survive a restart with the same data directory (`persist`).
 
 mod handlers;
 mod paths;
+mod persist;
 mod state;
 pub mod timing;
 mod vmss;
@@ -50,6 +52,8 @@ pub enum EmulatorError {
     },
     #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),
+    #[error(transparent)]
+    Persist(#[from] persist::PersistError),
     #[error("server: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -79,12 +83,35 @@ pub async fn serve(
         })?;
     let addr = listener.local_addr().map_err(EmulatorError::Serve)?;
     listening(addr);
-    let state = Arc::new(state::State::new(opts, journal, format!("http://{addr}")));
+    let (inner, saved) = persist::load(&opts.data_dir)?;
+    let state = Arc::new(state::State::new(
+        opts,
+        journal,
+        format!("http://{addr}"),
+        inner,
+    ));
+    *state.saved.lock().unwrap_or_else(|e| e.into_inner()) = saved;
+    persist::resume(&state);
+    // Background work changes resources between requests (a job completes): written a few
+    // times a second, and once more at the end.
+    let flusher = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+            loop {
+                tick.tick().await;
+                persist::save_soon(&state).await;
+            }
+        })
+    };
     let app = axum::Router::new()
         .fallback(handlers::dispatch)
-        .with_state(state);
-    axum::serve(listener, app)
+        .with_state(state.clone());
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
-        .map_err(EmulatorError::Serve)
+        .map_err(EmulatorError::Serve);
+    flusher.abort();
+    persist::save_soon(&state).await;
+    served
 }

@@ -59,7 +59,7 @@ pub enum Target {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FsKey {
     pub subscription: String,
     pub group: String,

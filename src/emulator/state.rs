@@ -32,12 +32,24 @@ pub struct Faults {
 /// The emulated tenant's object id of the HPC Cache Resource Provider's service principal.
 pub const PROVIDER_PRINCIPAL: &str = "6a3a5c1e-0d2b-4e7f-9c1d-5e8f7a6b4c3d";
 
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct RoleAssignment {
     pub scope: String,
     pub role_definition_id: String,
     pub principal_id: String,
     /// When it takes effect: Azure's role assignments propagate for up to five minutes.
-    pub effective: std::time::Instant,
+    /// Wall-clock time, so that it means the same after a restart.
+    pub effective: std::time::SystemTime,
+}
+
+/// Work an async operation waits for, kept so that a restarted emulator finishes it (Azure
+/// does not forget a create because a front end restarted).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Owed {
+    Provision(super::paths::FsKey),
+    Delete(super::paths::FsKey),
+    /// A scale set's create or update, by its lower-case id.
+    ScaleSet(String),
 }
 
 pub struct FsEntry {
@@ -57,6 +69,8 @@ pub struct Inner {
     pub filesystems: HashMap<String, FsEntry>,
     pub jobs: HashMap<String, JobEntry>,
     pub operations: HashMap<String, AsyncOperation>,
+    /// What each unfinished operation is waiting for.
+    pub owed: HashMap<String, Owed>,
     /// By lower-case name.
     pub role_assignments: HashMap<String, RoleAssignment>,
     /// Expansion jobs by lower-case `FS_KEY/expansionjobs/NAME`, as their JSON resources.
@@ -128,7 +142,7 @@ impl Inner {
     /// in effect (`effective`) or only assigned.
     pub fn provider_has(&self, account: &str, role: &str, effective: bool) -> bool {
         let account = account.to_ascii_lowercase();
-        let now = std::time::Instant::now();
+        let now = std::time::SystemTime::now();
         self.role_assignments.values().any(|a| {
             a.principal_id == PROVIDER_PRINCIPAL
                 && account.starts_with(&a.scope.to_ascii_lowercase())
@@ -150,15 +164,19 @@ pub struct State {
     started: Mutex<std::collections::BTreeMap<&'static str, u64>>,
     /// Azure's time the emulated work stood for, in milliseconds (before scaling).
     modelled_ms: AtomicU64,
+    /// The resources as last written to disk (`persist`); held while writing, so that
+    /// writes land in order.
+    pub saved: Mutex<Vec<u8>>,
 }
 
 impl State {
-    pub fn new(opts: Options, journal: Arc<Journal>, base_url: String) -> State {
+    pub fn new(opts: Options, journal: Arc<Journal>, base_url: String, inner: Inner) -> State {
         State {
             opts,
             journal,
             base_url,
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(inner),
+            saved: Mutex::default(),
             requests: AtomicU64::new(0),
             started: Mutex::default(),
             modelled_ms: AtomicU64::new(0),
@@ -212,7 +230,9 @@ impl State {
     }
 
     pub fn finish_operation(&self, id: &str, error: Option<ErrorDetail>) {
-        if let Some(op) = self.lock().operations.get_mut(id) {
+        let mut inner = self.lock();
+        inner.owed.remove(id);
+        if let Some(op) = inner.operations.get_mut(id) {
             op.status = if error.is_some() {
                 "Failed"
             } else {
@@ -232,6 +252,13 @@ impl State {
             crate::azure::models::API_VERSION
         )
     }
+}
+
+/// Starts an async operation for `work`, under a lock the caller already holds.
+pub fn start_owed(inner: &mut Inner, work: Owed) -> String {
+    let id = start_operation(inner);
+    inner.owed.insert(id.clone(), work);
+    id
 }
 
 /// Starts an async operation under a lock the caller already holds.

@@ -84,18 +84,22 @@ fn start(state: &St, id: &str, v: Value, status: StatusCode) -> Response {
     let key = id.to_ascii_lowercase();
     let location = v["location"].as_str().unwrap_or("eastus").to_string();
     let subscription = id.split('/').nth(2).unwrap_or_default().to_string();
-    let op = state.start_operation();
-    state.lock().scale_sets.insert(key.clone(), v.clone());
-    let st = state.clone();
-    let op2 = op.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(st.azure(super::timing::SCALE_SET)).await;
-        if let Some(v) = st.lock().scale_sets.get_mut(&key) {
-            v["properties"]["provisioningState"] = json!("Succeeded");
-        }
-        st.finish_operation(&op2, None);
-    });
+    let op = {
+        let mut inner = state.lock();
+        inner.scale_sets.insert(key.clone(), v.clone());
+        super::state::start_owed(&mut inner, super::state::Owed::ScaleSet(key.clone()))
+    };
+    tokio::spawn(settle(state.clone(), key, op.clone()));
     accepted(state, status, &subscription, &location, &op, Some(v))
+}
+
+/// A scale set's create or update ends after Azure's time for it.
+pub async fn settle(state: St, key: String, op: String) {
+    tokio::time::sleep(state.azure(super::timing::SCALE_SET)).await;
+    if let Some(v) = state.lock().scale_sets.get_mut(&key) {
+        v["properties"]["provisioningState"] = json!("Succeeded");
+    }
+    state.finish_operation(&op, None);
 }
 
 pub fn nics(state: &State, id: &str) -> Response {

@@ -176,7 +176,6 @@ pub fn start_import_job(
         extra,
     };
     state.count_job("import");
-    let op = state.start_operation();
     state.lock().jobs.insert(
         key.clone(),
         JobEntry {
@@ -185,16 +184,32 @@ pub fn start_import_job(
             task: None,
         },
     );
+    let op = run_import_job(state, fs, &key);
+    (resource, op)
+}
+
+/// Runs the recorded import job `key` from its start; returns the async operation its PUT
+/// answers with.
+pub fn run_import_job(state: &Arc<State>, fs: &FsKey, key: &str) -> String {
+    let op = state.start_operation();
     let task = tokio::spawn(import_job(
         state.clone(),
         fs.clone(),
-        key.clone(),
+        key.to_string(),
         op.clone(),
     ));
-    if let Some(j) = state.lock().jobs.get_mut(&key) {
+    if let Some(j) = state.lock().jobs.get_mut(key) {
         j.task = Some(task.abort_handle());
     }
-    (resource, op)
+    op
+}
+
+/// Runs an archive of `path` (already recorded as `InProgress`) from its start.
+pub fn run_archive(state: &Arc<State>, fs: &FsKey, path: String) {
+    let task = tokio::spawn(archive(state.clone(), fs.clone(), path));
+    if let Some(e) = state.lock().filesystems.get_mut(&fs.key()) {
+        e.archive = Some(task.abort_handle());
+    }
 }
 
 pub async fn delete(state: Arc<State>, fs: FsKey, op: String) {
@@ -579,6 +594,28 @@ pub fn stopped(state: &State, key: &str) {
 
 /// The collection expansion jobs are kept under (`FsKey::child_key`).
 pub const EXPANSIONS: &str = "expansionjobs";
+
+/// An expansion job (by its key) grows the file system to `new` TiB after Azure's time.
+pub async fn expand(state: Arc<State>, fs: FsKey, key: String, new: f64) {
+    let hold = state.opts.timing.hold("expansion");
+    tokio::time::sleep(hold + state.azure(timing::EXPANSION)).await;
+    let mut inner = state.lock();
+    if let Some(e) = inner.filesystems.get_mut(&fs.key()) {
+        // Azure keeps what was asked at create in storageCapacityTiB, and reports the
+        // grown size (and the throughput it brings) beside it.
+        let per_tib = sku_of(&e.resource).map_or(0, |s| s.mb_per_tib());
+        let p = &mut e.resource.properties;
+        p.extra
+            .insert("currentStorageCapacityTiB".into(), json!(new as u64));
+        p.throughput_mbps = Some(new * f64::from(per_tib));
+    }
+    if let Some(j) = inner.expansions.get_mut(&key) {
+        j["properties"]["status"]["state"] = json!("Completed");
+        j["properties"]["status"]["percentComplete"] = json!(100.0);
+        j["properties"]["status"]["completionTimeUTC"] =
+            json!(crate::clock::iso8601(crate::clock::now_secs()));
+    }
+}
 
 /// The SKU a file system resource names, if it is one stage knows.
 pub fn sku_of(r: &AmlFilesystem) -> Option<SpecSku> {

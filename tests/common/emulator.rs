@@ -11,6 +11,7 @@ pub struct Emulator {
     child: Child,
     pub port: u16,
     pub data: tempfile::TempDir,
+    blob_endpoint: String,
 }
 
 impl Emulator {
@@ -18,39 +19,27 @@ impl Emulator {
     /// On port 0, reading back the port it got: no window for a parallel test to take it.
     pub fn start(blob_endpoint: &str, extra: &[&str]) -> Emulator {
         let data = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_stage"))
-            .args(["-q", "emulator", "--listen", "127.0.0.1:0"])
-            .arg("--data-dir")
-            .arg(data.path())
-            .args(["--blob-endpoint", blob_endpoint])
-            // Azure's proportions at 1/3000: a create in 0.3 s, an archive's fixed cost 19 ms.
-            .args(if extra.contains(&"--time-scale") {
-                &[][..]
-            } else {
-                &["--time-scale", "1/3000"][..]
-            })
-            .args(extra)
-            .env(
-                "AZURE_STORAGE_CONNECTION_STRING",
-                "UseDevelopmentStorage=true",
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("stage emulator");
-        let err = child.stderr.take().expect("piped");
-        let port = crate::common::announced_port(
-            err,
-            "ARM endpoint http://127.0.0.1:",
-            Duration::from_secs(30),
-        )
-        .expect("the emulator did not start listening");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the emulator did not start");
-            std::thread::sleep(Duration::from_millis(20));
+        let (child, port) = spawn(data.path(), blob_endpoint, extra);
+        Emulator {
+            child,
+            port,
+            data,
+            blob_endpoint: blob_endpoint.to_string(),
         }
-        Emulator { child, port, data }
+    }
+
+    /// Stops the emulator with `signal` and starts a new one on the same data directory
+    /// (and a new port), with `extra` flags.
+    pub fn restart(&mut self, signal: i32, extra: &[&str]) {
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        let status = self.child.wait().unwrap();
+        assert!(
+            signal == libc::SIGKILL || status.success(),
+            "the emulator did not stop cleanly: {status}"
+        );
+        let (child, port) = spawn(self.data.path(), &self.blob_endpoint, extra);
+        self.child = child;
+        self.port = port;
     }
 
     pub fn endpoint(&self) -> String {
@@ -139,6 +128,42 @@ impl Emulator {
             serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
         )
     }
+}
+
+fn spawn(data: &std::path::Path, blob_endpoint: &str, extra: &[&str]) -> (Child, u16) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stage"))
+        .args(["-q", "emulator", "--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--blob-endpoint", blob_endpoint])
+        // Azure's proportions at 1/3000: a create in 0.3 s, an archive's fixed cost 19 ms.
+        .args(if extra.contains(&"--time-scale") {
+            &[][..]
+        } else {
+            &["--time-scale", "1/3000"][..]
+        })
+        .args(extra)
+        .env(
+            "AZURE_STORAGE_CONNECTION_STRING",
+            "UseDevelopmentStorage=true",
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("stage emulator");
+    let err = child.stderr.take().expect("piped");
+    let port = crate::common::announced_port(
+        err,
+        "ARM endpoint http://127.0.0.1:",
+        Duration::from_secs(30),
+    )
+    .expect("the emulator did not start listening");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the emulator did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, port)
 }
 
 impl Drop for Emulator {

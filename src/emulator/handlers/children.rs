@@ -173,26 +173,6 @@ pub(super) fn put_expansion(state: &St, fs: FsKey, job: String, body: &[u8]) -> 
     });
     state.lock().expansions.insert(key.clone(), v.clone());
     state.count_job("expansion");
-    let st = state.clone();
-    tokio::spawn(async move {
-        let hold = st.opts.timing.hold("expansion");
-        tokio::time::sleep(hold + st.azure(crate::emulator::timing::EXPANSION)).await;
-        let mut inner = st.lock();
-        if let Some(e) = inner.filesystems.get_mut(&fs.key()) {
-            // Azure keeps what was asked at create in storageCapacityTiB, and reports the
-            // grown size (and the throughput it brings) beside it.
-            let per_tib = work::sku_of(&e.resource).map_or(0, |s| s.mb_per_tib());
-            let p = &mut e.resource.properties;
-            p.extra
-                .insert("currentStorageCapacityTiB".into(), json!(new as u64));
-            p.throughput_mbps = Some(new * f64::from(per_tib));
-        }
-        if let Some(j) = inner.expansions.get_mut(&key) {
-            j["properties"]["status"]["state"] = json!("Completed");
-            j["properties"]["status"]["percentComplete"] = json!(100.0);
-            j["properties"]["status"]["completionTimeUTC"] =
-                json!(crate::clock::iso8601(crate::clock::now_secs()));
-        }
-    });
+    tokio::spawn(work::expand(state.clone(), fs, key, new));
     json_response(StatusCode::CREATED, &v)
 }

@@ -171,7 +171,7 @@ pub(super) fn put_fs(state: &St, fs: FsKey, body: &[u8]) -> Response {
     });
     let location = r.location.clone().unwrap_or_default();
     let dir = state.opts.data_dir.join("filesystems").join(&fs.name);
-    let op = crate::emulator::state::start_operation(&mut inner);
+    let op = crate::emulator::state::start_owed(&mut inner, Owed::Provision(fs.clone()));
     inner.filesystems.insert(
         fs.key(),
         FsEntry {
@@ -230,8 +230,8 @@ pub(super) fn delete_fs(state: &St, fs: FsKey) -> Response {
             t.abort();
         }
     }
+    let op = crate::emulator::state::start_owed(&mut inner, Owed::Delete(fs.clone()));
     drop(inner);
-    let op = state.start_operation();
     tokio::spawn(work::delete(state.clone(), fs.clone(), op.clone()));
     accepted_delete(state, &fs.subscription, &location, &op)
 }

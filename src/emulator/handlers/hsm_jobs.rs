@@ -19,10 +19,7 @@ pub(super) fn archive(state: &St, fs: FsKey, body: &[u8]) -> Response {
         set_archive(e, &path, "InProgress", None);
     }
     state.count_job("archive");
-    let task = tokio::spawn(work::archive(state.clone(), fs.clone(), path));
-    if let Some(e) = state.lock().filesystems.get_mut(&fs.key()) {
-        e.archive = Some(task.abort_handle());
-    }
+    work::run_archive(state, &fs, path);
     StatusCode::OK.into_response()
 }
 

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::paths::{self, FsKey, Target};
-use super::state::{FsEntry, State};
+use super::state::{FsEntry, Owed, State};
 use super::work;
 use crate::azure::models::*;
 use crate::spec::Sku as SpecSku;
@@ -121,6 +121,8 @@ pub fn accepted(
     r
 }
 
+/// Every request; one that may have changed a resource is answered only once the change is
+/// on disk (`persist`), as Azure's answer means the change is durable.
 pub async fn dispatch(
     Ext(state): Ext<St>,
     method: Method,
@@ -128,6 +130,15 @@ pub async fn dispatch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let changes = method != Method::GET;
+    let response = route(state.clone(), method, uri, headers, body);
+    if changes {
+        super::persist::save_soon(&state).await;
+    }
+    response
+}
+
+fn route(state: St, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     // Not ARM: how many ARM requests it has served, for benchmarks of polling rates.
     if uri.path() == "/_emulator/stats" {
         return json_response(
@@ -188,7 +199,10 @@ pub async fn dispatch(
     }
     let n = state.next_request();
     let faults = &state.opts.faults;
-    if faults.throttle_every.is_some_and(|k| k > 0 && n % k == 0) {
+    if faults
+        .throttle_every
+        .is_some_and(|k| k > 0 && n.is_multiple_of(k))
+    {
         let mut r = error(
             StatusCode::TOO_MANY_REQUESTS,
             "TooManyRequests",
@@ -199,7 +213,10 @@ pub async fn dispatch(
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return r;
     }
-    if faults.error_every.is_some_and(|k| k > 0 && n % k == 0) {
+    if faults
+        .error_every
+        .is_some_and(|k| k > 0 && n.is_multiple_of(k))
+    {
         return error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "InternalServerError",

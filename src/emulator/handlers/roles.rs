@@ -101,7 +101,7 @@ pub(super) fn put_role_assignment(
         scope: scope.to_string(),
         role_definition_id: role.to_string(),
         principal_id: principal.to_string(),
-        effective: std::time::Instant::now()
+        effective: std::time::SystemTime::now()
             + state
                 .opts
                 .timing
