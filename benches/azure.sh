@@ -26,6 +26,7 @@ for i in $(seq "$RUNS"); do
     --time-scale 0 &
   pids+=($!)
   wait_port "$EM"
+  azure_prerequisites "$EM" "$BLOB" "/subscriptions/$SUB/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/v/subnets/a"
   cp -r pipelines "$d/"
   for part in reference samples; do
     "$STAGE" --state-dir "$d/upload" -q export "$d/pipelines/data/genomics/$part" "$BLOB/genomics/$part"
@@ -36,7 +37,7 @@ d, em, blob, sub = sys.argv[1:]
 s = open(f"{d}/pipelines/genomics.yaml").read()
 s = s.replace("target: local", f"target: azure\nazure:\n  subscription: {sub}\n  resource_group: rg\n  location: eastus\n  endpoint: http://127.0.0.1:{em}")
 s = s.replace("container: data/genomics ", f"container: {blob}/genomics ")
-s = s.replace("logging_container: data/genomics-logs", f"logging_container: {blob}/genomics-logs\n    storage_account: /subscriptions/{sub}/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/devstoreaccount1")
+s = s.replace("logging_container: data/genomics-logs", f"logging_container: {blob}/logs\n    storage_account: /subscriptions/{sub}/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/devstoreaccount1")
 s = s.replace('  zone: "1"\n', f'  zone: "1"\n  subnet: /subscriptions/{sub}/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/v/subnets/a\n  mount: {d}/emu/filesystems/genomics-scratch\n')
 open(f"{d}/pipelines/genomics-azure.yaml", "w").write(s)
 PY

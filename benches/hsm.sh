@@ -10,20 +10,13 @@
 #   benches/hsm.sh                 # 1,000 in, 10,000 out, SCALE=1/60
 #   INPUTS=100 OUTPUTS=1000 SCALE=1/600 benches/hsm.sh
 set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib.sh"
 INPUTS=${INPUTS:-1000}
 OUTPUTS=${OUTPUTS:-10000}
 SCALE=${SCALE:-1/60}
 DIRS=100
-cargo build --release -q
-STAGE=$PWD/target/release/stage
-work=$(mktemp -d)
-pids=()
-trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
-now() { date +%s.%N; }
+needs "apt-get install curl; npm install -g azurite" azurite-blob python3 curl
+bench_start hsm
 
 AZ=$(free_port)
 azurite-blob --blobHost 127.0.0.1 --blobPort "$AZ" --inMemoryPersistence --loose \
@@ -37,6 +30,9 @@ export AZURE_STORAGE_CONNECTION_STRING=UseDevelopmentStorage=true
 pids+=($!)
 for _ in $(seq 200); do grep -q 'ARM endpoint' "$work/emu.log" 2>/dev/null && break; sleep 0.05; done
 EM=$(sed -n 's/.*ARM endpoint http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$work/emu.log")
+SUB=00000000-0000-0000-0000-000000000000
+SUBNET=/subscriptions/$SUB/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/v/subnets/a
+azure_prerequisites "$EM" "$BLOB" "$SUBNET"
 
 # Inputs: INPUTS files of 1 KiB in DIRS directories.
 per_in=$((INPUTS / DIRS))
@@ -51,7 +47,6 @@ for d in range(dirs):
 PY
 "$STAGE" --state-dir "$work/upload" -q export "$work/in" "$BLOB/bench/in"
 
-SUB=00000000-0000-0000-0000-000000000000
 cat > "$work/bench.yaml" <<EOF
 name: hsmbench
 target: azure
@@ -65,12 +60,12 @@ filesystem:
   sku: AMLFS-Durable-Premium-250
   capacity_tib: 8
   zone: "1"
-  subnet: /subscriptions/$SUB/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/v/subnets/a
+  subnet: $SUBNET
   mount: $work/emu/filesystems/bench-scratch
   maintenance_window: { day: Saturday, time: "22:00" }
   hsm:
     container: $BLOB/bench
-    logging_container: $BLOB/bench-logs
+    logging_container: $BLOB/logs
     storage_account: /subscriptions/$SUB/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/devstoreaccount1
     import_prefixes: [in/]
 pool:

@@ -47,3 +47,14 @@ now() { date +%s.%N; }
 secs() { echo "$2 - $1" | bc -l; }
 rate() { echo "scale=1; $1 / $2" | bc -l; }
 ratio() { echo "scale=2; $1 / $2" | bc -l; }
+
+# azure_prerequisites EMULATOR_PORT BLOB_ENDPOINT SUBNET_ID: what the seed's Terraform makes
+# before stage runs, made in the emulator and Azurite: the subnet (a /24) and the logging
+# container `logs` (an export of nothing creates it).
+azure_prerequisites() {
+  curl -sf -X PUT -H 'Authorization: Bearer bench' -H 'Content-Type: application/json' \
+    -d '{"properties":{"addressPrefix":"10.0.0.0/24"}}' \
+    "http://127.0.0.1:$1$3?api-version=2024-05-01" >/dev/null
+  mkdir -p "$work/nothing"
+  "$STAGE" --state-dir "$work/nothing-state" -q export "$work/nothing" "$2/logs"
+}

@@ -237,6 +237,14 @@ fn emulator_responses_follow_the_spec() {
     create["properties"]["hsm"]["settings"]["container"] = json!(format!("{sa}/data"));
     create["properties"]["hsm"]["settings"]["loggingContainer"] = json!(format!("{sa}/logs"));
     let fs = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/scgroup/providers/Microsoft.StorageCache/amlFilesystems/fs1";
+    // A subnet that does not exist is refused at once.
+    let (status, body) = em.request("PUT", fs, Some(&create));
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["target"], "properties.filesystemSubnet");
+    em.create_subnet(
+        create["properties"]["filesystemSubnet"].as_str().unwrap(),
+        "10.0.0.0/24",
+    );
     // Without the provider's roles on the account the create fails late, as in Azure.
     let early = format!("{fs}-early");
     let (status, _) = em.request("PUT", &early, Some(&create));

@@ -17,6 +17,7 @@ use common::*;
 use emulator::Emulator;
 
 const SUB: &str = "00000000-0000-0000-0000-000000000000";
+const SUBNET: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-stage/providers/Microsoft.Network/virtualNetworks/vnet/subnets/amlfs";
 const FS: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-stage/providers/Microsoft.StorageCache/amlFilesystems/genomics-scratch";
 
 struct Bed {
@@ -39,6 +40,19 @@ fn bed(emulator_flags: &[&str], edit: impl Fn(String) -> String) -> Bed {
     let az = Azurite::start();
     let blob = format!("http://127.0.0.1:{}/devstoreaccount1", az.port);
     let em = Emulator::start(&blob, emulator_flags);
+    // What the seed's Terraform makes before stage runs: the subnet and the logging
+    // container (the data container gets the inputs below).
+    em.create_subnet(SUBNET, "10.0.0.0/24");
+    // On a thread of its own: some tests call this from inside a runtime.
+    let logs = azurite::raw(&az, "genomics-logs");
+    std::thread::spawn(move || {
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(logs.create(None))
+            .expect("create the logging container");
+    })
+    .join()
+    .unwrap();
     let ws = Workspace::new();
     let p = ws.genomics();
     for part in ["reference", "samples"] {
@@ -72,7 +86,7 @@ fn bed(emulator_flags: &[&str], edit: impl Fn(String) -> String) -> Bed {
         .replace(
             "  zone: \"1\"\n",
             &format!(
-                "  zone: \"1\"\n  subnet: /subscriptions/{SUB}/resourceGroups/rg-stage/providers/Microsoft.Network/virtualNetworks/vnet/subnets/amlfs\n  mount: {}\n",
+                "  zone: \"1\"\n  subnet: {SUBNET}\n  mount: {}\n",
                 em.fs_dir("genomics-scratch").display()
             ),
         );
@@ -343,6 +357,56 @@ fn the_emulator_keeps_its_resources_across_a_restart_and_finishes_a_create() {
     assert_has(&o.stderr, "nothing to do");
     assert_eq!(b.jobs(), jobs);
     assert_eq!(b.filesystems(), 1);
+}
+
+/// The seed's Terraform makes the subnet and both containers; a pipeline that names a
+/// missing or too small one is told so before anything is created (on Azure the create
+/// would fail minutes in, or leave a file system that cannot grow).
+#[test]
+fn missing_or_small_prerequisites_are_refused_before_anything_is_created() {
+    let b = bed(&[], |y| {
+        y.replace("/subnets/amlfs", "/subnets/small")
+            .replace("/genomics-logs", "/genomics-nologs")
+    });
+    b.em.create_subnet(&SUBNET.replace("/amlfs", "/small"), "10.0.0.0/28");
+    let file = b.pipeline.to_str().unwrap();
+    let o = run(&b.ws, &["plan", file], None);
+    assert_exit(&o, 0);
+    for want in [
+        "cannot be created (run stops here)",
+        "is /28: a 8 TiB file system needs /27 or larger",
+        "logging container genomics-nologs does not exist",
+    ] {
+        assert_has(&o.stdout, want);
+    }
+    let o = b.run(None);
+    assert_exit(&o, 1);
+    assert_has(&o.stderr, "cannot be created");
+    assert_has(
+        &o.stderr,
+        "logging container genomics-nologs does not exist",
+    );
+    assert_has(&o.stderr, "nothing was created");
+    let (status, _) = b.em.get(FS);
+    assert_eq!(status, 404, "created regardless");
+    let yaml = std::fs::read_to_string(&b.pipeline).unwrap();
+    std::fs::write(&b.pipeline, yaml.replace("/subnets/small", "/subnets/gone")).unwrap();
+    let o = b.run(None);
+    assert_exit(&o, 1);
+    assert_has(
+        &o.stderr,
+        "subnets/gone does not exist: create it first (IPv4, /27 or larger for 8 TiB)",
+    );
+    // Fixed, the run goes on, noting what Microsoft recommends and Azurite lacks.
+    std::fs::write(
+        &b.pipeline,
+        yaml.replace("/subnets/small", "/subnets/amlfs")
+            .replace("/genomics-nologs", "/genomics-logs"),
+    )
+    .unwrap();
+    let o = b.logged(&["run", file]);
+    assert_exit(&o, 0);
+    assert_has(&o.stderr, "has no hierarchical namespace");
 }
 
 #[test]

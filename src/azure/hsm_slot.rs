@@ -196,15 +196,15 @@ impl HsmSlot {
                 }
                 Some(Holder::AutoExport(job)) => {
                     return Err(SlotError::Refused(format!(
-                        "auto-export job {job} is enabled on {}, and AMLFS runs one HSM job at a time; disable or delete it for this one to run",
-                        self.fs.name
+                        "auto-export job {job} is enabled on {}, and AMLFS runs one HSM job at a time; disable it for this one to run:\n  az amlfs auto-export update --resource-group {} --aml-filesystem-name {} --auto-export-job-name {job} --admin-status Disable",
+                        self.fs.name, self.fs.group, self.fs.name
                     )));
                 }
                 Some(Holder::AutoImport(job)) => {
                     // Enabled, it never finishes: waiting would be for ever.
                     return Err(SlotError::Refused(format!(
-                        "auto-import job {job} is enabled on {}, and AMLFS runs one HSM job at a time; disable it (az amlfs auto-import update --admin-status Disable) for stage's jobs to run",
-                        self.fs.name
+                        "auto-import job {job} is enabled on {}, and AMLFS runs one HSM job at a time; disable it for stage's jobs to run:\n  az amlfs auto-import update --resource-group {} --aml-filesystem-name {} --auto-import-job-name {job} --admin-status Disable",
+                        self.fs.name, self.fs.group, self.fs.name
                     )));
                 }
                 Some(Holder::Job(what)) => what,

@@ -3,6 +3,7 @@
 pub mod arm;
 pub mod hsm_slot;
 pub mod models;
+pub mod prerequisites;
 pub mod resources;
 pub mod roles;
 pub mod vmss;

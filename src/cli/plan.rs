@@ -37,7 +37,10 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
         .plan()
         .await
         .map_err(crate::engine::EngineError::from)?;
-    let exists = !matches!(fs_plan, FsPlan::Create | FsPlan::Failed);
+    let exists = !matches!(
+        fs_plan,
+        FsPlan::Create(_) | FsPlan::Blocked(_) | FsPlan::Failed
+    );
     match journal.latest_run(&p.name)? {
         Some(r) if !r.status.is_finished() => {
             println!("stage run would resume run {} of {}", r.id, p.name)
@@ -73,7 +76,17 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<Exit, CliError> {
                 }
                 match &fs_plan {
                     FsPlan::Keep => format!("keep    {what}"),
-                    FsPlan::Create => format!("create  {what}"),
+                    FsPlan::Create(notes) => {
+                        let mut s = format!("create  {what}");
+                        for n in notes {
+                            s += &format!("\n          note: {n}");
+                        }
+                        s
+                    }
+                    FsPlan::Blocked(problems) => format!(
+                        "refuse  {what}: cannot be created (run stops here):\n            {}",
+                        problems.join("\n            ")
+                    ),
                     FsPlan::Wait => format!("wait    {what} (being created)"),
                     FsPlan::Grow(tib) => format!("grow    {what} to {tib} TiB (expansion job)"),
                     FsPlan::Update(field) => format!("update  {what}: {field}"),

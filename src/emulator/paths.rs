@@ -57,6 +57,20 @@ pub enum Target {
     ScaleSetNics {
         id: String,
     },
+    /// `…/Microsoft.Network/virtualNetworks/V/subnets/S`, by its id as given.
+    Subnet {
+        id: String,
+    },
+    StorageAccount {
+        id: String,
+        account: String,
+    },
+    /// `ACCOUNT_ID/blobServices/default/containers/C`.
+    BlobContainer {
+        id: String,
+        account: String,
+        container: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -133,6 +147,44 @@ pub fn parse(path: &str) -> Option<Target> {
             [n] if eq(n, "networkInterfaces") => Some(Target::ScaleSetNics { id }),
             _ => None,
         };
+    }
+    if let [sub, _, rgs, _, prov, ns, rest @ ..] = s.as_slice()
+        && eq(sub, "subscriptions")
+        && eq(rgs, "resourceGroups")
+        && eq(prov, "providers")
+    {
+        let id = format!("/{}", s.join("/"));
+        match rest {
+            [vnets, _, subnets, _]
+                if eq(ns, "Microsoft.Network")
+                    && eq(vnets, "virtualNetworks")
+                    && eq(subnets, "subnets") =>
+            {
+                return Some(Target::Subnet { id });
+            }
+            [accounts, account]
+                if eq(ns, "Microsoft.Storage") && eq(accounts, "storageAccounts") =>
+            {
+                return Some(Target::StorageAccount {
+                    id,
+                    account: account.to_string(),
+                });
+            }
+            [accounts, account, services, default, containers, container]
+                if eq(ns, "Microsoft.Storage")
+                    && eq(accounts, "storageAccounts")
+                    && eq(services, "blobServices")
+                    && eq(default, "default")
+                    && eq(containers, "containers") =>
+            {
+                return Some(Target::BlobContainer {
+                    id,
+                    account: account.to_string(),
+                    container: container.to_string(),
+                });
+            }
+            _ => {}
+        }
     }
     match s.as_slice() {
         [sub, subscription, prov, ns, loc, _, ops, id]

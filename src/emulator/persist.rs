@@ -48,6 +48,8 @@ struct Snapshot {
     expansions: BTreeMap<String, serde_json::Value>,
     auto_exports: BTreeMap<String, serde_json::Value>,
     scale_sets: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    subnets: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -85,6 +87,7 @@ fn snapshot(inner: &Inner) -> Snapshot {
         expansions: sorted(&inner.expansions),
         auto_exports: sorted(&inner.auto_exports),
         scale_sets: sorted(&inner.scale_sets),
+        subnets: sorted(&inner.subnets),
     }
 }
 
@@ -164,6 +167,7 @@ pub fn load(data_dir: &Path) -> Result<(Inner, Vec<u8>), PersistError> {
     inner.expansions = s.expansions.into_iter().collect();
     inner.auto_exports = s.auto_exports.into_iter().collect();
     inner.scale_sets = s.scale_sets.into_iter().collect();
+    inner.subnets = s.subnets.into_iter().collect();
     Ok((inner, bytes))
 }
 

@@ -82,6 +82,9 @@ pub struct Inner {
     pub auto_export_loops: HashMap<String, u64>,
     /// VM scale sets by lower-case id, as their JSON resources.
     pub scale_sets: HashMap<String, serde_json::Value>,
+    /// Subnets by lower-case id, as their JSON resources: made by the caller, as the seed's
+    /// Terraform makes them.
+    pub subnets: HashMap<String, serde_json::Value>,
 }
 
 impl Inner {

@@ -212,6 +212,17 @@ impl FileSystem for AmlfsFileSystem {
             }
             return Ok(creating);
         }
+        // What the create needs must exist: Azure would fail it only minutes in.
+        let found = crate::azure::prerequisites::check(&self.arm, &self.desired).await?;
+        for note in &found.notes {
+            tracing::warn!("{}: {note}", self.describe());
+        }
+        if !found.problems.is_empty() {
+            return Err(FsError::Prerequisites {
+                name: self.describe(),
+                problems: found.problems,
+            });
+        }
         // The provider's roles on the HSM account first: without them Azure fails the
         // create minutes in.
         if let Some(account) = self
@@ -244,7 +255,11 @@ impl FileSystem for AmlfsFileSystem {
 
     async fn plan(&self) -> Result<FsPlan, FsError> {
         let Some(have) = self.get().await? else {
-            return Ok(FsPlan::Create);
+            let found = crate::azure::prerequisites::check(&self.arm, &self.desired).await?;
+            if !found.problems.is_empty() {
+                return Ok(FsPlan::Blocked(found.problems));
+            }
+            return Ok(FsPlan::Create(found.notes));
         };
         let d = drift(&self.desired, &have);
         if !d.is_empty() {

@@ -18,6 +18,8 @@ pub enum FsError {
     Azure(String),
     #[error("{name} exists with settings that cannot change after creation:\n  {}\nnothing was changed; point the pipeline at another file system name, or delete this one", diffs.join("\n  "))]
     Drift { name: String, diffs: Vec<String> },
+    #[error("{name} cannot be created:\n  {}\nnothing was created", problems.join("\n  "))]
+    Prerequisites { name: String, problems: Vec<String> },
     #[error("{what} {}", .path.display())]
     Io {
         what: &'static str,
@@ -30,7 +32,10 @@ pub enum FsError {
 /// What ensuring the file system would do now, for `plan` to say exactly that.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FsPlan {
-    Create,
+    /// Create it; the notes are said (a storage account without HNS).
+    Create(Vec<String>),
+    /// It cannot be created until these are fixed (a missing subnet or container).
+    Blocked(Vec<String>),
     Keep,
     /// Provisioning is under way: ensure waits for it.
     Wait,
@@ -59,7 +64,7 @@ pub trait FileSystem: Send + Sync {
         Ok(if self.exists().await? {
             FsPlan::Keep
         } else {
-            FsPlan::Create
+            FsPlan::Create(Vec::new())
         })
     }
     /// The state the service reports it in (`Succeeded`, `Failed`, …), `None` when absent.

@@ -442,7 +442,7 @@ impl HsmMover {
 }
 
 impl HsmMover {
-    /// `adminStatus: Cancel`, as `az amlfs import-job cancel` does.
+    /// `adminStatus: Cancel`, as `az amlfs import update --admin-status Cancel` does.
     async fn cancel_job(&self, path: &str) -> Result<(), MoverError> {
         let body = serde_json::json!({ "properties": { "adminStatus": "Cancel" } });
         let reply = self

@@ -71,6 +71,13 @@ impl Emulator {
         out
     }
 
+    /// Makes a subnet, as the seed's Terraform does before stage runs.
+    pub fn create_subnet(&self, id: &str, prefix: &str) {
+        let body = serde_json::json!({ "properties": { "addressPrefix": prefix } });
+        let (status, r) = self.request("PUT", &format!("{id}?api-version=2024-05-01"), Some(&body));
+        assert!(status == 201 || status == 200, "{r}");
+    }
+
     /// Any ARM request, over a plain HTTP/1.1 connection: (status, JSON body or null).
     /// Gives the HPC Cache Resource Provider its two roles on a storage account, as an owner
     /// of the account would before creating a file system with HSM settings.

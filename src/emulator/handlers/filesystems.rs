@@ -116,6 +116,19 @@ pub(super) fn put_fs(state: &St, fs: FsKey, body: &[u8]) -> Response {
         );
     }
     let mut inner = state.lock();
+    // Azure checks the subnet at once. (Its exact error code is in none of the spec, the
+    // docs or the recordings; `InvalidParameter` on the field stands for it.)
+    let subnet = req.properties.filesystem_subnet.clone().unwrap_or_default();
+    if !inner.filesystems.contains_key(&fs.key())
+        && !inner.subnets.contains_key(&subnet.to_ascii_lowercase())
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+            &format!("The subnet '{subnet}' was not found."),
+            Some("properties.filesystemSubnet"),
+        );
+    }
     // Roles granted a moment ago are not yet in effect: Azure refuses the create then, as it
     // would for roles never granted, until they have propagated.
     if !inner.filesystems.contains_key(&fs.key())

@@ -4,7 +4,9 @@
 mod children;
 mod filesystems;
 mod hsm_jobs;
+mod network;
 mod roles;
+mod storage;
 
 use std::sync::Arc;
 
@@ -131,14 +133,14 @@ pub async fn dispatch(
     body: Bytes,
 ) -> Response {
     let changes = method != Method::GET;
-    let response = route(state.clone(), method, uri, headers, body);
+    let response = route(state.clone(), method, uri, headers, body).await;
     if changes {
         super::persist::save_soon(&state).await;
     }
     response
 }
 
-fn route(state: St, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn route(state: St, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     // Not ARM: how many ARM requests it has served, for benchmarks of polling rates.
     if uri.path() == "/_emulator/stats" {
         return json_response(
@@ -183,6 +185,10 @@ fn route(state: St, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -
         }
         Target::ScaleSet { .. } => Some(crate::azure::vmss::API_VERSION),
         Target::ScaleSetNics { .. } => Some(crate::azure::vmss::NIC_API_VERSION),
+        Target::Subnet { .. } => Some(crate::azure::prerequisites::NETWORK_API_VERSION),
+        Target::StorageAccount { .. } | Target::BlobContainer { .. } => {
+            Some(crate::azure::prerequisites::STORAGE_API_VERSION)
+        }
         _ => Some(API_VERSION),
     };
     if expected.is_some_and(|e| version != Some(e)) {
@@ -285,6 +291,20 @@ fn route(state: St, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -
         (Method::PUT, Target::ScaleSet { id }) => super::vmss::put(&state, &id, &body),
         (Method::PATCH, Target::ScaleSet { id }) => super::vmss::patch(&state, &id, &body),
         (Method::GET, Target::ScaleSetNics { id }) => super::vmss::nics(&state, &id),
+        (Method::GET, Target::Subnet { id }) => network::get_subnet(&state, &id),
+        (Method::PUT, Target::Subnet { id }) => network::put_subnet(&state, &id, &body),
+        (Method::DELETE, Target::Subnet { id }) => network::delete_subnet(&state, &id),
+        (Method::GET, Target::StorageAccount { id, account }) => {
+            storage::get_account(&state, &id, &account)
+        }
+        (
+            Method::GET,
+            Target::BlobContainer {
+                id,
+                account,
+                container,
+            },
+        ) => storage::get_container(&state, &id, &account, &container).await,
         (Method::GET, Target::Operation { id }) => {
             let monitor = uri.query().unwrap_or_default().contains("monitor=true");
             match state.lock().operations.get(&id) {

@@ -313,6 +313,14 @@ impl AzureStore {
     /// whole export: the SDK has retried each request already, and a service that cannot be
     /// reached or refuses this now will not serve the files either (whole-file retries are for
     /// bodies cut mid-transfer).
+    /// Whether the container exists (an ARM container GET answers from this in the emulator).
+    pub async fn exists(&self) -> Result<bool, StoreError> {
+        self.client
+            .exists()
+            .await
+            .map_err(|e| StoreError::service(sdk_error(e).message()))
+    }
+
     async fn ensure_container(&self) -> Result<(), StoreError> {
         self.container_checked
             .get_or_try_init(|| async {
