@@ -4,9 +4,9 @@
 //! an archive, an expansion, an enabled auto-export) starts again from its beginning and
 //! finishes the same operation a client may still be polling.
 //!
-//! Written after every request that changes something, before its answer leaves, and by a
-//! flusher for the changes background work makes, so a kill loses at most the last fraction
-//! of a second of job progress, never an accepted request.
+//! Written (when changed) before any answer leaves, and by a flusher for the changes
+//! background work makes, so a kill loses at most the last fraction of a second of job
+//! progress, never an accepted request or anything a client was shown.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

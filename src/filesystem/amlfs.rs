@@ -195,8 +195,9 @@ impl FileSystem for AmlfsFileSystem {
             self.check_drift(&have)?;
             let creating = have.properties.provisioning_state.as_deref() != Some("Succeeded");
             // A run killed while the file system was provisioning waits for it, never makes
-            // a second one.
-            self.wait_ready().await?;
+            // a second one; what Azure did not report while creating is compared once ready.
+            let have = self.wait_ready().await?;
+            self.check_drift(&have)?;
             if let Some(tib) = crate::azure::resources::growth(&self.desired, &have) {
                 self.grow(tib).await?;
             }

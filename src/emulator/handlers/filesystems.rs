@@ -4,9 +4,26 @@ use super::*;
 
 pub(super) fn get_fs(state: &State, fs: &FsKey) -> Response {
     match state.lock().filesystems.get(&fs.key()) {
-        Some(e) => json_response(StatusCode::OK, &e.resource),
+        Some(e) => json_response(StatusCode::OK, &shown(&e.resource)),
         None => not_found(&fs.id()),
     }
+}
+
+/// A file system as Azure shows it: while it is being created, its HSM settings are not
+/// reported yet (`hsm: {}`) and its client information is empty strings, as the recorded
+/// 201 of a create has them. A client must not take that for drift.
+pub(super) fn shown(r: &AmlFilesystem) -> AmlFilesystem {
+    let mut r = r.clone();
+    if r.properties.provisioning_state.as_deref() == Some("Creating") {
+        r.properties.hsm = Some(Hsm::default());
+        r.properties.client_info = Some(ClientInfo {
+            mgs_address: Some(String::new()),
+            mount_command: Some(String::new()),
+            lustre_version: Some(String::new()),
+            ..Default::default()
+        });
+    }
+    r
 }
 
 /// What ARM would refuse in a create request; (message, target).
@@ -170,7 +187,7 @@ pub(super) fn put_fs(state: &St, fs: FsKey, body: &[u8]) -> Response {
             );
         }
         existing.resource.properties.maintenance_window = req.properties.maintenance_window.clone();
-        return json_response(StatusCode::OK, &existing.resource);
+        return json_response(StatusCode::OK, &shown(&existing.resource));
     }
     let mut r = req;
     r.id = Some(fs.id());
@@ -178,10 +195,12 @@ pub(super) fn put_fs(state: &St, fs: FsKey, body: &[u8]) -> Response {
     r.kind = Some("Microsoft.StorageCache/amlFilesystems".into());
     r.properties.provisioning_state = Some("Creating".into());
     r.properties.health = Some(Health {
-        state: Some("Unavailable".into()),
-        status_description: Some("amlFilesystem is being created.".into()),
+        state: Some("Transitioning".into()),
+        status_description: Some("The cluster is in the process of changing states".into()),
         ..Default::default()
     });
+    let per_tib = work::sku_of(&r).map_or(0.0, |s| f64::from(s.mb_per_tib()));
+    r.properties.throughput_mbps = r.properties.storage_capacity_tib.map(|c| c * per_tib);
     let location = r.location.clone().unwrap_or_default();
     let dir = state.opts.data_dir.join("filesystems").join(&fs.name);
     let op = crate::emulator::state::start_owed(&mut inner, Owed::Provision(fs.clone()));
@@ -201,7 +220,7 @@ pub(super) fn put_fs(state: &St, fs: FsKey, body: &[u8]) -> Response {
         &fs.subscription,
         &location,
         &op,
-        serde_json::to_value(&r).ok(),
+        serde_json::to_value(shown(&r)).ok(),
     )
 }
 

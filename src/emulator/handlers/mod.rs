@@ -123,8 +123,9 @@ pub fn accepted(
     r
 }
 
-/// Every request; one that may have changed a resource is answered only once the change is
-/// on disk (`persist`), as Azure's answer means the change is durable.
+/// Every request, answered only once what it changed or saw is on disk (`persist`): Azure's
+/// answer means the change is durable, and a GET must not show a resource that a crash a
+/// moment later would lose (another request may have made it and not yet saved it).
 pub async fn dispatch(
     Ext(state): Ext<St>,
     method: Method,
@@ -132,11 +133,8 @@ pub async fn dispatch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let changes = method != Method::GET;
     let response = route(state.clone(), method, uri, headers, body).await;
-    if changes {
-        super::persist::save_soon(&state).await;
-    }
+    super::persist::save_soon(&state).await;
     response
 }
 
