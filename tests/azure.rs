@@ -528,10 +528,65 @@ fn missing_provider_roles_that_we_may_not_grant_stop_the_run_before_creating() {
     b.check_results();
 }
 
+/// The instances' user data is valid cloud-config (Debian's `cloud-init schema`), and its
+/// script valid sh that installs Microsoft's client for the running kernel.
+fn check_user_data(ws: &Workspace, init: &str) {
+    assert!(init.starts_with("#cloud-config\n"), "{init}");
+    let file = ws.write("user-data.yaml", init);
+    let o = std::process::Command::new("cloud-init")
+        .args(["schema", "--config-file"])
+        .arg(&file)
+        .output()
+        .expect("cloud-init (apt-get install cloud-init)");
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    let doc = &yaml_rust2::YamlLoader::load_from_str(init).unwrap()[0];
+    let script = doc["write_files"][0]["content"].as_str().unwrap();
+    let path = ws.write("stage-lustre-mount", script);
+    let o = std::process::Command::new("sh")
+        .arg("-n")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    for want in [
+        "https://packages.microsoft.com/repos/amlfs-$VERSION_CODENAME/",
+        "^amlfs-lustre-client-",
+        "apt-get install -y -q \"$pkg=$kernel\"",
+        "lustre $options,_netdev 0 0\" >> /etc/fstab",
+    ] {
+        assert!(script.contains(want), "{want} missing from:\n{script}");
+    }
+    assert_eq!(
+        doc["runcmd"][0][0].as_str(),
+        Some("/usr/local/sbin/stage-lustre-mount")
+    );
+}
+
 #[test]
 fn a_scale_set_pool_runs_the_tasks_on_its_instances_then_scales_to_zero() {
-    // Two sshd nodes stand in for the instances the emulator hands out.
-    let nodes = sshd::Nodes::start(2, true);
+    // Two sshd nodes stand in for the instances the emulator hands out. Lustre cannot be
+    // mounted here: their `stat -f` says "lustre" for the mount once the test has them
+    // finish booting (the file `booted`), as cloud-init's mount would.
+    let nodes = sshd::Nodes::start_with(2, true, |dir| {
+        let shim = dir.join("shim");
+        std::fs::create_dir_all(&shim).unwrap();
+        let stat = shim.join("stat");
+        std::fs::write(
+            &stat,
+            format!(
+                "#!/bin/sh
+if [ \"$1\" = -f ] && [ -e {booted} ]; then echo lustre; exit 0; fi
+exec /usr/bin/stat \"$@\"
+",
+                booted = dir.join("booted").display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&stat, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // sshd keeps the first SetEnv: the fast nodes' SHLVL=1 goes in this one.
+        format!("SetEnv SHLVL=1 PATH={}:/usr/bin:/bin\n", shim.display())
+    });
     let hosts = format!("--vmss-hosts={},{}", nodes.addr(0), nodes.addr(1));
     let key = nodes.dir.path().join("client.pub");
     let b = bed(&[&hosts], |y| {
@@ -554,8 +609,26 @@ fn a_scale_set_pool_runs_the_tasks_on_its_instances_then_scales_to_zero() {
         &plan.stdout,
         "scale_to_zero scales them to 0 after a successful run",
     );
-    let o = b.run(None);
-    assert_exit(&o, 0);
+    // Provisioned instances are not ready until their mount answers: nothing runs before.
+    let mut child = stage(&b.ws, &["run", b.pipeline.to_str().unwrap()])
+        .env("STAGE_LOG", "warn")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let said = common::announced_line(
+        child.stderr.take().unwrap(),
+        "waiting for 2 of 2 instances to mount Lustre",
+        std::time::Duration::from_secs(60),
+    );
+    assert!(said, "the run never waited for the mounts");
+    let mount = b.em.fs_dir("genomics-scratch");
+    assert!(
+        !mount.join("results").exists(),
+        "a task ran before the mount"
+    );
+    std::fs::write(nodes.dir.path().join("booted"), "").unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
     b.check_results();
     let vmss = format!(
         "/subscriptions/{SUB}/resourceGroups/rg-stage/providers/Microsoft.Compute/virtualMachineScaleSets/genomics-pool?api-version=2024-07-01"
@@ -571,9 +644,13 @@ fn a_scale_set_pool_runs_the_tasks_on_its_instances_then_scales_to_zero() {
         .decode(profile["osProfile"]["customData"].as_str().unwrap())
         .unwrap();
     let init = String::from_utf8(init).unwrap();
-    assert!(init.starts_with("#cloud-config"), "{init}");
-    assert!(init.contains("[mount, -t, lustre,"), "{init}");
-    assert!(init.contains("@tcp:/lustrefs'"), "{init}");
+    check_user_data(&b.ws, &init);
+    // With the options and source of Azure's own mount command.
+    assert!(
+        init.contains("source='127.0.0.1@tcp0:/lustrefs'")
+            && init.contains("options='noatime,user_xattr'"),
+        "{init}"
+    );
     // The tasks ran over SSH on the instances.
     let status = run(
         &b.ws,

@@ -1,6 +1,7 @@
 //! Azure Resource Manager: wire types for AMLFS (api-version 2026-01-01).
 
 pub mod arm;
+pub mod cloud_init;
 pub mod hsm_slot;
 pub mod models;
 pub mod prerequisites;

@@ -11,6 +11,7 @@ use tokio::sync::OnceCell;
 use super::ssh::SshOptions;
 use super::*;
 use crate::azure::arm::Arm;
+use crate::azure::cloud_init::LustreMount;
 use crate::azure::models::AmlFilesystem;
 use crate::azure::vmss::{self, ScaleSetRef};
 use crate::pool::hostlist::Host;
@@ -41,21 +42,14 @@ impl ScaleSetExecutor {
                     .await
                     .map_err(|e| pool(e.to_string()))?
                     .ok_or_else(|| pool("the file system does not exist yet; put `- ensure: {}` before the process steps".into()))?;
-                let mgs = fs
-                    .properties
-                    .client_info
-                    .as_ref()
-                    .and_then(|c| c.mgs_address.clone())
-                    .ok_or_else(|| {
-                    pool("the file system has no MGS address yet".into())
-                })?;
+                let lustre = LustreMount::of(&fs, &self.mount).map_err(|e| pool(e.to_string()))?;
                 let key = public_key(&self.spec).map_err(pool)?;
                 let want = vmss::desired(
                     &self.spec,
                     &self.set.location,
                     &self.subnet,
                     &key,
-                    &vmss::cloud_init(&mgs, &self.mount),
+                    &lustre.user_data(),
                 );
                 let (ips, fresh) = vmss::ensure(&self.arm, &self.set, &want)
                     .await
@@ -64,7 +58,7 @@ impl ScaleSetExecutor {
                     // New instances have new host keys, possibly at addresses stage has seen.
                     forget_host_keys(&self.ssh.known_hosts, &ips);
                 }
-                tracing::info!(hosts = ?ips, "scale set {} is ready", self.set.name);
+                tracing::info!(hosts = ?ips, "scale set {} is provisioned", self.set.name);
                 let hosts = ips
                     .into_iter()
                     .map(|ip| Host {
@@ -73,11 +67,65 @@ impl ScaleSetExecutor {
                         port: None,
                     })
                     .collect();
-                Ok(SshExecutor::new(hosts, self.slots_per_host, self.ssh.clone()))
+                let ssh = SshExecutor::new(hosts, self.slots_per_host, self.ssh.clone());
+                self.wait_mounted(&ssh).await?;
+                Ok(ssh)
             })
             .await
     }
+
+    /// Waits until every instance has the file system mounted: a provisioned instance is
+    /// still booting and installing the Lustre client, and a task run before the mount
+    /// would write into the bare directory beneath it. Asked over SSH, of the kernel
+    /// (`stat -f`), not of cloud-init's word.
+    async fn wait_mounted(&self, ssh: &SshExecutor) -> Result<(), ExecError> {
+        let probe = format!(
+            "stat -f -c %T -- {}",
+            crate::spec::template::shell_quote(&self.mount)
+        );
+        let started = std::time::Instant::now();
+        let mut said = None;
+        loop {
+            let out = ssh.broadcast(&probe).await;
+            let waiting: Vec<&str> = out
+                .iter()
+                .filter(|o| {
+                    let lustre = String::from_utf8_lossy(&o.stdout).trim() == "lustre";
+                    !(lustre && o.exit.as_ref().is_ok_and(|e| e.success()))
+                })
+                .map(|o| o.host.as_str())
+                .collect();
+            if waiting.is_empty() {
+                tracing::info!("every instance has Lustre mounted at {}", self.mount);
+                return Ok(());
+            }
+            if started.elapsed() > MOUNT_READY {
+                return Err(ExecError::Pool(format!(
+                    "scale set {}: {} of {} instances have no Lustre mount at {} after {} minutes ({}); see /var/log/cloud-init-output.log on them",
+                    self.set.name,
+                    waiting.len(),
+                    out.len(),
+                    self.mount,
+                    MOUNT_READY.as_secs() / 60,
+                    waiting.join(", ")
+                )));
+            }
+            if said != Some(waiting.len()) {
+                tracing::warn!(
+                    "waiting for {} of {} instances to mount Lustre at {} (cloud-init installs the client first)",
+                    waiting.len(),
+                    out.len(),
+                    self.mount
+                );
+                said = Some(waiting.len());
+            }
+            tokio::time::sleep(self.arm.poll_interval()).await;
+        }
+    }
 }
+
+/// How long new instances may take to boot, install the Lustre client and mount it.
+const MOUNT_READY: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
 /// The key installed on the instances: the configured one, or the user's usual one.
 fn public_key(spec: &ScaleSet) -> Result<String, String> {

@@ -33,6 +33,25 @@ pub fn announced_port(
     rx.recv_timeout(within).ok()
 }
 
+/// Whether some line of `out` contains `needle` within `within`; the rest is read to its
+/// end on a thread of its own.
+pub fn announced_line(
+    out: impl std::io::Read + Send + 'static,
+    needle: &'static str,
+    within: std::time::Duration,
+) -> bool {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if line.contains(needle) {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(within).is_ok()
+}
+
 pub struct Workspace {
     pub dir: tempfile::TempDir,
 }

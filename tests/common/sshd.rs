@@ -34,6 +34,12 @@ impl Nodes {
     /// Starts `n` sshd daemons. `fast` applies the test-bed tuning (no login-shell rc work, no
     /// post-quantum key exchange); stock leaves sshd's defaults, as users have them.
     pub fn start(n: usize, fast: bool) -> Nodes {
+        Self::start_with(n, fast, |_| String::new())
+    }
+
+    /// The same, with more sshd configuration: `extra(dir)` gets the nodes' directory. Its
+    /// SetEnv, if any, is the one sshd uses (it keeps the first): keep `SHLVL=1` in it.
+    pub fn start_with(n: usize, fast: bool, extra: impl Fn(&Path) -> String) -> Nodes {
         let dir = tempfile::tempdir().unwrap();
         let k = NEXT.fetch_add(1, Ordering::SeqCst) + std::process::id() % 200 * 50;
         let prefix = format!("127.{}.{}", 10 + (k / 250) % 240, k % 250);
@@ -51,6 +57,8 @@ impl Nodes {
                 dir.path().display(),
                 dir.path().display()
             );
+            // Before the tuning: sshd keeps the first SetEnv it reads.
+            text.push_str(&extra(dir.path()));
             if fast {
                 text.push_str("SetEnv SHLVL=1\nKexAlgorithms -sntrup761x25519-sha512@openssh.com,sntrup761x25519-sha512\n");
             }
