@@ -353,6 +353,10 @@ fn emulator_responses_follow_the_spec() {
         grown["properties"]["storageCapacityTiB"], create["properties"]["storageCapacityTiB"],
         "what was asked at create stays"
     );
+    // The spec allows one prefix per job for now.
+    let two = json!({ "location": "eastus", "properties": { "autoExportPrefixes": ["/a", "/b"], "adminStatus": "Enable" } });
+    let (status, body) = em.request("PUT", &format!("{fs}/autoExportJobs/auto2"), Some(&two));
+    assert_eq!(status, 400, "{body}");
     let (status, body) = em.request("PUT", &format!("{fs}/autoExportJobs/auto1"), Some(&auto));
     assert_eq!(status, 201, "{body}");
     s.validate(&body, "AutoExportJob");

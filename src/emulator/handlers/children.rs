@@ -19,6 +19,15 @@ pub(super) fn put_auto_export(state: &St, fs: FsKey, job: String, body: &[u8]) -
             Some("autoExportPrefixes"),
         );
     };
+    // "Number of maximum allowed paths for now is 1" (the spec).
+    if prefixes.len() != 1 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+            "autoExportPrefixes must hold exactly one path for now.",
+            Some("autoExportPrefixes"),
+        );
+    }
     let enable = req["properties"]["adminStatus"]
         .as_str()
         .unwrap_or("Enable")
