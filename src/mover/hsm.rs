@@ -83,6 +83,7 @@ impl HsmMover {
             present: check_mount,
             files: 0,
         };
+        let mut batch = Vec::new();
         for prefix in store::disjoint_prefixes(&req.prefixes) {
             let mut listing = self.store.list(&prefix);
             while let Some(item) = listing.next().await {
@@ -98,18 +99,37 @@ impl HsmMover {
                     continue;
                 }
                 survey.files += 1;
-                let (tree, name) = (Arc::clone(&tree), e.name.clone());
-                let here = tokio::task::spawn_blocking(move || tree.lookup(&name))
-                    .await
-                    .map_err(|e| self.err(e))?;
-                survey.present = matches!(
-                    here,
-                    Ok(crate::beneath::Found::Here(m)) if m.is_file() && m.len() == e.size
-                );
+                batch.push((e.name, e.size));
+                if batch.len() == LOOKUPS {
+                    survey.present = self.all_here(&tree, std::mem::take(&mut batch)).await?;
+                }
             }
+        }
+        if survey.present && !batch.is_empty() {
+            survey.present = self.all_here(&tree, batch).await?;
         }
         survey.fingerprint = crate::digest::hex(&md5.finalize());
         Ok(survey)
+    }
+
+    /// Whether every file is in the file system at its size: looked up a batch per blocking
+    /// task, as a thread hop per file costs more than the lookup.
+    async fn all_here(
+        &self,
+        tree: &Arc<crate::beneath::Root>,
+        files: Vec<(String, u64)>,
+    ) -> Result<bool, MoverError> {
+        let tree = Arc::clone(tree);
+        tokio::task::spawn_blocking(move || {
+            files.iter().all(|(name, size)| {
+                matches!(
+                    tree.lookup(name),
+                    Ok(crate::beneath::Found::Here(m)) if m.is_file() && m.len() == *size
+                )
+            })
+        })
+        .await
+        .map_err(|e| self.err(e))
     }
 
     /// What an import would bring: every blob under the prefixes (AMLFS decides conflicts).
@@ -129,6 +149,9 @@ impl HsmMover {
         Ok(report)
     }
 }
+
+/// Files looked up in the file system per blocking task by [`HsmMover::survey`].
+const LOOKUPS: usize = 1024;
 
 /// The container as an import found it: see [`HsmMover::survey`].
 struct Survey {
