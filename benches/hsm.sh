@@ -110,3 +110,32 @@ t2=$(now)
 t3=$(now); s2=$(stats)
 report "unchanged rerun" "$t2" "$t3" "$s1" "$s2"
 echo "exported: $(find "$work/emu/filesystems/bench-scratch/out" -type f | wc -l) files in the file system"
+
+# Before (session 7): the client sent one archive per output, one HSM job at a time. That
+# request pattern, replayed with curl against the same file system and emulator for the first
+# BEFORE outputs (all of them would take OUTPUTS x 58 s / scale here), then extrapolated.
+BEFORE=${BEFORE:-100}
+FS=/subscriptions/$SUB/resourceGroups/rg/providers/Microsoft.StorageCache/amlFilesystems/bench-scratch
+arm() { curl -sf -X "$1" -H 'Authorization: Bearer bench' -H 'Content-Type: application/json' \
+  ${3:+-d "$3"} "http://127.0.0.1:$EM$FS$2?api-version=2026-01-01"; }
+archived() { # path: whether the file system's last archive is of it and completed
+  arm GET "" | python3 -c 'import json,sys; a=json.load(sys.stdin)["properties"]["hsm"]["archiveStatus"][0]; sys.exit(not (a["filesystemPath"] == sys.argv[1] and a["status"]["state"] == "Completed"))' "$1"
+}
+s3=$(stats); t4=$(now)
+for f in $(cd "$work/emu/filesystems/bench-scratch" && find out -type f | sort | head -n "$BEFORE"); do
+  arm POST /archive "{\"filesystemPath\": \"/$f\"}" >/dev/null
+  until archived "/$f"; do sleep 0.05; done
+done
+t5=$(now); s4=$(stats)
+report "before, one archive per output, first $BEFORE outputs" "$t4" "$t5" "$s3" "$s4"
+python3 - "$s1" "$s0" "$s3" "$s4" "$BEFORE" "$OUTPUTS" <<'PY'
+import json, sys
+after = json.loads(sys.argv[1])["modelled_s"] - json.loads(sys.argv[2])["modelled_s"]
+per = (json.loads(sys.argv[4])["modelled_s"] - json.loads(sys.argv[3])["modelled_s"]) / int(sys.argv[5])
+outputs = int(sys.argv[6])
+# The same run with its one archive replaced by one per output (each taken to cost what the
+# replayed ones did; the real one-for-all archive moved more data, so this errs low).
+before = after + (outputs - 1) * per
+print(f"before, extrapolated to {outputs} outputs: {per:.1f} s of Azure time per archive, "
+      f"{before / 86400:.2f} days for the run; after: {after / 60:.1f} min ({before / after:.0f}x less)")
+PY

@@ -370,6 +370,28 @@ fn emulator_responses_follow_the_spec() {
     );
     assert_eq!(status, 200);
     wait_free(&em, fs);
+    // So does an enabled auto-import job (it follows the change feed for ever).
+    let import = json!({ "location": "eastus", "properties": { "autoImportPrefixes": ["/"], "adminStatus": "Enable" } });
+    let (status, body) = em.request("PUT", &format!("{fs}/autoImportJobs/ai1"), Some(&import));
+    assert_eq!(status, 201, "{body}");
+    s.validate(&body, "AutoImportJob");
+    let (status, body) = em.request("PUT", &format!("{fs}/importJobs/job3"), Some(&job));
+    busy(status, &body);
+    let (status, body) = em.request(
+        "PATCH",
+        &format!("{fs}/autoImportJobs/ai1"),
+        Some(&json!({ "properties": { "adminStatus": "Disable" } })),
+    );
+    assert_eq!(status, 200, "{body}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while em
+        .request("GET", &format!("{fs}/autoImportJobs/ai1"), None)
+        .1["properties"]["status"]["state"]
+        != "Disabled"
+    {
+        assert!(std::time::Instant::now() < deadline, "never disabled");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     // Lists are paged: a client that reads one page misses jobs.
     for i in 0..emulator_page() + 1 {
         let (status, body) = em.request("PUT", &format!("{fs}/importJobs/p{i}"), Some(&job));

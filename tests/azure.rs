@@ -409,6 +409,48 @@ fn missing_or_small_prerequisites_are_refused_before_anything_is_created() {
     assert_has(&o.stderr, "has no hierarchical namespace");
 }
 
+/// An enabled auto-import job never ends and holds the file system's one HSM slot: a run
+/// that needs an import job stops, saying how to disable it, instead of waiting for ever;
+/// once it is disabled (and has stopped) the run goes on.
+#[test]
+fn an_enabled_auto_import_job_stops_an_import_with_the_command_that_disables_it() {
+    let b = bed(&[], |y| y);
+    assert_exit(&b.run(None), 0);
+    let auto = format!("{FS}/autoImportJobs/site-sync");
+    let body = serde_json::json!({ "location": "eastus", "properties": { "adminStatus": "Enable", "autoImportPrefixes": ["/"] } });
+    let (status, r) = b.em.request("PUT", &auto, Some(&body));
+    assert_eq!(status, 201, "{r}");
+    // A new sample: the import step needs a job.
+    b.ws.write("more/S9.fastq.gz", "another sample\n");
+    let o = run(
+        &b.ws,
+        &["export", "more", &b.az.url("genomics/samples")],
+        None,
+    );
+    assert_exit(&o, 0);
+    let file = b.pipeline.to_str().unwrap();
+    let o = run(&b.ws, &["run", "--new", file], None);
+    assert_exit(&o, 1);
+    assert_has(
+        &o.stderr,
+        "auto-import job site-sync is enabled on genomics-scratch",
+    );
+    assert_has(
+        &o.stderr,
+        "az amlfs auto-import update --resource-group rg-stage --aml-filesystem-name genomics-scratch --auto-import-job-name site-sync --admin-status Disable",
+    );
+    let disable = serde_json::json!({ "properties": { "adminStatus": "Disable" } });
+    let (status, r) = b.em.request("PATCH", &auto, Some(&disable));
+    assert_eq!(status, 200, "{r}");
+    let o = run(&b.ws, &["run", "--new", file], None);
+    assert_exit(&o, 0);
+    assert!(
+        b.em.fs_dir("genomics-scratch")
+            .join("samples/S9.fastq.gz")
+            .is_file()
+    );
+}
+
 #[test]
 fn immutable_drift_is_refused_with_a_diff_and_nothing_changes() {
     let b = bed(&[], |y| y);

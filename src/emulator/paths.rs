@@ -43,6 +43,10 @@ pub enum Target {
     AutoImportJobs {
         fs: FsKey,
     },
+    AutoImportJob {
+        fs: FsKey,
+        job: String,
+    },
     AutoExportJob {
         fs: FsKey,
         job: String,
@@ -227,6 +231,10 @@ pub fn parse(path: &str) -> Option<Target> {
                 [a] if eq(a, "expansionJobs") => Some(Target::ExpansionJobs { fs }),
                 [a] if eq(a, "autoImportJobs") => Some(Target::AutoImportJobs { fs }),
                 [a, job] if eq(a, "autoExportJobs") => Some(Target::AutoExportJob {
+                    fs,
+                    job: job.to_string(),
+                }),
+                [a, job] if eq(a, "autoImportJobs") => Some(Target::AutoImportJob {
                     fs,
                     job: job.to_string(),
                 }),

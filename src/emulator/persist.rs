@@ -50,6 +50,8 @@ struct Snapshot {
     scale_sets: BTreeMap<String, serde_json::Value>,
     #[serde(default)]
     subnets: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    auto_imports: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -88,6 +90,7 @@ fn snapshot(inner: &Inner) -> Snapshot {
         auto_exports: sorted(&inner.auto_exports),
         scale_sets: sorted(&inner.scale_sets),
         subnets: sorted(&inner.subnets),
+        auto_imports: sorted(&inner.auto_imports),
     }
 }
 
@@ -168,6 +171,7 @@ pub fn load(data_dir: &Path) -> Result<(Inner, Vec<u8>), PersistError> {
     inner.auto_exports = s.auto_exports.into_iter().collect();
     inner.scale_sets = s.scale_sets.into_iter().collect();
     inner.subnets = s.subnets.into_iter().collect();
+    inner.auto_imports = s.auto_imports.into_iter().collect();
     Ok((inner, bytes))
 }
 
@@ -177,7 +181,8 @@ fn fs_of(id: &str) -> Option<FsKey> {
         Target::Filesystem { fs }
         | Target::ImportJob { fs, .. }
         | Target::ExpansionJob { fs, .. }
-        | Target::AutoExportJob { fs, .. } => Some(fs),
+        | Target::AutoExportJob { fs, .. }
+        | Target::AutoImportJob { fs, .. } => Some(fs),
         _ => None,
     }
 }
@@ -239,6 +244,11 @@ pub fn resume(state: &Arc<State>) {
                 Some((fs, k.clone(), new))
             })
             .collect();
+        for v in inner.auto_imports.values_mut() {
+            if v["properties"]["status"]["state"] == "Disabling" {
+                v["properties"]["status"]["state"] = serde_json::json!("Disabled");
+            }
+        }
         let mut exports = Vec::new();
         for (key, v) in inner.auto_exports.iter_mut() {
             if v["properties"]["adminStatus"] == "Enable" {

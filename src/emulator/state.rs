@@ -77,6 +77,8 @@ pub struct Inner {
     pub expansions: HashMap<String, serde_json::Value>,
     /// Auto-export jobs by lower-case `FS_KEY/autoexportjobs/NAME`, as their JSON resources.
     pub auto_exports: HashMap<String, serde_json::Value>,
+    /// Auto-import jobs by lower-case `FS_KEY/autoimportjobs/NAME`, as their JSON resources.
+    pub auto_imports: HashMap<String, serde_json::Value>,
     /// The export loop each enabled auto-export job should have: an older loop that sees
     /// another number here stops.
     pub auto_export_loops: HashMap<String, u64>,
@@ -137,6 +139,13 @@ impl Inner {
                 fs.children(super::work::AUTO_EXPORTS),
                 &self.auto_exports,
                 "auto-export job",
+            )
+        })
+        .or_else(|| {
+            running(
+                fs.children(super::work::AUTO_IMPORTS),
+                &self.auto_imports,
+                "auto-import job",
             )
         })
     }

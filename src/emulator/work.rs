@@ -497,6 +497,9 @@ pub async fn archive(state: Arc<State>, fs: FsKey, path: String) {
 /// The collection auto-export jobs are kept under (`FsKey::child_key`).
 pub const AUTO_EXPORTS: &str = "autoexportjobs";
 
+/// The collection auto-import jobs are kept under (`FsKey::child_key`).
+pub const AUTO_IMPORTS: &str = "autoimportjobs";
+
 /// An enabled auto-export job: passes over its prefixes, each under the file system's HSM
 /// lock (one HSM job at a time), until it is disabled or gone.
 pub async fn auto_export(state: Arc<State>, fs: FsKey, key: String) {

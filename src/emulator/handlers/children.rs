@@ -1,4 +1,4 @@
-//! The file system's other children: auto-export jobs and expansion jobs.
+//! The file system's other children: auto-export, auto-import and expansion jobs.
 
 use super::*;
 
@@ -184,4 +184,100 @@ pub(super) fn put_expansion(state: &St, fs: FsKey, job: String, body: &[u8]) -> 
     state.count_job("expansion");
     tokio::spawn(work::expand(state.clone(), fs, key, new));
     json_response(StatusCode::CREATED, &v)
+}
+
+/// Creates an auto-import job. It imports nothing here (it follows the blob change feed,
+/// which Azurite lacks), but enabled it holds the file system's one HSM slot, as on Azure,
+/// until it is disabled and has stopped.
+pub(super) fn put_auto_import(state: &St, fs: FsKey, job: String, body: &[u8]) -> Response {
+    if let Some(r) = not_ready(state, &fs) {
+        return r;
+    }
+    let req: serde_json::Value = match parse_body(body) {
+        Ok(v) => v,
+        Err(response) => return *response,
+    };
+    let enable = req["properties"]["adminStatus"]
+        .as_str()
+        .unwrap_or("Enable")
+        == "Enable";
+    let key = fs.child_key(work::AUTO_IMPORTS, &job);
+    if enable && let Some(r) = hsm_busy(state, &fs) {
+        return r;
+    }
+    let prefixes = req["properties"]["autoImportPrefixes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| vec![json!("/")]);
+    let v = json!({
+        "id": format!("{}/autoImportJobs/{job}", fs.id()),
+        "name": job,
+        "type": "Microsoft.StorageCache/amlFilesystems/autoImportJobs",
+        "location": req["location"].as_str().unwrap_or("eastus"),
+        "properties": {
+            "provisioningState": "Succeeded",
+            "adminStatus": if enable { "Enable" } else { "Disable" },
+            "autoImportPrefixes": prefixes,
+            "conflictResolutionMode": req["properties"]["conflictResolutionMode"].as_str().unwrap_or("Skip"),
+            "status": { "state": if enable { "InProgress" } else { "Disabled" } },
+        },
+    });
+    state.lock().auto_imports.insert(key, v.clone());
+    if enable {
+        state.count_job("auto-import");
+    }
+    json_response(StatusCode::CREATED, &v)
+}
+
+/// Disables (or enables) an auto-import job; disabling takes Azure's cancel time.
+pub(super) fn patch_auto_import(state: &St, fs: FsKey, job: String, body: &[u8]) -> Response {
+    let req: serde_json::Value = match parse_body(body) {
+        Ok(v) => v,
+        Err(response) => return *response,
+    };
+    let key = fs.child_key(work::AUTO_IMPORTS, &job);
+    let enable = match req["properties"]["adminStatus"].as_str() {
+        Some("Enable") => true,
+        Some("Disable") => false,
+        _ => {
+            return match state.lock().auto_imports.get(&key) {
+                Some(v) => json_response(StatusCode::OK, v),
+                None => not_found(&job),
+            };
+        }
+    };
+    let was = match state.lock().auto_imports.get(&key) {
+        Some(v) => v["properties"]["adminStatus"] == "Enable",
+        None => return not_found(&job),
+    };
+    if enable
+        && !was
+        && let Some(r) = hsm_busy(state, &fs)
+    {
+        return r;
+    }
+    let mut inner = state.lock();
+    let Some(v) = inner.auto_imports.get_mut(&key) else {
+        return not_found(&job);
+    };
+    v["properties"]["adminStatus"] = json!(if enable { "Enable" } else { "Disable" });
+    v["properties"]["status"]["state"] = json!(match (enable, was) {
+        (true, _) => "InProgress",
+        (false, true) => "Disabling",
+        (false, false) => "Disabled",
+    });
+    let out = v.clone();
+    drop(inner);
+    if was && !enable {
+        let st = state.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(st.azure(crate::emulator::timing::CANCEL)).await;
+            if let Some(v) = st.lock().auto_imports.get_mut(&key)
+                && v["properties"]["status"]["state"] == "Disabling"
+            {
+                v["properties"]["status"]["state"] = json!("Disabled");
+            }
+        });
+    }
+    json_response(StatusCode::OK, &out)
 }

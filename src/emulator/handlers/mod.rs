@@ -280,9 +280,24 @@ async fn route(state: St, method: Method, uri: Uri, headers: HeaderMap, body: By
             let value = children_of(&state.lock().expansions, &fs, work::EXPANSIONS);
             paged(&state, &uri, value)
         }
-        // Auto-import needs the blob change feed, which Azurite lacks: none is ever enabled
-        // here, and the list says so.
-        (Method::GET, Target::AutoImportJobs { .. }) => paged(&state, &uri, Vec::new()),
+        (Method::GET, Target::AutoImportJobs { fs }) => {
+            let value = children_of(&state.lock().auto_imports, &fs, work::AUTO_IMPORTS);
+            paged(&state, &uri, value)
+        }
+        (Method::GET, Target::AutoImportJob { fs, job }) => {
+            match state
+                .lock()
+                .auto_imports
+                .get(&fs.child_key(work::AUTO_IMPORTS, &job))
+            {
+                Some(v) => json_response(StatusCode::OK, v),
+                None => not_found(&job),
+            }
+        }
+        (Method::PUT, Target::AutoImportJob { fs, job }) => put_auto_import(&state, fs, job, &body),
+        (Method::PATCH, Target::AutoImportJob { fs, job }) => {
+            patch_auto_import(&state, fs, job, &body)
+        }
         (Method::GET, Target::ExpansionJob { fs, job }) => get_expansion(&state, &fs, &job),
         (Method::PUT, Target::ExpansionJob { fs, job }) => put_expansion(&state, fs, job, &body),
         (Method::GET, Target::ScaleSet { id }) => super::vmss::get(&state, &id),
