@@ -237,17 +237,30 @@ enum Writer {
 fn store(state: &State, container_id: &str, writer: Writer) -> Result<Arc<dyn BlobStore>, String> {
     let (account, container) = crate::azure::resources::container_parts(container_id)
         .ok_or_else(|| format!("not a container id: {container_id}"))?;
-    let endpoint = state
-        .opts
-        .blob_endpoint
-        .clone()
-        .unwrap_or_else(|| format!("https://{account}.blob.core.windows.net"));
-    let url = format!("{}/{container}", endpoint.trim_end_matches('/'));
-    let store = AzureStore::from_env(&url).map_err(|e| e.to_string())?;
+    let store = AzureStore::from_env(&container_url(state, &account, &container))
+        .map_err(|e| e.to_string())?;
     Ok(Arc::new(match writer {
         Writer::Import => store,
         Writer::Archive => store.without_checksum_metadata(),
     }))
+}
+
+/// The blob service endpoint of `account`: the one the emulator was given (Azurite), else
+/// Azure's.
+pub fn blob_endpoint(state: &State, account: &str) -> String {
+    state
+        .opts
+        .blob_endpoint
+        .clone()
+        .unwrap_or_else(|| format!("https://{account}.blob.core.windows.net"))
+}
+
+/// The URL of `container` of `account`.
+pub fn container_url(state: &State, account: &str, container: &str) -> String {
+    format!(
+        "{}/{container}",
+        blob_endpoint(state, account).trim_end_matches('/')
+    )
 }
 
 /// The HSM container and the directory of a ready file system.

@@ -94,13 +94,8 @@ pub(super) fn patch_auto_export(state: &St, fs: FsKey, job: String, body: &[u8])
     let Some(v) = inner.auto_exports.get_mut(&key) else {
         return not_found(&job);
     };
-    v["properties"]["adminStatus"] = json!(if enable { "Enable" } else { "Disable" });
     // Disabling ends when the pass under way does: the loop sets Disabled.
-    v["properties"]["status"]["state"] = json!(match (enable, was) {
-        (true, _) => "InProgress",
-        (false, true) => "Disabling",
-        (false, false) => "Disabled",
-    });
+    set_admin(v, enable, was);
     let body = v.clone();
     drop(inner);
     if enable {
@@ -260,12 +255,7 @@ pub(super) fn patch_auto_import(state: &St, fs: FsKey, job: String, body: &[u8])
     let Some(v) = inner.auto_imports.get_mut(&key) else {
         return not_found(&job);
     };
-    v["properties"]["adminStatus"] = json!(if enable { "Enable" } else { "Disable" });
-    v["properties"]["status"]["state"] = json!(match (enable, was) {
-        (true, _) => "InProgress",
-        (false, true) => "Disabling",
-        (false, false) => "Disabled",
-    });
+    set_admin(v, enable, was);
     let out = v.clone();
     drop(inner);
     if was && !enable {
@@ -280,4 +270,15 @@ pub(super) fn patch_auto_import(state: &St, fs: FsKey, job: String, body: &[u8])
         });
     }
     json_response(StatusCode::OK, &out)
+}
+
+/// An auto job's `adminStatus` and the state it puts the job in: a running job that is
+/// disabled is `Disabling` until it has stopped.
+fn set_admin(v: &mut serde_json::Value, enable: bool, was: bool) {
+    v["properties"]["adminStatus"] = json!(if enable { "Enable" } else { "Disable" });
+    v["properties"]["status"]["state"] = json!(match (enable, was) {
+        (true, _) => "InProgress",
+        (false, true) => "Disabling",
+        (false, false) => "Disabled",
+    });
 }

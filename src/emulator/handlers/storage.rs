@@ -31,11 +31,7 @@ pub(super) fn get_account(state: &State, id: &str, account: &str) -> Response {
             None,
         );
     }
-    let blob = state
-        .opts
-        .blob_endpoint
-        .clone()
-        .unwrap_or_else(|| format!("https://{account}.blob.core.windows.net"));
+    let blob = work::blob_endpoint(state, account);
     json_response(
         StatusCode::OK,
         &json!({
@@ -71,12 +67,7 @@ pub(super) async fn get_container(
     if !account_exists(state, account) {
         return missing();
     }
-    let endpoint = state
-        .opts
-        .blob_endpoint
-        .clone()
-        .unwrap_or_else(|| format!("https://{account}.blob.core.windows.net"));
-    let url = format!("{}/{container}", endpoint.trim_end_matches('/'));
+    let url = work::container_url(state, account, container);
     let exists = match crate::store::AzureStore::from_env(&url) {
         Ok(store) => store.exists().await,
         Err(e) => Err(e),
