@@ -15,6 +15,7 @@ fn main() -> ExitCode {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
+    raise_open_files_limit();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("STAGE_LOG")
@@ -67,6 +68,23 @@ fn render(e: &CliError) {
                 "error"
             };
             eprintln!("{prefix}: {msg}");
+        }
+    }
+}
+
+/// Raises the soft limit on open files to the hard one: login nodes often keep the soft
+/// limit at 1024, which a pool of a few hundred hosts' connections and their transfers
+/// would reach, while the hard limit is the one the site meant.
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
 }

@@ -65,7 +65,6 @@ fn ssh_options(p: &Pipeline, state_dir: &Path) -> Result<SshOptions, TargetError
         config: p.pool.ssh_config.clone(),
         host_keys: p.pool.host_key_checking,
         known_hosts: state_dir.join("known_hosts"),
-        socket_dir: std::env::temp_dir().join(format!("stage-ssh-{token}")),
         token,
     })
 }

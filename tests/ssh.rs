@@ -241,3 +241,70 @@ fn exec_runs_a_command_once_on_every_host() {
     assert_exit(&o, 1);
     assert_has(&o.stderr, "failed on 1 of 3 hosts");
 }
+
+/// The ssh clients this process (`pid`) runs.
+fn ssh_children(pid: u32) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let Some((comm, rest)) = stat.split_once(") ") else {
+            continue;
+        };
+        let ppid = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) && comm.ends_with("(ssh") {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// The seed's pool shape and beyond, on sshd as real nodes run it (stock `MaxStartups
+/// 10:30:100`, `MaxSessions 10`): 16 hosts × 120 slots, every slot busy at once, from a
+/// client held to 1,024 open files (soft and hard, as on many login nodes), with one local
+/// ssh process per host.
+#[test]
+fn sixteen_stock_hosts_with_120_slots_each_keep_every_slot_busy() {
+    let nodes = Nodes::start(16, false);
+    let ws = Workspace::new();
+    let tasks = 16 * 120;
+    // Every task holds its slot until the test has seen them all running.
+    let hold = "while [ ! -e release ]; do sleep 1; done &&";
+    let p = fan_pipeline(&ws, &nodes, &nodes.hostlist(), tasks, hold, "");
+    let yaml = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(&p, yaml.replace("slots: 3", "slots: 120")).unwrap();
+    let child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 1024 && exec \"$0\" \"$@\"")
+        .arg(STAGE)
+        .args(["--state-dir"])
+        .arg(ws.state())
+        .args(["run", "-q", p.to_str().unwrap()])
+        .current_dir(ws.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let counter = ws.path().join("lustre/counter");
+    let started = std::time::Instant::now();
+    let deadline = started + Duration::from_secs(180);
+    while std::fs::read_to_string(&counter).map_or(0, |c| c.lines().count()) < tasks {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every slot got a task"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let all_busy = started.elapsed();
+    let clients = ssh_children(child.id());
+    assert!(clients <= 16, "{clients} local ssh processes for 16 hosts");
+    std::fs::write(ws.path().join("lustre/release"), "").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_exit(&o, 0);
+    assert_eq!(ws.tree("lustre/out").len(), tasks);
+    eprintln!("{tasks} slots busy {all_busy:?} after the start, {clients} ssh clients");
+}

@@ -233,8 +233,16 @@ impl Engine {
                 _ = tokio::time::sleep_until(waiting.unwrap_or_else(Instant::now).into()), if waiting.is_some() => Some(None),
                 _ = self.cancel.wait() => None,
             };
-            let Some(next) = next else {
-                // Cancelled: dropping the futures kills every task's process group.
+            // Cancelled, or out of a local resource: dropping the futures kills every task's
+            // process group, and what ran is recorded as interrupted, to run again.
+            let stop = match &next {
+                None => Some(EngineError::Interrupted),
+                Some(Some((_, _, _, _, Err(ExecError::Local(message)), _))) => {
+                    Some(failed(message.clone()))
+                }
+                _ => None,
+            };
+            if let Some(why) = stop {
                 drop(running);
                 executor.shutdown().await;
                 for (_, mut rec) in in_flight.drain() {
@@ -243,7 +251,10 @@ impl Engine {
                     self.journal.put_task(run.id, index, &rec)?;
                 }
                 self.journal.flush()?;
-                return Err(EngineError::Interrupted);
+                return Err(why);
+            }
+            let Some(next) = next else {
+                continue;
             };
             // A retry's delay is over: go back and hand it a slot.
             let Some((item, slot, host, cmd, result, elapsed)) = next else {

@@ -1,5 +1,6 @@
 //! Running one task's command somewhere: this machine, over SSH, or as Slurm jobs.
 
+mod channel;
 mod local;
 mod scale_set;
 mod slurm;
@@ -56,7 +57,7 @@ impl TaskExit {
 pub enum ExecError {
     #[error("cannot start the task: {0}")]
     Spawn(#[source] std::io::Error),
-    #[error("cannot open the task's log {}", .0.display())]
+    #[error("cannot open the task's log {}: {}", .0.display(), .1)]
     Log(PathBuf, #[source] std::io::Error),
     /// The host could not be reached (after retries): its tasks go elsewhere.
     #[error("lost connection to {host}: {message}")]
@@ -67,6 +68,9 @@ pub enum ExecError {
     /// The connection dropped mid-task but the host came back: run the task again.
     #[error("connection to {host} dropped: {message}")]
     Dropped { host: String, message: String },
+    /// Something ran out here, not on a host (processes, open files): no host is to blame.
+    #[error("{0}")]
+    Local(String),
 }
 
 #[async_trait]

@@ -1,37 +1,80 @@
-# stage remote worker: runs tasks one at a time for one slot, over one SSH session.
-# Arguments: $1 = directory for this state's process-group files, $2 = slot number.
-# Requests on stdin:  "T <id> <timeout-seconds> <end-marker>", the script's lines, the marker.
-# Replies on stdout:  "S <id> <pgid>", then "O <id> <bytes>" + stdout, "E <id> <bytes>" +
-#                     stderr (each only if non-empty), then "X <id> <exit status>".
+# stage remote worker: one per host, over one SSH session, running any number of tasks at
+# once (stage sends no more than the host's slots).
+# Arguments: $1 = directory for this state's process-group files, $2 = this host's name as
+# stage knows it (plain characters only), which keeps apart the files of hosts that share
+# that directory (an NFS $TMPDIR, several nodes on one machine).
+# Requests on stdin:
+#   "T <id> <timeout-seconds> <end-marker>", the script's lines, the marker: run a task;
+#   "K <pgid>": kill that task's process group (TERM, then KILL a second later).
+# Replies on stdout, each written whole under a lock, as tasks end in any order:
+#   "S <id> <pgid>" once started; then "O <id> <bytes>" + stdout and "E <id> <bytes>" +
+#   stderr (each only if non-empty), then "X <id> <exit status>".
+# A task's output waits in a file on the node until it ends, so a chatty task never holds
+# the channel while others run, and nothing is held in memory.
+# At end of input (stage closed the session, or its connection died) every task still
+# running is killed: nothing is left behind on the node.
 umask 077
 base=$1
-slot=$2
+host=$2
+command -v flock >/dev/null 2>&1 || { echo "NEEDS flock (util-linux)"; exit 71; }
 mkdir -p "$base" || exit 70
-d=$(mktemp -d "${TMPDIR:-/tmp}/stage-slot.XXXXXX") || exit 70
-trap 'rm -rf "$d"' EXIT
-nl='
-'
+d=$(mktemp -d "${TMPDIR:-/tmp}/stage-host.XXXXXX") || exit 70
+: >"$d/lock"
+# What a crashed earlier run of this state left running on this host.
+for f in "$base/$host".*.pgid; do
+  [ -f "$f" ] && kill -KILL -"$(cat "$f")" 2>/dev/null
+  rm -f "$f"
+done
+
+task() { # id limit: runs $d/$id.sh, reports it
+  if [ "$2" -gt 0 ]; then
+    setsid timeout -k 2 "$2" sh "$d/$1.sh" </dev/null >"$d/$1.o" 2>"$d/$1.e" &
+  else
+    setsid sh "$d/$1.sh" </dev/null >"$d/$1.o" 2>"$d/$1.e" &
+  fi
+  pid=$!
+  echo "$pid" >"$base/$host.$1.pgid"
+  echo "$pid" >"$d/$1.pid"
+  { flock 9; echo "S $1 $pid"; } 9>>"$d/lock"
+  wait "$pid"
+  rc=$?
+  rm -f "$base/$host.$1.pgid" "$d/$1.pid"
+  {
+    flock 9
+    if [ -s "$d/$1.o" ]; then echo "O $1 $(wc -c <"$d/$1.o")"; cat "$d/$1.o"; fi
+    if [ -s "$d/$1.e" ]; then echo "E $1 $(wc -c <"$d/$1.e")"; cat "$d/$1.e"; fi
+    echo "X $1 $rc"
+  } 9>>"$d/lock"
+  rm -f "$d/$1.sh" "$d/$1.o" "$d/$1.e"
+}
+
+stop() { # pgid: TERM, then KILL for whatever ignored it (no `--`: dash refuses it)
+  kill -TERM -"$1" 2>/dev/null && sleep 1
+  kill -KILL -"$1" 2>/dev/null
+}
+
 echo "READY"
 while IFS= read -r hdr; do
   set -- $hdr
-  [ "$1" = T ] || continue
-  id=$2 limit=$3 end=$4 cmd= first=1
-  while IFS= read -r l; do
-    [ "$l" = "$end" ] && break
-    if [ "$first" = 1 ]; then cmd=$l; first=0; else cmd=$cmd$nl$l; fi
-  done
-  if [ "$limit" -gt 0 ]; then
-    setsid timeout -k 2 "$limit" sh -c "$cmd" </dev/null >"$d/o" 2>"$d/e" &
-  else
-    setsid sh -c "$cmd" </dev/null >"$d/o" 2>"$d/e" &
-  fi
-  pid=$!
-  echo "$pid" > "$base/slot-$slot.pgid"
-  echo "S $id $pid"
-  wait "$pid"
-  rc=$?
-  rm -f "$base/slot-$slot.pgid"
-  if [ -s "$d/o" ]; then echo "O $id $(wc -c < "$d/o")"; cat "$d/o"; fi
-  if [ -s "$d/e" ]; then echo "E $id $(wc -c < "$d/e")"; cat "$d/e"; fi
-  echo "X $id $rc"
+  case $1 in
+  T)
+    id=$2 limit=$3 end=$4
+    case $id$limit in *[!0-9]* | '') exit 72 ;; esac
+    : >"$d/$id.sh"
+    while IFS= read -r l; do
+      [ "$l" = "$end" ] && break
+      printf '%s\n' "$l" >>"$d/$id.sh"
+    done
+    task "$id" "$limit" &
+    ;;
+  K)
+    case $2 in *[!0-9]* | '') continue ;; esac
+    stop "$2" >/dev/null 2>&1 &
+    ;;
+  esac
 done
+for f in "$d"/*.pid; do
+  [ -f "$f" ] && stop "$(cat "$f")" >/dev/null 2>&1 &
+done
+wait
+rm -rf "$d"

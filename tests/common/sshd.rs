@@ -32,7 +32,8 @@ fn keygen(path: &Path) {
 
 impl Nodes {
     /// Starts `n` sshd daemons. `fast` applies the test-bed tuning (no login-shell rc work, no
-    /// post-quantum key exchange); stock leaves sshd's defaults, as users have them.
+    /// post-quantum key exchange, high MaxSessions and MaxStartups); stock leaves sshd's
+    /// defaults (`MaxSessions 10`, `MaxStartups 10:30:100`), as real nodes have them.
     pub fn start(n: usize, fast: bool) -> Nodes {
         Self::start_with(n, fast, |_| String::new())
     }
@@ -51,7 +52,7 @@ impl Nodes {
             keygen(&key);
             let cfg = dir.path().join(format!("sshd{i}.conf"));
             let mut text = format!(
-                "ListenAddress {prefix}.{}:{PORT}\nHostKey {}\nPidFile {}/sshd{i}.pid\nAuthorizedKeysFile {}/client.pub\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nUseDNS no\nMaxSessions 200\nMaxStartups 200:30:400\nAcceptEnv LANG LC_*\n",
+                "ListenAddress {prefix}.{}:{PORT}\nHostKey {}\nPidFile {}/sshd{i}.pid\nAuthorizedKeysFile {}/client.pub\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nUseDNS no\nAcceptEnv LANG LC_*\n",
                 2 + i,
                 key.display(),
                 dir.path().display(),
@@ -60,7 +61,7 @@ impl Nodes {
             // Before the tuning: sshd keeps the first SetEnv it reads.
             text.push_str(&extra(dir.path()));
             if fast {
-                text.push_str("SetEnv SHLVL=1\nKexAlgorithms -sntrup761x25519-sha512@openssh.com,sntrup761x25519-sha512\n");
+                text.push_str("SetEnv SHLVL=1\nKexAlgorithms -sntrup761x25519-sha512@openssh.com,sntrup761x25519-sha512\nMaxSessions 200\nMaxStartups 200:30:400\n");
             }
             std::fs::write(&cfg, text).unwrap();
             let child = Command::new("/usr/sbin/sshd")
