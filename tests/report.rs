@@ -101,6 +101,46 @@ fn a_run_resumed_after_a_kill_is_one_report() {
     assert!(!page.contains("Failed tasks"));
 }
 
+/// A step resumed by a later process began in the first: its span covers the tasks that
+/// ran there, not only the last process's share.
+#[test]
+fn a_resumed_step_spans_every_process_that_ran_it() {
+    let ws = Workspace::new();
+    let p = pipeline(&ws);
+    ws.write("blob/in/<img src=x onerror=alert(1)>.txt", "fine\n");
+    // Slow enough that the killed process's finished tasks are on record.
+    let yaml = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(&p, yaml.replace("mkdir -p out", "sleep 0.3; mkdir -p out")).unwrap();
+    let killed = ws
+        .cmd(&["run", p.to_str().unwrap()])
+        .env("STAGE_CRASH_AT", "task.after-exit:4")
+        .output()
+        .unwrap();
+    assert_eq!(killed.status.signal(), Some(9), "{}", text(&killed.stderr));
+    assert_exit(&ws.stage(&["run", p.to_str().unwrap()]), 0);
+    let o = ws.stage(&["--output", "json", "status", "--tasks", p.to_str().unwrap()]);
+    assert_exit(&o, 0);
+    let status: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let work = status["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"]["name"] == "work")
+        .unwrap();
+    let first_task = work["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["started_ms"].as_u64())
+        .min()
+        .unwrap();
+    let step_start = work["step"]["started_ms"].as_u64().unwrap();
+    assert!(
+        step_start <= first_task,
+        "the step starts at {step_start}, after its first task at {first_task}"
+    );
+}
+
 #[test]
 fn a_report_goes_to_stdout_with_a_dash_and_a_missing_run_is_invalid_input() {
     let ws = Workspace::new();

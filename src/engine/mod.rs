@@ -333,7 +333,8 @@ impl Engine {
                 )
                 .as_bytes(),
             );
-            if let Some(rec) = self.journal.step(run.id, index)?
+            let before = self.journal.step(run.id, index)?;
+            if let Some(rec) = &before
                 && rec.state == StepState::Done
                 && rec.definition == definition
             {
@@ -342,12 +343,17 @@ impl Engine {
                 });
                 continue;
             }
+            // A step resumed by a later process began when the first one started it: the
+            // report shows its whole span, not the last process's share.
+            let started_ms = before
+                .filter(|r| r.definition == definition)
+                .map_or_else(now_ms, |r| r.started_ms);
             let mut rec = StepRecord {
                 name: step.name.clone(),
                 kind: step.action.kind().to_string(),
                 state: StepState::Running,
                 definition,
-                started_ms: now_ms(),
+                started_ms,
                 finished_ms: None,
                 summary: serde_json::Value::Null,
             };

@@ -67,6 +67,10 @@ impl Slots {
     /// Counts a failed task; returns the host if this quarantined it.
     pub fn failed(&mut self, slot: usize) -> Option<String> {
         let host = self.host_of[slot].clone();
+        // Its tasks still running when it was quarantined end later: said once.
+        if self.quarantined.contains(&host) {
+            return None;
+        }
         let n = self.failures.entry(host.clone()).or_default();
         *n += 1;
         if *n >= QUARANTINE_AFTER && self.healthy_hosts() > 1 {
@@ -106,6 +110,9 @@ mod tests {
             assert_eq!(s.failed(first), None);
         }
         assert_eq!(s.failed(first), Some("a".into()));
+        // Its other tasks, still running then, fail later: quarantined once, said once.
+        assert_eq!(s.failed(first), None);
+        assert!(!s.lost(first));
         s.give_back(first);
         let rest: Vec<usize> = std::iter::from_fn(|| s.take()).collect();
         assert!(rest.iter().all(|x| s.host(*x) == "b"), "{rest:?}");

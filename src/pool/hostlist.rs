@@ -129,6 +129,14 @@ fn parse_item(item: &str, offset: usize) -> Result<Vec<Host>, HostListError> {
         _ => (rest, None),
     };
     let names = expand(pattern, rest_off)?;
+    // ssh would read `-oProxyCommand=…` as an option: never a host (stage passes `--`
+    // before the name as well).
+    if let Some(bad) = names.iter().find(|n| n.starts_with('-')) {
+        return Err(err(
+            rest_off,
+            format!("`{bad}` begins with `-`, which ssh would read as an option"),
+        ));
+    }
     Ok(names
         .into_iter()
         .map(|name| Host {
@@ -255,7 +263,10 @@ mod tests {
     #[test]
     fn rejects_bad_lists() {
         for bad in [
-            "",
+            "-oProxyCommand=x",
+            "node1,-n2",
+            "root@-x",
+            "[-1-2]x",
             "n[1-",
             "n[3-1]",
             "n[a-b]",
