@@ -3,7 +3,8 @@
 # --sshlogin over warm ControlMasters, with the test nodes' fast sshd config and with stock
 # sshd defaults. Prints tasks/s and the ratio (target: stage >= 3x GNU parallel).
 #
-#   benches/ssh.sh [fanout|broadcast]   TASKS=1000 NODES=4 SLOTS=8, BROADCAST_NODES=32 by default
+#   benches/ssh.sh [fanout|broadcast|scale]   TASKS=1000 NODES=4 SLOTS=8, BROADCAST_NODES=32,
+#                                             SCALE_NODES=32 SCALE_SLOTS=120 SCALE_SLEEP=30
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 TASKS=${TASKS:-1000}
@@ -125,9 +126,72 @@ broadcast() {
     "$n" "$rounds" "$s" "$p" "$c" "$(echo "$s / $p" | bc -l)" "$(echo "$s / $c" | bc -l)"
 }
 
+# Scale (#16): SCALE_NODES x SCALE_SLOTS slots of `sleep SCALE_SLEEP`, all at once: time until
+# every slot is busy, local processes, PSS and open files of the client's process tree, for
+# stage, GNU parallel (-S SLOTS/node over warm ControlMasters) and pdsh's floor (one
+# connection per host running SLOTS sleeps itself). Fast sshd nodes (MaxSessions 200), or GNU
+# parallel could not open more than 10 sessions per host at all.
+busy() { pgrep -fc "sleep $1" || true; }
+tree_pids() { # pid: it and its descendants
+  local p=$1 c
+  echo "$p"
+  for c in $(pgrep -P "$p" || true); do tree_pids "$c"; done
+}
+measure() { # label pid want secs start: waits for every slot busy, then samples the tree
+  local label=$1 pid=$2 want=$3 secs=$4 t0=$5 t procs pss fds p
+  until [ "$(busy "$secs")" -ge "$want" ]; do
+    kill -0 "$pid" 2>/dev/null || { echo "$label: ended before every slot was busy ($(busy "$secs") of $want)"; return; }
+    sleep 0.1
+  done
+  t=$(now)
+  procs=0 pss=0 fds=0
+  for p in $(tree_pids "$pid"); do
+    procs=$((procs + 1))
+    pss=$((pss + $(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0)))
+    fds=$((fds + $(ls "/proc/$p/fd" 2>/dev/null | wc -l)))
+  done
+  printf '%-34s all %d slots busy after %5.1fs; %5d local processes, %7.1f MB PSS, %6d open files\n' \
+    "$label" "$want" "$(secs "$t0" "$t")" "$procs" "$(echo "$pss / 1024" | bc -l)" "$fds"
+}
+scale() {
+  local n=${SCALE_NODES:-32} slots=${SCALE_SLOTS:-120} secs=${SCALE_SLEEP:-30}.7
+  local want=$((n * slots)) hosts="$PREFIX.[2-$((n + 1))]" t0 pid logins=""
+  NODES=$n start_nodes fast
+  rm -rf "$work/state" "$work/lustre/in"
+  mkdir -p "$work/lustre/in"
+  for i in $(seq -f '%05g' 1 "$want"); do : > "$work/lustre/in/t$i"; done
+  sed -e "s/^  hosts: .*/  hosts: \"$hosts\"/" -e "s/^  slots: .*/  slots: $slots/" \
+    -e "s/command: true {{input}}/command: sleep $secs/" "$work/p.yaml" > "$work/scale.yaml"
+  echo "scale: $n nodes x $slots slots = $want tasks of sleep $secs"
+  t0=$(now)
+  "$STAGE" --state-dir "$work/state" run -q "$work/scale.yaml" & pid=$!
+  measure "stage" "$pid" "$want" "$secs" "$t0"
+  wait "$pid"
+  for i in $(seq 2 $((n + 1))); do
+    ssh -F "$work/ssh_config" -o ControlMaster=yes -o ControlPath="$work/cm-%h" -o ControlPersist=300 -N -f "$PREFIX.$i"
+    logins="$logins${logins:+,}$slots/$PREFIX.$i"
+  done
+  t0=$(now)
+  (cd "$work/lustre" && ls in | parallel --sshlogin "$logins" \
+    --ssh "ssh -F $work/ssh_config -o ControlMaster=auto -o ControlPath=$work/cm-%h" "sleep $secs; : {}" ) & pid=$!
+  measure "GNU parallel -S $slots/node (warm)" "$pid" "$want" "$secs" "$t0"
+  wait "$pid" || true
+  for i in $(seq 2 $((n + 1))); do
+    ssh -F "$work/ssh_config" -o ControlPath="$work/cm-%h" -O exit "$PREFIX.$i" 2>/dev/null || true
+  done
+  if command -v pdsh >/dev/null; then
+    t0=$(now)
+    PDSH_SSH_ARGS_APPEND="-F $work/ssh_config" pdsh -R ssh -f "$n" -w "$hosts" \
+      "for i in \$(seq $slots); do sleep $secs & done; wait" & pid=$!
+    measure "pdsh floor (1 connection/host)" "$pid" "$want" "$secs" "$t0"
+    wait "$pid" || true
+  fi
+}
+
 echo "machine: $(nproc) cores; $(ssh -V 2>&1); stage $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 case "${1:-all}" in
   fanout) run_once fast; run_once stock ;;
   broadcast) broadcast ;;
+  scale) scale ;;
   *) run_once fast; run_once stock; broadcast ;;
 esac

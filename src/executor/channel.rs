@@ -25,18 +25,13 @@ struct Pending {
     err: std::path::PathBuf,
     /// Whether the task had a timeout: `timeout`'s 124/137 then mean it fired.
     limited: bool,
-    pgid: Arc<std::sync::Mutex<Option<u32>>>,
     done: oneshot::Sender<std::io::Result<TaskExit>>,
 }
 
 type PendingMap = Arc<std::sync::Mutex<HashMap<u64, Pending>>>;
 
-/// A task started on the channel: its exit to await, and its remote process group once the
-/// worker has said it.
-pub struct Started {
-    pub exit: oneshot::Receiver<std::io::Result<TaskExit>>,
-    pub pgid: Arc<std::sync::Mutex<Option<u32>>>,
-}
+/// A task's exit, once the worker reports it.
+pub type Exit = oneshot::Receiver<std::io::Result<TaskExit>>;
 
 pub struct Channel {
     child: std::sync::Mutex<Option<Child>>,
@@ -120,7 +115,7 @@ impl Channel {
         script: &str,
         out: &std::path::Path,
         err: &std::path::Path,
-    ) -> std::io::Result<Started> {
+    ) -> std::io::Result<Exit> {
         let end = format!("__STAGE_END_{id}_{:x}__", crate::digest::nonce());
         // A script holding the marker line cannot be framed: it fails as unrunnable.
         let body = if script.lines().any(|l| l == end) {
@@ -130,14 +125,12 @@ impl Channel {
         };
         let req = format!("T {id} {limit} {end}\n{body}\n{end}\n");
         let (tx, rx) = oneshot::channel();
-        let pgid = Arc::new(std::sync::Mutex::new(None));
         self.lock_pending().insert(
             id,
             Pending {
                 out: out.to_path_buf(),
                 err: err.to_path_buf(),
                 limited: limit > 0,
-                pgid: pgid.clone(),
                 done: tx,
             },
         );
@@ -145,12 +138,12 @@ impl Channel {
             self.lock_pending().remove(&id);
             return Err(e);
         }
-        Ok(Started { exit: rx, pgid })
+        Ok(rx)
     }
 
-    /// Kills a task's process group on the host (TERM, then KILL a second later).
-    pub async fn kill(&self, pgid: u32) -> std::io::Result<()> {
-        self.send(format!("K {pgid}\n").as_bytes()).await
+    /// Kills task `id`'s process group on the host (TERM, then KILL a second later).
+    pub async fn kill(&self, id: u64) -> std::io::Result<()> {
+        self.send(format!("K {id}\n").as_bytes()).await
     }
 
     /// Stops caring about a task (its future was dropped: a cancel).
@@ -222,13 +215,6 @@ async fn read_replies(
         };
         let n: u64 = value.and_then(|v| v.parse().ok()).unwrap_or(0);
         match kind {
-            Some("S") => {
-                if let Some(p) = lock().get(&id)
-                    && let Ok(mut g) = p.pgid.lock()
-                {
-                    *g = Some(n as u32);
-                }
-            }
             Some(k @ ("O" | "E")) => {
                 let path = lock().get(&id).map(|p| {
                     if k == "O" {

@@ -70,8 +70,8 @@ pub struct SshExecutor {
     links: Vec<Mutex<HostLink>>,
     connecting: Semaphore,
     next_id: AtomicU64,
-    /// Remote process groups of cancelled tasks (host, pgid), killed by `shutdown`.
-    to_kill: std::sync::Mutex<Vec<(usize, u32)>>,
+    /// Cancelled tasks (host, task id), killed by `shutdown`.
+    to_kill: std::sync::Mutex<Vec<(usize, u64)>>,
 }
 
 fn conn_err(host: &Host, message: impl Into<String>) -> ExecError {
@@ -223,7 +223,6 @@ struct RemoteGuard<'a> {
     host: usize,
     id: u64,
     channel: Arc<Channel>,
-    pgid: Arc<std::sync::Mutex<Option<u32>>>,
     armed: bool,
 }
 
@@ -233,11 +232,8 @@ impl Drop for RemoteGuard<'_> {
             return;
         }
         self.channel.forget(self.id);
-        if let Ok(p) = self.pgid.lock()
-            && let Some(pgid) = *p
-            && let Ok(mut k) = self.exec.to_kill.lock()
-        {
-            k.push((self.host, pgid));
+        if let Ok(mut k) = self.exec.to_kill.lock() {
+            k.push((self.host, self.id));
         }
     }
 }
@@ -288,16 +284,15 @@ impl Executor for SshExecutor {
         let started = channel
             .start(id, limit, &script(cmd), &cmd.stdout, &cmd.stderr)
             .await;
-        let (exit, pgid) = match started {
-            Ok(s) => (s.exit, s.pgid),
-            Err(e) => return self.after_drop(host, None, e.to_string()).await,
+        let exit = match started {
+            Ok(exit) => exit,
+            Err(e) => return self.after_drop(host, e.to_string()).await,
         };
         let mut guard = RemoteGuard {
             exec: self,
             host,
             id,
             channel: channel.clone(),
-            pgid: pgid.clone(),
             armed: true,
         };
         // A backstop in case the node's `timeout` cannot act (the node is wedged).
@@ -313,14 +308,10 @@ impl Executor for SshExecutor {
             None => exit.await,
         };
         guard.armed = false;
-        let started = pgid.lock().ok().and_then(|p| *p);
         match result {
             Ok(Ok(exit)) => Ok(exit),
-            Ok(Err(e)) => self.after_drop(host, started, e.to_string()).await,
-            Err(_) => {
-                self.after_drop(host, started, "the connection closed".into())
-                    .await
-            }
+            Ok(Err(e)) => self.after_drop(host, e.to_string()).await,
+            Err(_) => self.after_drop(host, "the connection closed".into()).await,
         }
     }
 
@@ -344,15 +335,15 @@ impl Executor for SshExecutor {
     async fn shutdown(&self) {
         tracing::debug!("closing ssh connections");
         // Tasks abandoned by a cancel: their groups killed while the connections are up.
-        let kills: Vec<(usize, u32)> = self
+        let kills: Vec<(usize, u64)> = self
             .to_kill
             .lock()
             .map(|mut k| k.drain(..).collect())
             .unwrap_or_default();
-        for (host, pgid) in kills {
+        for (host, id) in kills {
             let link = self.links[host].lock().await;
             if let Some(c) = &link.channel {
-                let _ = c.kill(pgid).await;
+                let _ = c.kill(id).await;
             }
         }
         // Closing a worker's input ends it (killing what still runs), its session and ssh.
@@ -368,17 +359,11 @@ impl Executor for SshExecutor {
 
 impl SshExecutor {
     /// A task's connection failed. Reconnecting tells a dropped connection (the task runs
-    /// again; if it had started, its group is killed first) from a lost host.
-    async fn after_drop(
-        &self,
-        host: usize,
-        started: Option<u32>,
-        message: String,
-    ) -> Result<TaskExit, ExecError> {
-        let fresh = self.channel(host).await?;
-        if let Some(g) = started {
-            let _ = fresh.kill(g).await;
-        }
+    /// again) from a lost host. What it left running dies with its session (the old worker
+    /// kills its tasks at end of input), or by the new worker's sweep of this host's
+    /// process-group files as it starts.
+    async fn after_drop(&self, host: usize, message: String) -> Result<TaskExit, ExecError> {
+        self.channel(host).await?;
         Err(ExecError::Dropped {
             host: self.hosts[host].to_string(),
             message,

@@ -5,10 +5,10 @@
 # that directory (an NFS $TMPDIR, several nodes on one machine).
 # Requests on stdin:
 #   "T <id> <timeout-seconds> <end-marker>", the script's lines, the marker: run a task;
-#   "K <pgid>": kill that task's process group (TERM, then KILL a second later).
-# Replies on stdout, each written whole under a lock, as tasks end in any order:
-#   "S <id> <pgid>" once started; then "O <id> <bytes>" + stdout and "E <id> <bytes>" +
-#   stderr (each only if non-empty), then "X <id> <exit status>".
+#   "K <id>": kill that task's process group (TERM, then KILL a second later).
+# Replies on stdout, each task's written whole under a lock, as tasks end in any order:
+#   "O <id> <bytes>" + stdout and "E <id> <bytes>" + stderr (each only if non-empty), then
+#   "X <id> <exit status>".
 # A task's output waits in a file on the node until it ends, so a chatty task never holds
 # the channel while others run, and nothing is held in memory.
 # At end of input (stage closed the session, or its connection died) every task still
@@ -35,17 +35,17 @@ task() { # id limit: runs $d/$id.sh, reports it
   pid=$!
   echo "$pid" >"$base/$host.$1.pgid"
   echo "$pid" >"$d/$1.pid"
-  { flock 9; echo "S $1 $pid"; } 9>>"$d/lock"
+  # Started as the input ended: the sweep below may have missed it.
+  if [ -e "$d/stop" ]; then stop "$pid" >/dev/null 2>&1 & fi
   wait "$pid"
   rc=$?
-  rm -f "$base/$host.$1.pgid" "$d/$1.pid"
   {
     flock 9
     if [ -s "$d/$1.o" ]; then echo "O $1 $(wc -c <"$d/$1.o")"; cat "$d/$1.o"; fi
     if [ -s "$d/$1.e" ]; then echo "E $1 $(wc -c <"$d/$1.e")"; cat "$d/$1.e"; fi
     echo "X $1 $rc"
   } 9>>"$d/lock"
-  rm -f "$d/$1.sh" "$d/$1.o" "$d/$1.e"
+  rm -f "$base/$host.$1.pgid" "$d/$1.pid" "$d/$1.sh" "$d/$1.o" "$d/$1.e"
 }
 
 stop() { # pgid: TERM, then KILL for whatever ignored it (no `--`: dash refuses it)
@@ -60,19 +60,21 @@ while IFS= read -r hdr; do
   T)
     id=$2 limit=$3 end=$4
     case $id$limit in *[!0-9]* | '') exit 72 ;; esac
-    : >"$d/$id.sh"
+    exec 3>"$d/$id.sh"
     while IFS= read -r l; do
       [ "$l" = "$end" ] && break
-      printf '%s\n' "$l" >>"$d/$id.sh"
+      printf '%s\n' "$l" >&3
     done
+    exec 3>&-
     task "$id" "$limit" &
     ;;
   K)
     case $2 in *[!0-9]* | '') continue ;; esac
-    stop "$2" >/dev/null 2>&1 &
+    [ -f "$d/$2.pid" ] && stop "$(cat "$d/$2.pid")" >/dev/null 2>&1 &
     ;;
   esac
 done
+: >"$d/stop"
 for f in "$d"/*.pid; do
   [ -f "$f" ] && stop "$(cat "$f")" >/dev/null 2>&1 &
 done
