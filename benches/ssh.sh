@@ -138,17 +138,26 @@ tree_pids() { # pid: it and its descendants
   for c in $(pgrep -P "$p" || true); do tree_pids "$c"; done
 }
 measure() { # label pid want secs start: waits for every slot busy, then samples the tree
-  local label=$1 pid=$2 want=$3 secs=$4 t0=$5 t procs pss fds p
-  until [ "$(busy "$secs")" -ge "$want" ]; do
-    kill -0 "$pid" 2>/dev/null || { echo "$label: ended before every slot was busy ($(busy "$secs") of $want)"; return; }
+  local label=$1 pid=$2 want=$3 secs=$4 t0=$5 t procs pss fds p n peak=0
+  while n=$(busy "$secs") && [ "$n" -lt "$want" ]; do
+    [ "$n" -gt "$peak" ] && peak=$n
+    kill -0 "$pid" 2>/dev/null || {
+      printf '%-34s never had every slot busy: at most %d of %d at once, done after %.1fs\n' \
+        "$label" "$peak" "$want" "$(secs "$t0" "$(now)")"
+      return
+    }
     sleep 0.1
   done
   t=$(now)
   procs=0 pss=0 fds=0
+  local v
   for p in $(tree_pids "$pid"); do
     procs=$((procs + 1))
-    pss=$((pss + $(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0)))
-    fds=$((fds + $(ls "/proc/$p/fd" 2>/dev/null | wc -l)))
+    # A process that ended meanwhile has no numbers: it counts 0.
+    v=$(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || true)
+    pss=$((pss + ${v:-0}))
+    v=$(ls "/proc/$p/fd" 2>/dev/null | wc -l || true)
+    fds=$((fds + ${v:-0}))
   done
   printf '%-34s all %d slots busy after %5.1fs; %5d local processes, %7.1f MB PSS, %6d open files\n' \
     "$label" "$want" "$(secs "$t0" "$t")" "$procs" "$(echo "$pss / 1024" | bc -l)" "$fds"
@@ -164,18 +173,19 @@ scale() {
     -e "s/command: true {{input}}/command: sleep $secs/" "$work/p.yaml" > "$work/scale.yaml"
   echo "scale: $n nodes x $slots slots = $want tasks of sleep $secs"
   t0=$(now)
-  "$STAGE" --state-dir "$work/state" run -q "$work/scale.yaml" & pid=$!
+  "$STAGE" --state-dir "$work/state" run -q "$work/scale.yaml" 2>"$work/stage.err" & pid=$!
   measure "stage" "$pid" "$want" "$secs" "$t0"
-  wait "$pid"
+  wait "$pid" || { cat "$work/stage.err"; return 1; }
   for i in $(seq 2 $((n + 1))); do
     ssh -F "$work/ssh_config" -o ControlMaster=yes -o ControlPath="$work/cm-%h" -o ControlPersist=300 -N -f "$PREFIX.$i"
     logins="$logins${logins:+,}$slots/$PREFIX.$i"
   done
   t0=$(now)
   (cd "$work/lustre" && ls in | parallel --sshlogin "$logins" \
-    --ssh "ssh -F $work/ssh_config -o ControlMaster=auto -o ControlPath=$work/cm-%h" "sleep $secs; : {}" ) & pid=$!
+    --ssh "ssh -F $work/ssh_config -o ControlMaster=auto -o ControlPath=$work/cm-%h" "sleep $secs; : {}" ) \
+    2>"$work/parallel.err" & pid=$!
   measure "GNU parallel -S $slots/node (warm)" "$pid" "$want" "$secs" "$t0"
-  wait "$pid" || true
+  wait "$pid" || grep -v "Permanently added" "$work/parallel.err" | sort | uniq -c | sort -rn | head -3
   for i in $(seq 2 $((n + 1))); do
     ssh -F "$work/ssh_config" -o ControlPath="$work/cm-%h" -O exit "$PREFIX.$i" 2>/dev/null || true
   done
