@@ -235,26 +235,24 @@ impl Engine {
             };
             // Cancelled, or out of a local resource: dropping the futures kills every task's
             // process group, and what ran is recorded as interrupted, to run again.
-            let stop = match &next {
-                None => Some(EngineError::Interrupted),
-                Some(Some((_, _, _, _, Err(ExecError::Local(message)), _))) => {
-                    Some(failed(message.clone()))
-                }
-                _ => None,
+            let next = match next {
+                None => Err(EngineError::Interrupted),
+                Some(Some((_, _, _, _, Err(ExecError::Local(message)), _))) => Err(failed(message)),
+                Some(next) => Ok(next),
             };
-            if let Some(why) = stop {
-                drop(running);
-                executor.shutdown().await;
-                for (_, mut rec) in in_flight.drain() {
-                    rec.state = TaskState::Interrupted;
-                    rec.finished_ms = Some(now_ms());
-                    self.journal.put_task(run.id, index, &rec)?;
+            let next = match next {
+                Ok(next) => next,
+                Err(why) => {
+                    drop(running);
+                    executor.shutdown().await;
+                    for (_, mut rec) in in_flight.drain() {
+                        rec.state = TaskState::Interrupted;
+                        rec.finished_ms = Some(now_ms());
+                        self.journal.put_task(run.id, index, &rec)?;
+                    }
+                    self.journal.flush()?;
+                    return Err(why);
                 }
-                self.journal.flush()?;
-                return Err(why);
-            }
-            let Some(next) = next else {
-                continue;
             };
             // A retry's delay is over: go back and hand it a slot.
             let Some((item, slot, host, cmd, result, elapsed)) = next else {

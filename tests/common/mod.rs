@@ -9,47 +9,46 @@ use std::process::{Command, Output};
 
 pub const STAGE: &str = env!("CARGO_BIN_EXE_stage");
 
-/// The port a service started on port 0 announces in its output, as the number after
-/// `marker` on some line; `None` when none came `within`. The output is read to its end
-/// on a thread of its own, so the service never blocks on a full pipe.
-pub fn announced_port(
+/// The first line of `out` that `pick` finds something in, within `within`; the output is
+/// read to its end on a thread of its own, so the service never blocks on a full pipe.
+fn first_line<T: Send + 'static>(
     out: impl std::io::Read + Send + 'static,
-    marker: &'static str,
     within: std::time::Duration,
-) -> Option<u16> {
+    pick: impl Fn(&str) -> Option<T> + Send + 'static,
+) -> Option<T> {
     use std::io::BufRead;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            if let Some(port) = line
-                .split(marker)
-                .nth(1)
-                .and_then(|p| p.trim().parse::<u16>().ok())
-            {
-                let _ = tx.send(port);
+            if let Some(v) = pick(&line) {
+                let _ = tx.send(v);
             }
         }
     });
     rx.recv_timeout(within).ok()
 }
 
-/// Whether some line of `out` contains `needle` within `within`; the rest is read to its
-/// end on a thread of its own.
+/// The port a service started on port 0 announces in its output, as the number after
+/// `marker` on some line; `None` when none came `within`.
+pub fn announced_port(
+    out: impl std::io::Read + Send + 'static,
+    marker: &'static str,
+    within: std::time::Duration,
+) -> Option<u16> {
+    first_line(out, within, move |line| {
+        line.split(marker)
+            .nth(1)
+            .and_then(|p| p.trim().parse::<u16>().ok())
+    })
+}
+
+/// Whether some line of `out` contains `needle` within `within`.
 pub fn announced_line(
     out: impl std::io::Read + Send + 'static,
     needle: &'static str,
     within: std::time::Duration,
 ) -> bool {
-    use std::io::BufRead;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            if line.contains(needle) {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(within).is_ok()
+    first_line(out, within, move |line| line.contains(needle).then_some(())).is_some()
 }
 
 pub struct Workspace {

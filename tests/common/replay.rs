@@ -168,7 +168,9 @@ fn serve(
         let (path, query) = target.split_once('?').unwrap_or((&target, ""));
         let req = Request {
             method,
-            path: percent_decode(path),
+            path: percent_encoding::percent_decode_str(path)
+                .decode_utf8_lossy()
+                .into_owned(),
             query: query.to_string(),
             body: String::from_utf8_lossy(&body).into_owned(),
         };
@@ -196,23 +198,4 @@ fn serve(
             return;
         }
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }

@@ -5,17 +5,14 @@
 use super::*;
 
 /// The account name the blob endpoint serves (`http://HOST:PORT/ACCOUNT` for Azurite,
-/// `https://ACCOUNT.blob.core.windows.net`); `None` when no endpoint was given.
+/// `https://ACCOUNT.blob.core.windows.net`), read as stage reads container URLs (the same
+/// probe the emulator's start-up checks the endpoint with); `None` when none was given.
 fn served_account(state: &State) -> Option<String> {
     let endpoint = state.opts.blob_endpoint.as_deref()?;
-    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
-    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let path = path.trim_matches('/');
-    Some(if path.is_empty() {
-        host.split('.').next().unwrap_or_default().to_string()
-    } else {
-        path.to_string()
-    })
+    let probe = format!("{}/probe", endpoint.trim_end_matches('/'));
+    crate::store::azure::Location::parse(&probe)
+        .ok()
+        .map(|l| l.account)
 }
 
 fn account_exists(state: &State, account: &str) -> bool {
