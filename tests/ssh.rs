@@ -41,7 +41,7 @@ fn check_outputs(ws: &Workspace, n: usize) {
     let out = ws.tree("lustre/out");
     assert_eq!(out.len(), n, "outputs: {:?}", out.keys());
     for (name, body) in out {
-        let i: usize = name[1..4].parse().unwrap();
+        let i: usize = name[1..name.len() - 4].parse().unwrap();
         assert_eq!(text(&body), format!("INPUT {i}\n"));
     }
 }
@@ -175,6 +175,97 @@ fn sigkill_mid_run_then_resume_completes_every_task_once_or_twice() {
     }
 }
 
+/// Processes whose command line holds every one of `words`.
+fn processes_with(words: &[&str]) -> Vec<u32> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd);
+        if words.iter().all(|w| cmd.contains(w)) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// A worker killed without killing its tasks (the OOM killer, an admin's `kill -9`) leaves
+/// them running on the node, with stage dead beside it. The next run's workers kill them
+/// before those tasks start again: a task never runs beside itself. Both nodes share one
+/// `/tmp`, as hosts sharing an NFS `$TMPDIR` do.
+#[test]
+fn tasks_a_dead_worker_left_running_are_killed_before_they_run_again() {
+    let nodes = Nodes::start(2, true);
+    let ws = Workspace::new();
+    let p = fan_pipeline(&ws, &nodes, &nodes.hostlist(), 6, "sleep 63.1 &&", "");
+    let mut child = ws.cmd(&["run", "-q", p.to_str().unwrap()]).spawn().unwrap();
+    wait_for_lines(&ws.path().join("lustre/counter"), 6);
+    // The workers (and their subshells) on the nodes, not the local ssh clients running them:
+    // a client's death would end the workers' input, and they would kill their tasks.
+    let workers: Vec<u32> = processes_with(&["stage-worker", &format!("{}.", nodes.prefix)])
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() != "ssh")
+        })
+        .collect();
+    assert!(workers.len() >= 2, "workers: {workers:?}");
+    std::process::Command::new("kill")
+        .arg("-KILL")
+        .args(workers.iter().map(|p| p.to_string()))
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(processes_under(ws.path(), "sleep 63.1").len(), 6);
+    let yaml = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(&p, yaml.replace("sleep 63.1 &&", "")).unwrap();
+    let o = ws.stage(&["run", "--wait", p.to_str().unwrap()]);
+    assert_exit(&o, 0);
+    assert_no_process(ws.path(), "sleep 63.1");
+    check_outputs(&ws, 6);
+}
+
+/// The record of a group whose id now belongs to another process (the leader's start time
+/// differs) is dropped, not killed: ids are reused, and the worker may run as root.
+#[test]
+fn a_recorded_group_whose_id_was_reused_is_left_alone() {
+    let nodes = Nodes::start(1, true);
+    let ws = Workspace::new();
+    let p = fan_pipeline(&ws, &nodes, &nodes.hostlist(), 1, "", "");
+    assert_exit(&ws.stage(&["run", p.to_str().unwrap()]), 0);
+    let host = nodes.addr(0);
+    let records: Vec<_> = std::fs::read_dir("/tmp")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join(&host))
+        .filter(|d| d.is_dir())
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let mut bystander = std::process::Command::new("setsid")
+        .args(["sleep", "64.2"])
+        .current_dir(ws.path())
+        .spawn()
+        .unwrap();
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let record = records[0].join("7.pgid");
+    std::fs::write(&record, format!("{} 1 {}", bystander.id(), boot.trim())).unwrap();
+    let yaml = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(&p, yaml.replace("tr a-z A-Z", "tr a-z A-Z ")).unwrap();
+    assert_exit(&ws.stage(&["run", p.to_str().unwrap()]), 0);
+    assert!(!record.exists(), "the record was not read");
+    assert!(
+        bystander.try_wait().unwrap().is_none(),
+        "a bystander was killed"
+    );
+    bystander.kill().unwrap();
+    bystander.wait().unwrap();
+}
+
 #[test]
 fn hostile_names_are_safe_over_ssh() {
     let nodes = Nodes::start(2, true);
@@ -264,18 +355,16 @@ fn ssh_children(pid: u32) -> usize {
     n
 }
 
-/// The seed's pool shape and beyond, on sshd as real nodes run it (stock `MaxStartups
-/// 10:30:100`, `MaxSessions 10`): 16 hosts × 120 slots, every slot busy at once, from a
-/// client held to 1,024 open files (soft and hard, as on many login nodes), with one local
-/// ssh process per host.
-#[test]
-fn sixteen_stock_hosts_with_120_slots_each_keep_every_slot_busy() {
-    let nodes = Nodes::start(16, false);
-    let ws = Workspace::new();
-    let tasks = 16 * 120;
-    // Every task holds its slot until the test has seen them all running.
-    let hold = "while [ ! -e release ]; do sleep 1; done &&";
-    let p = fan_pipeline(&ws, &nodes, &nodes.hostlist(), tasks, hold, "");
+/// A run of `tasks` tasks at 120 slots per host, from a client held to 1,024 open files (soft
+/// and hard, as on many login nodes).
+fn start_at_scale(
+    ws: &Workspace,
+    nodes: &Nodes,
+    tasks: usize,
+    extra: &str,
+    timeout: &str,
+) -> (std::process::Child, std::path::PathBuf) {
+    let p = fan_pipeline(ws, nodes, &nodes.hostlist(), tasks, extra, timeout);
     let yaml = std::fs::read_to_string(&p).unwrap();
     std::fs::write(&p, yaml.replace("slots: 3", "slots: 120")).unwrap();
     let child = std::process::Command::new("sh")
@@ -284,27 +373,91 @@ fn sixteen_stock_hosts_with_120_slots_each_keep_every_slot_busy() {
         .arg(STAGE)
         .args(["--state-dir"])
         .arg(ws.state())
-        .args(["run", "-q", p.to_str().unwrap()])
+        .args(["run", p.to_str().unwrap()])
         .current_dir(ws.path())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    (child, p)
+}
+
+/// Waits until `n` tasks have started (each appends a line to `lustre/counter` first).
+fn wait_started(ws: &Workspace, n: usize) {
     let counter = ws.path().join("lustre/counter");
-    let started = std::time::Instant::now();
-    let deadline = started + Duration::from_secs(180);
-    while std::fs::read_to_string(&counter).map_or(0, |c| c.lines().count()) < tasks {
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    while std::fs::read_to_string(&counter).map_or(0, |c| c.lines().count()) < n {
         assert!(
             std::time::Instant::now() < deadline,
             "not every slot got a task"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The seed's pool shape and beyond, on sshd as real nodes run it (stock `MaxStartups
+/// 10:30:100`, `MaxSessions 10`): 16 hosts × 120 slots, every slot busy at once with one local
+/// ssh process per host; then a node dies with its 120 tasks running, and they finish
+/// elsewhere.
+#[test]
+fn sixteen_stock_hosts_with_120_slots_each_keep_every_slot_busy() {
+    let mut nodes = Nodes::start(16, false);
+    let ws = Workspace::new();
+    let tasks = 16 * 120;
+    // Every task holds its slot until the test has seen them all running.
+    let hold = "while [ ! -e release ]; do sleep 1; done &&";
+    let started = std::time::Instant::now();
+    let (child, _) = start_at_scale(&ws, &nodes, tasks, hold, "");
+    wait_started(&ws, tasks);
     let all_busy = started.elapsed();
     let clients = ssh_children(child.id());
     assert!(clients <= 16, "{clients} local ssh processes for 16 hosts");
+    nodes.kill(5);
     std::fs::write(ws.path().join("lustre/release"), "").unwrap();
     let o = child.wait_with_output().unwrap();
     assert_exit(&o, 0);
-    assert_eq!(ws.tree("lustre/out").len(), tasks);
+    let err = text(&o.stderr);
+    let lost = format!("{} quarantined", nodes.addr(5));
+    assert_eq!(err.matches(&lost).count(), 1, "{err}");
+    check_outputs(&ws, tasks);
+    // The lost node's tasks ran again elsewhere.
+    let counter = std::fs::read_to_string(ws.path().join("lustre/counter")).unwrap();
+    assert!(counter.lines().count() >= tasks + 120, "no task was moved");
     eprintln!("{tasks} slots busy {all_busy:?} after the start, {clients} ssh clients");
+}
+
+/// At the same scale, every task's whole tree is killed on its node: by the timeout, then by
+/// Ctrl-C in a second run.
+#[test]
+fn at_scale_timeouts_and_ctrl_c_leave_nothing_on_the_nodes() {
+    let nodes = Nodes::start(16, false);
+    let ws = Workspace::new();
+    let tasks = 16 * 120;
+    let (child, p) = start_at_scale(&ws, &nodes, tasks, "sleep 61.7 &&", "      timeout: 3s\n");
+    let o = child.wait_with_output().unwrap();
+    assert_exit(&o, 1);
+    assert_has(&o.stderr, "timed out");
+    assert_no_process(ws.path(), "sleep 61.7");
+    let states = task_states(&ws, &p);
+    assert_eq!(states.len(), tasks);
+    assert!(states.values().all(|s| s == "failed"), "{states:?}");
+
+    std::fs::remove_file(ws.path().join("lustre/counter")).unwrap();
+    let (child, _) = start_at_scale(&ws, &nodes, tasks, "sleep 62.3 &&", "");
+    wait_started(&ws, tasks);
+    // Each task counts itself just before it starts its sleep.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while processes_under(ws.path(), "sleep 62.3").len() < tasks {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every task is running"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", text(&o.stderr));
+    assert_no_process(ws.path(), "sleep 62.3");
 }

@@ -8,9 +8,10 @@
 //! Connections open a few dozen at a time, well inside sshd's stock `MaxStartups 10:30:100`.
 //!
 //! Each task runs in its own session (`setsid`) under `timeout` on the node, so a timeout or a
-//! cancel kills its whole process tree there; the worker records the group id in a file keyed
-//! by host and task under a directory private to this state, so a later run can kill what a
-//! crashed one left behind, even where hosts share that directory.
+//! cancel kills its whole process tree there; the worker records the group (with its leader's
+//! start time and the boot) in a directory per host under one private to this state, so a
+//! later run can kill what a crashed one left behind, even where hosts share that directory,
+//! and never a group whose id has since been reused.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

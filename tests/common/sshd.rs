@@ -16,6 +16,55 @@ pub struct Nodes {
     /// 127.A.B.(2+i) for node i: a /24 of its own per test, so tests run in parallel.
     pub prefix: String,
     pub daemons: Vec<Option<Child>>,
+    /// Node i's own cgroup, where the machine has cgroup v2.
+    groups: Vec<Option<Cgroup>>,
+    /// Every node is in a cgroup of its own.
+    contained: bool,
+}
+
+/// A cgroup (v2) holding one node's sshd and all it starts, tasks in their own sessions
+/// included. Writing `cgroup.kill` kills all of it at once, as a crashed node loses it: no
+/// process forks in between, and no id taken from a listing can have been reused by another
+/// test's process by the time the signal is sent (at 2,000 forks a second, ids wrap in
+/// seconds).
+struct Cgroup(PathBuf);
+
+impl Cgroup {
+    fn new(name: &str) -> Option<Cgroup> {
+        let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+        let root = mounts.lines().find_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, at, kind) = (f.next()?, f.next()?, f.next()?);
+            (kind == "cgroup2").then(|| PathBuf::from(at))
+        })?;
+        let dir = root.join(name);
+        std::fs::create_dir(&dir).ok()?;
+        let group = Cgroup(dir);
+        group.0.join("cgroup.kill").exists().then_some(group)
+    }
+
+    fn adopt(&self, pid: u32) -> bool {
+        std::fs::write(self.0.join("cgroup.procs"), pid.to_string()).is_ok()
+    }
+
+    /// Kills every process in the group and waits (at most 10 s) until it is empty.
+    fn kill(&self) {
+        let _ = std::fs::write(self.0.join("cgroup.kill"), "1");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(self.0.join("cgroup.events"))
+            .is_ok_and(|e| e.contains("populated 1"))
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir(&self.0);
+    }
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -47,6 +96,7 @@ impl Nodes {
         keygen(&dir.path().join("client"));
         std::fs::create_dir_all("/run/sshd").ok();
         let mut daemons = Vec::new();
+        let mut groups = Vec::new();
         for i in 0..n {
             let key = dir.path().join(format!("host{i}"));
             keygen(&key);
@@ -70,12 +120,18 @@ impl Nodes {
                 .arg(&cfg)
                 .spawn()
                 .expect("sshd (apt-get install openssh-server)");
+            // Before it accepts a connection, so that all it forks is in the group.
+            let group = Cgroup::new(&format!("stage-test-{}-{prefix}.{i}", std::process::id()))
+                .filter(|g| g.adopt(child.id()));
+            groups.push(group);
             daemons.push(Some(child));
         }
         let nodes = Nodes {
             dir,
             prefix,
             daemons,
+            contained: groups.iter().all(Option::is_some),
+            groups,
         };
         for i in 0..n {
             nodes.wait_listening(i);
@@ -115,15 +171,21 @@ impl Nodes {
 
     /// Kills node i's sshd and every session it serves, as a crashed node would.
     pub fn kill(&mut self, i: usize) {
-        if let Some(mut c) = self.daemons[i].take() {
+        if let Some(group) = self.groups[i].take() {
+            drop(group);
+            if let Some(mut c) = self.daemons[i].take() {
+                let _ = c.wait();
+            }
+        } else if let Some(mut c) = self.daemons[i].take() {
             // The listener, its per-connection daemons, their sessions and tasks: all of it.
             let tree = descendants(c.id());
             let _ = c.kill();
-            for p in tree {
-                let _ = Command::new("kill")
-                    .args(["-KILL", &p.to_string()])
-                    .status();
-            }
+            // Some have exited by now: their "No such process" is expected.
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .args(tree.iter().map(|p| p.to_string()))
+                .stderr(std::process::Stdio::null())
+                .status();
             let _ = c.wait();
         }
     }
@@ -131,13 +193,17 @@ impl Nodes {
 
 impl Drop for Nodes {
     fn drop(&mut self) {
+        let contained = self.contained;
+        self.groups.clear();
         for c in self.daemons.iter_mut().flatten() {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let _ = Command::new("pkill")
-            .args(["-KILL", "-f", &self.dir.path().display().to_string()])
-            .status();
+        if !contained {
+            let _ = Command::new("pkill")
+                .args(["-KILL", "-f", &self.dir.path().display().to_string()])
+                .status();
+        }
     }
 }
 
