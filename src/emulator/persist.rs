@@ -187,6 +187,13 @@ fn fs_of(id: &str) -> Option<FsKey> {
     }
 }
 
+/// An auto job being disabled when the emulator stopped has been disabled meanwhile.
+fn finish_disabling(job: &mut serde_json::Value) {
+    if job["properties"]["status"]["state"] == "Disabling" {
+        job["properties"]["status"]["state"] = serde_json::json!("Disabled");
+    }
+}
+
 /// Starts again the work that was under way when the last emulator stopped. A cancel that
 /// was in progress has finished meanwhile.
 pub fn resume(state: &Arc<State>) {
@@ -244,19 +251,15 @@ pub fn resume(state: &Arc<State>) {
                 Some((fs, k.clone(), new))
             })
             .collect();
-        for v in inner.auto_imports.values_mut() {
-            if v["properties"]["status"]["state"] == "Disabling" {
-                v["properties"]["status"]["state"] = serde_json::json!("Disabled");
-            }
-        }
+        inner.auto_imports.values_mut().for_each(finish_disabling);
         let mut exports = Vec::new();
         for (key, v) in inner.auto_exports.iter_mut() {
             if v["properties"]["adminStatus"] == "Enable" {
                 if let Some(fs) = v["id"].as_str().and_then(fs_of) {
                     exports.push((fs, key.clone()));
                 }
-            } else if v["properties"]["status"]["state"] == "Disabling" {
-                v["properties"]["status"]["state"] = serde_json::json!("Disabled");
+            } else {
+                finish_disabling(v);
             }
         }
         (owed, jobs, archives, expansions, exports)
