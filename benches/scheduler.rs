@@ -2,7 +2,7 @@
 //! completes every task at once, so what is measured is stage's own per-task work — queueing,
 //! slot bookkeeping, journal records with group commit, events — not the tasks.
 //!
-//!   cargo bench --bench scheduler                 # 1,000,000 tasks, 1,000 hosts x 4 slots
+//!   cargo bench --bench scheduler                 # 1,000,000 tasks, 1,000 hosts x 120 slots
 //!   TASKS=100000 HOSTS=100 cargo bench --bench scheduler
 
 use std::sync::Arc;
@@ -79,7 +79,8 @@ fn main() {
     }
     let tasks = env("TASKS", 1_000_000);
     let hosts = env("HOSTS", 1_000);
-    let slots_per_host = env("SLOTS", 4);
+    // A thousand 120-core hosts (Standard_HB120rs_v3): 120,000 tasks in flight at once.
+    let slots_per_host = env("SLOTS", 120);
     // SCHED_DIR keeps the input tree between runs (creating a million files takes longer than
     // the run); its state is wiped each time.
     let tmp = tempfile::tempdir().expect("tempdir");
