@@ -136,13 +136,18 @@ fn ctrl_c_kills_remote_tasks() {
     let counter = ws.path().join("lustre/counter");
     wait_for_lines(&counter, 1);
     std::thread::sleep(Duration::from_millis(300));
+    ctrl_c_leaves_nothing(child, &ws, "sleep 62.3");
+}
+
+/// Sends the run SIGINT: it stops with 130 and nothing matching `pattern` is left running.
+fn ctrl_c_leaves_nothing(child: std::process::Child, ws: &Workspace, pattern: &str) {
     std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
     let o = child.wait_with_output().unwrap();
-    assert_eq!(o.status.code(), Some(130));
-    assert_no_process(ws.path(), "sleep 62.3");
+    assert_eq!(o.status.code(), Some(130), "{}", text(&o.stderr));
+    assert_no_process(ws.path(), pattern);
 }
 
 #[test]
@@ -175,24 +180,6 @@ fn sigkill_mid_run_then_resume_completes_every_task_once_or_twice() {
     }
 }
 
-/// Processes whose command line holds every one of `words`.
-fn processes_with(words: &[&str]) -> Vec<u32> {
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        let cmd = String::from_utf8_lossy(&cmd);
-        if words.iter().all(|w| cmd.contains(w)) {
-            found.push(pid);
-        }
-    }
-    found
-}
-
 /// A worker killed without killing its tasks (the OOM killer, an admin's `kill -9`) leaves
 /// them running on the node, with stage dead beside it. The next run's workers kill them
 /// before those tasks start again: a task never runs beside itself. Both nodes share one
@@ -206,11 +193,16 @@ fn tasks_a_dead_worker_left_running_are_killed_before_they_run_again() {
     wait_for_lines(&ws.path().join("lustre/counter"), 6);
     // The workers (and their subshells) on the nodes, not the local ssh clients running them:
     // a client's death would end the workers' input, and they would kill their tasks.
-    let workers: Vec<u32> = processes_with(&["stage-worker", &format!("{}.", nodes.prefix)])
+    let host = format!("{}.", nodes.prefix);
+    let workers: Vec<u32> = processes()
         .into_iter()
-        .filter(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() != "ssh")
+        .filter(|(p, cmd)| {
+            cmd.contains("stage-worker")
+                && cmd.contains(&host)
+                && std::fs::read_to_string(format!("/proc/{p}/comm"))
+                    .is_ok_and(|c| c.trim() != "ssh")
         })
+        .map(|(p, _)| p)
         .collect();
     assert!(workers.len() >= 2, "workers: {workers:?}");
     std::process::Command::new("kill")
@@ -453,11 +445,5 @@ fn at_scale_timeouts_and_ctrl_c_leave_nothing_on_the_nodes() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
-    assert_eq!(o.status.code(), Some(130), "{}", text(&o.stderr));
-    assert_no_process(ws.path(), "sleep 62.3");
+    ctrl_c_leaves_nothing(child, &ws, "sleep 62.3");
 }

@@ -227,25 +227,32 @@ pub fn assert_no_process(dir: &Path, pattern: &str) {
     }
 }
 
-pub fn processes_under(dir: &Path, pattern: &str) -> Vec<String> {
+/// Every process on the machine: its id and command line (arguments joined by spaces).
+pub fn processes() -> Vec<(u32, String)> {
     let mut found = Vec::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let pid = e.file_name().to_string_lossy().into_owned();
-        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
             continue;
-        }
+        };
         let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
             continue;
         };
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if !cmd.contains(pattern) {
-            continue;
-        }
-        if std::fs::read_link(e.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(dir)) {
-            found.push(format!("{pid}: {}", cmd.trim()));
-        }
+        found.push((pid, cmd.trim().to_string()));
     }
     found
+}
+
+pub fn processes_under(dir: &Path, pattern: &str) -> Vec<String> {
+    processes()
+        .into_iter()
+        .filter(|(pid, cmd)| {
+            cmd.contains(pattern)
+                && std::fs::read_link(format!("/proc/{pid}/cwd"))
+                    .is_ok_and(|cwd| cwd.starts_with(dir))
+        })
+        .map(|(pid, cmd)| format!("{pid}: {cmd}"))
+        .collect()
 }
 
 /// Waits (at most 30 s) until the file has at least `n` lines.
