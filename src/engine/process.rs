@@ -7,7 +7,7 @@
 //! journal costs a few fsyncs a second, not one per task. A completion lost in a crash only
 //! means that task runs again, which the at-least-once contract allows.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -20,25 +20,49 @@ use crate::executor::{ExecError, TaskCommand, TaskExit};
 use crate::journal::{DoneRecord, RunRecord, TaskRecord, TaskState, now_ms};
 use crate::spec::{ProcessStep, Step};
 
-/// Intents recorded per flush: at least this many, and two per slot so a wide pool does not
-/// flush for every few dispatches.
-const INTENT_BATCH: usize = 256;
+/// Intents recorded per flush: two per slot so a wide pool does not flush for every few
+/// dispatches, within bounds: a batch is one journal record, and at 120,000 slots two per
+/// slot would be a 6 MB value written while every slot waits.
+const INTENT_BATCH: std::ops::RangeInclusive<usize> = 256..=8192;
 const FLUSH_EVERY: usize = 4096;
 const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
 
+/// A task waiting for a slot. Kept to a few words: a million of them wait at once, and
+/// their key is the expansion's.
 struct Pending {
     index: usize,
-    key: String,
-    /// Rendered when the task is first dispatched.
-    task: Option<Task>,
-    /// Input stamps taken just before the first attempt starts.
-    current: Option<Current>,
     attempts: u32,
     intent: bool,
+    /// Set at the first dispatch and kept for the retries.
+    started: Option<Box<Started>>,
+}
+
+/// What a task carries once it has been dispatched.
+struct Started {
+    task: Task,
+    /// Input stamps taken just before the first attempt starts.
+    current: Current,
     /// The host of the last failed attempt: a retry goes elsewhere if it can.
     avoid: Option<String>,
     /// Not before this (retry backoff).
     ready_at: Option<Instant>,
+}
+
+impl Pending {
+    fn avoid(&self) -> Option<&str> {
+        self.started.as_ref().and_then(|s| s.avoid.as_deref())
+    }
+    fn ready_at(&self) -> Option<Instant> {
+        self.started.as_ref().and_then(|s| s.ready_at)
+    }
+}
+
+/// The task in a busy slot, for the record written when its attempt ends or is interrupted.
+#[derive(Clone, Copy)]
+struct Busy {
+    index: usize,
+    attempts: u32,
+    started_ms: u64,
 }
 
 /// The pending task to give a slot on `host`: the first that did not just fail there.
@@ -46,7 +70,7 @@ fn pick(pending: &VecDeque<Pending>, host: &str) -> usize {
     pending
         .iter()
         .take(64)
-        .position(|t| t.avoid.as_deref() != Some(host))
+        .position(|t| t.avoid() != Some(host))
         .unwrap_or(0)
 }
 
@@ -114,13 +138,9 @@ impl Engine {
             .into_iter()
             .map(|(index, _)| Pending {
                 index,
-                key: all.key(index).to_string(),
-                task: None,
-                current: None,
                 attempts: 0,
                 intent: false,
-                avoid: None,
-                ready_at: None,
+                started: None,
             })
             .collect();
         let executor = self.backends.executor.clone();
@@ -135,88 +155,97 @@ impl Engine {
         }
         let unreachable: Vec<String> = unreachable.into_iter().map(|(h, _)| h).collect();
         let mut slots = Slots::new(executor.slots(), &unreachable);
-        let intent_batch = INTENT_BATCH.max(2 * slots.len());
+        let intent_batch = (2 * slots.len()).clamp(*INTENT_BATCH.start(), *INTENT_BATCH.end());
         let mut running = FuturesUnordered::new();
-        let mut in_flight: HashMap<usize, TaskRecord> = HashMap::new();
+        let mut busy: Vec<Option<Busy>> = vec![None; slots.len()];
         // Failed tasks waiting out their retry delay.
         let mut delayed: Vec<Pending> = Vec::new();
         let mut unflushed = 0usize;
         let mut last_flush = Instant::now();
         let mut ran = 0usize;
         let mut failures: Vec<String> = Vec::new();
-        let env = p.env.clone();
+        // One copy for every task: a thousand-host pool has 120,000 commands in flight.
+        let env = std::sync::Arc::new(p.env.clone());
+        let record = |b: Busy, host: &str, state: TaskState| TaskRecord {
+            key: all.key(b.index).to_string(),
+            state,
+            attempts: b.attempts,
+            host: Some(host.to_string()),
+            exit_code: None,
+            signal: None,
+            started_ms: Some(b.started_ms),
+            finished_ms: Some(now_ms()),
+            error: None,
+        };
 
         loop {
             while !self.cancel.is_set() && slots.has_free() && !pending.is_empty() {
                 let Some(slot) = slots.take() else { break };
-                let host = slots.host(slot).to_string();
-                let at = pick(&pending, &host);
+                let host = slots.host(slot);
+                let at = pick(&pending, host);
                 if !pending.get(at).is_some_and(|t| t.intent) {
-                    self.record_intents(run.id, index, &mut pending, intent_batch)?;
+                    self.record_intents(run.id, index, &all, &mut pending, intent_batch)?;
                 }
                 let Some(mut item) = pending.remove(at) else {
                     break;
                 };
                 item.attempts += 1;
-                if item.task.is_none() {
-                    item.task = Some(all.task_at(item.index).map_err(|e| failed(e.to_string()))?);
+                if item.started.is_none() {
+                    let task = all.task_at(item.index).map_err(|e| failed(e.to_string()))?;
+                    let current = tasks::current(&root, &task);
+                    item.started = Some(Box::new(Started {
+                        task,
+                        current,
+                        avoid: None,
+                        ready_at: None,
+                    }));
                 }
-                let Some(task) = item.task.as_ref() else {
+                let Some(started) = item.started.as_ref() else {
                     break;
                 };
-                if item.current.is_none() {
-                    item.current = Some(tasks::current(&root, task));
-                }
-                let (out, err) = tasks::log_files(&log_dir, &item.key, item.attempts);
+                let key = all.key(item.index);
+                let (out, err) = tasks::log_files(&log_dir, key, item.attempts);
                 let cmd = TaskCommand {
-                    name: format!("{}/{}/{}", run.id, step.name, item.key),
-                    command: task.command.clone(),
+                    name: format!("{}/{}/{}", run.id, step.name, key),
+                    command: started.task.command.clone(),
                     cwd: root.clone(),
                     env: env.clone(),
                     timeout: p.timeout,
-                    stdout: out.clone(),
-                    stderr: err.clone(),
+                    stdout: out,
+                    stderr: err,
                 };
                 // Not written now: the durable intent is `dispatched`; the record is written once,
                 // when the attempt ends (the state lock keeps anyone from reading it meanwhile).
-                let record = TaskRecord {
-                    key: item.key.clone(),
-                    state: TaskState::Running,
+                busy[slot] = Some(Busy {
+                    index: item.index,
                     attempts: item.attempts,
-                    host: Some(host.clone()),
-                    exit_code: None,
-                    signal: None,
-                    started_ms: Some(now_ms()),
-                    finished_ms: None,
-
-                    error: None,
-                };
+                    started_ms: now_ms(),
+                });
                 self.emit(Event::TaskStarted {
                     step: step.name.clone(),
-                    task: item.key.clone(),
-                    host: host.clone(),
+                    task: key.to_string(),
+                    host: host.to_string(),
                     attempt: item.attempts,
                 });
-                in_flight.insert(slot, record);
                 let executor = executor.clone();
                 running.push(async move {
                     let started = Instant::now();
                     let result = executor.run(slot, &cmd).await;
-                    (item, slot, host, cmd, result, started.elapsed())
+                    (item, slot, cmd, result, started.elapsed())
                 });
             }
             // Retries whose delay is over rejoin the queue; the rest set the next wake-up.
             let now = Instant::now();
             let (ready, still): (Vec<Pending>, Vec<Pending>) = delayed
                 .drain(..)
-                .partition(|t| t.ready_at.is_none_or(|r| r <= now));
+                .partition(|t| t.ready_at().is_none_or(|r| r <= now));
             delayed = still;
             let rejoined = !ready.is_empty();
             pending.extend(ready);
             if rejoined && slots.has_free() {
                 continue;
             }
-            let waiting = delayed.iter().filter_map(|t| t.ready_at).min();
+            let waiting = delayed.iter().filter_map(Pending::ready_at).min();
             if running.is_empty() && waiting.is_none_or(|w| w <= Instant::now()) {
                 if !pending.is_empty() && !self.cancel.is_set() {
                     executor.shutdown().await;
@@ -237,7 +266,7 @@ impl Engine {
             // process group, and what ran is recorded as interrupted, to run again.
             let next = match next {
                 None => Err(EngineError::Interrupted),
-                Some(Some((_, _, _, _, Err(ExecError::Local(message)), _))) => Err(failed(message)),
+                Some(Some((_, _, _, Err(ExecError::Local(message)), _))) => Err(failed(message)),
                 Some(next) => Ok(next),
             };
             let next = match next {
@@ -245,20 +274,22 @@ impl Engine {
                 Err(why) => {
                     drop(running);
                     executor.shutdown().await;
-                    for (_, mut rec) in in_flight.drain() {
-                        rec.state = TaskState::Interrupted;
-                        rec.finished_ms = Some(now_ms());
-                        self.journal.put_task(run.id, index, &rec)?;
+                    for (slot, b) in busy.iter().enumerate() {
+                        if let Some(b) = b {
+                            let rec = record(*b, slots.host(slot), TaskState::Interrupted);
+                            self.journal.put_task(run.id, index, &rec)?;
+                        }
                     }
                     self.journal.flush()?;
                     return Err(why);
                 }
             };
             // A retry's delay is over: go back and hand it a slot.
-            let Some((item, slot, host, cmd, result, elapsed)) = next else {
+            let Some((mut item, slot, cmd, result, elapsed)) = next else {
                 continue;
             };
-            let record = in_flight.remove(&slot);
+            let was = busy[slot].take();
+            let host = slots.host(slot).to_string();
             if let Err(ExecError::Connection { host, message }) = &result {
                 // Not the task's fault: run it elsewhere without spending an attempt.
                 if slots.lost(slot) {
@@ -268,9 +299,10 @@ impl Engine {
                         ),
                     });
                 }
-                let mut item = item;
                 item.attempts -= 1;
-                item.avoid = Some(host.clone());
+                if let Some(s) = item.started.as_mut() {
+                    s.avoid = Some(host.clone());
+                }
                 pending.push_front(item);
                 continue;
             }
@@ -281,14 +313,17 @@ impl Engine {
                     ),
                 });
                 slots.give_back(slot);
-                let mut item = item;
                 item.attempts -= 1;
                 pending.push_front(item);
                 continue;
             }
             slots.give_back(slot);
             crate::failpoint::hit("task.after-exit");
-            let outputs: &[String] = item.task.as_ref().map_or(&[], |t| t.outputs.as_slice());
+            let key = all.key(item.index);
+            let outputs: &[String] = item
+                .started
+                .as_ref()
+                .map_or(&[], |s| s.task.outputs.as_slice());
             let outcome = match result {
                 Ok(exit) if exit.success() => {
                     match outputs.iter().find(|o| !root.join(o).is_file()) {
@@ -302,9 +337,11 @@ impl Engine {
                 Ok(exit) => Err((Some(exit), exit.describe())),
                 Err(e) => Err((None, e.to_string())),
             };
-            let mut rec = record.unwrap_or_else(|| blank(&item.key));
+            let mut rec = match was {
+                Some(b) => record(b, &host, TaskState::Running),
+                None => blank(key),
+            };
             rec.attempts = item.attempts;
-            rec.finished_ms = Some(now_ms());
             match outcome {
                 Ok(exit) => {
                     slots.succeeded(slot);
@@ -315,17 +352,18 @@ impl Engine {
                         .iter()
                         .filter_map(|o| tasks::stamp(&root, o))
                         .collect();
+                    let inputs = item
+                        .started
+                        .take()
+                        .map(|s| s.current.inputs)
+                        .unwrap_or_default();
                     self.journal.put_done(
                         &self.pipeline.name,
                         &step.name,
-                        &item.key,
+                        key,
                         &DoneRecord {
-                            command: cmd.command.clone(),
-                            inputs: item
-                                .current
-                                .as_ref()
-                                .map(|c| c.inputs.clone())
-                                .unwrap_or_default(),
+                            command: cmd.command,
+                            inputs,
                             outputs,
                             run: run.id,
                             finished_ms: now_ms(),
@@ -335,7 +373,7 @@ impl Engine {
                     ran += 1;
                     self.emit(Event::TaskFinished {
                         step: step.name.clone(),
-                        task: item.key.clone(),
+                        task: key.to_string(),
                         host,
                         attempt: item.attempts,
                         duration_ms: elapsed.as_millis() as u64,
@@ -359,7 +397,7 @@ impl Engine {
                     self.journal.put_task(run.id, index, &rec)?;
                     self.emit(Event::TaskFailed {
                         step: step.name.clone(),
-                        task: item.key.clone(),
+                        task: key.to_string(),
                         host: host.clone(),
                         attempt: item.attempts,
                         exit_code: exit.code,
@@ -378,17 +416,17 @@ impl Engine {
                         });
                     }
                     if will_retry {
-                        let mut item = item;
-                        item.avoid = Some(host.clone());
-                        match p.retry_delay {
-                            Some(d) => {
-                                item.ready_at = Some(Instant::now() + backoff(d, item.attempts));
-                                delayed.push(item);
-                            }
+                        let delay = p.retry_delay.map(|d| backoff(d, item.attempts));
+                        if let Some(s) = item.started.as_mut() {
+                            s.avoid = Some(host);
+                            s.ready_at = delay.map(|d| Instant::now() + d);
+                        }
+                        match delay {
+                            Some(_) => delayed.push(item),
                             None => pending.push_back(item),
                         }
                     } else {
-                        failures.push(item.key.clone());
+                        failures.push(key.to_string());
                     }
                 }
             }
@@ -429,12 +467,13 @@ impl Engine {
         &self,
         run: u64,
         index: usize,
+        all: &tasks::Expansion,
         pending: &mut VecDeque<Pending>,
         size: usize,
     ) -> Result<(), EngineError> {
         let mut batch = Vec::with_capacity(size);
         for item in pending.iter_mut().filter(|t| !t.intent).take(size) {
-            batch.push((item.key.clone(), item.attempts));
+            batch.push((all.key(item.index).to_string(), item.attempts));
             item.intent = true;
         }
         self.journal.put_intents(run, index, &batch)?;

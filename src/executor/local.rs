@@ -171,7 +171,7 @@ impl Executor for LocalExecutor {
             .arg("-c")
             .arg(&cmd.command)
             .current_dir(&cmd.cwd)
-            .envs(&cmd.env)
+            .envs(cmd.env.iter())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

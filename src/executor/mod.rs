@@ -8,6 +8,7 @@ pub mod ssh;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,7 +26,8 @@ pub struct TaskCommand {
     /// Shell text for `sh -c`; every substituted value is already quoted.
     pub command: String,
     pub cwd: PathBuf,
-    pub env: BTreeMap<String, String>,
+    /// Shared: every task of a step has the same environment.
+    pub env: Arc<BTreeMap<String, String>>,
     pub timeout: Option<Duration>,
     pub stdout: PathBuf,
     pub stderr: PathBuf,

@@ -210,7 +210,7 @@ fn script(cmd: &TaskCommand) -> String {
         "cd {} || exit 125\n",
         shell_quote(&cmd.cwd.display().to_string())
     );
-    for (k, v) in &cmd.env {
+    for (k, v) in cmd.env.iter() {
         s.push_str(&format!("export {k}={}\n", shell_quote(v)));
     }
     s.push_str(&cmd.command);

@@ -132,7 +132,6 @@ fn quote_path(p: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     #[test]
     fn an_array_written_is_found_again_with_its_job() {
@@ -141,7 +140,7 @@ mod tests {
             name: String::new(),
             command: "echo 'hi'".into(),
             cwd: root.path().into(),
-            env: BTreeMap::new(),
+            env: Default::default(),
             timeout: None,
             stdout: root.path().join("o"),
             stderr: root.path().join("e"),

@@ -559,7 +559,7 @@ impl Driver {
             .arg("--export=ALL")
             .env_clear()
             .envs(job_environment())
-            .envs(&cmd.env)
+            .envs(cmd.env.iter())
             .stdin(Stdio::null());
         if let Some(p) = &self.config.pool.partition {
             sbatch.arg(format!("--partition={p}"));
