@@ -5,6 +5,7 @@
 #
 #   benches/ssh.sh [fanout|broadcast|scale]   TASKS=1000 NODES=4 SLOTS=8, BROADCAST_NODES=32,
 #                                             SCALE_NODES=32 SCALE_SLOTS=120 SCALE_SLEEP=30
+#                                             SCALE_PARALLEL=0 (skip GNU parallel)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 TASKS=${TASKS:-1000}
@@ -138,9 +139,11 @@ tree_pids() { # pid: it and its descendants
   for c in $(pgrep -P "$p" || true); do tree_pids "$c"; done
 }
 measure() { # label pid want secs start: waits for every slot busy, then samples the tree
-  local label=$1 pid=$2 want=$3 secs=$4 t0=$5 t procs pss fds p n peak=0
+  local label=$1 pid=$2 want=$3 secs=$4 t0=$5 t procs pss fds p n peak=0 first=""
   while n=$(busy "$secs") && [ "$n" -lt "$want" ]; do
     [ "$n" -gt "$peak" ] && peak=$n
+    # Start-up (listing inputs, handshakes) apart from the fan-out itself.
+    [ -z "$first" ] && [ "$n" -gt 0 ] && first=$(now)
     kill -0 "$pid" 2>/dev/null || {
       printf '%-34s never had every slot busy: at most %d of %d at once, done after %.1fs\n' \
         "$label" "$peak" "$want" "$(secs "$t0" "$(now)")"
@@ -159,8 +162,8 @@ measure() { # label pid want secs start: waits for every slot busy, then samples
     v=$(ls "/proc/$p/fd" 2>/dev/null | wc -l || true)
     fds=$((fds + ${v:-0}))
   done
-  printf '%-34s all %d slots busy after %5.1fs; %5d local processes, %7.1f MB PSS, %6d open files\n' \
-    "$label" "$want" "$(secs "$t0" "$t")" "$procs" "$(echo "$pss / 1024" | bc -l)" "$fds"
+  printf '%-34s all %d slots busy after %5.1fs (first after %4.1fs); %5d local processes, %7.1f MB PSS, %6d open files\n' \
+    "$label" "$want" "$(secs "$t0" "$t")" "$(secs "$t0" "${first:-$t}")" "$procs" "$(echo "$pss / 1024" | bc -l)" "$fds"
 }
 scale() {
   local n=${SCALE_NODES:-32} slots=${SCALE_SLOTS:-120} secs=${SCALE_SLEEP:-30}.7
@@ -176,19 +179,22 @@ scale() {
   "$STAGE" --state-dir "$work/state" run -q "$work/scale.yaml" 2>"$work/stage.err" & pid=$!
   measure "stage" "$pid" "$want" "$secs" "$t0"
   wait "$pid" || { cat "$work/stage.err"; return 1; }
-  for i in $(seq 2 $((n + 1))); do
-    ssh -F "$work/ssh_config" -o ControlMaster=yes -o ControlPath="$work/cm-%h" -o ControlPersist=300 -N -f "$PREFIX.$i"
-    logins="$logins${logins:+,}$slots/$PREFIX.$i"
-  done
-  t0=$(now)
-  (cd "$work/lustre" && ls in | parallel --sshlogin "$logins" \
-    --ssh "ssh -F $work/ssh_config -o ControlMaster=auto -o ControlPath=$work/cm-%h" "sleep $secs; : {}" ) \
-    2>"$work/parallel.err" & pid=$!
-  measure "GNU parallel -S $slots/node (warm)" "$pid" "$want" "$secs" "$t0"
-  wait "$pid" || grep -v "Permanently added" "$work/parallel.err" | sort | uniq -c | sort -rn | head -3
-  for i in $(seq 2 $((n + 1))); do
-    ssh -F "$work/ssh_config" -o ControlPath="$work/cm-%h" -O exit "$PREFIX.$i" 2>/dev/null || true
-  done
+  # GNU parallel takes minutes here (it never fills the pool): SCALE_PARALLEL=0 skips it.
+  if [ "${SCALE_PARALLEL:-1}" = 1 ]; then
+    for i in $(seq 2 $((n + 1))); do
+      ssh -F "$work/ssh_config" -o ControlMaster=yes -o ControlPath="$work/cm-%h" -o ControlPersist=300 -N -f "$PREFIX.$i"
+      logins="$logins${logins:+,}$slots/$PREFIX.$i"
+    done
+    t0=$(now)
+    (cd "$work/lustre" && ls in | parallel --sshlogin "$logins" \
+      --ssh "ssh -F $work/ssh_config -o ControlMaster=auto -o ControlPath=$work/cm-%h" "sleep $secs; : {}" ) \
+      2>"$work/parallel.err" & pid=$!
+    measure "GNU parallel -S $slots/node (warm)" "$pid" "$want" "$secs" "$t0"
+    wait "$pid" || grep -v "Permanently added" "$work/parallel.err" | sort | uniq -c | sort -rn | head -3
+    for i in $(seq 2 $((n + 1))); do
+      ssh -F "$work/ssh_config" -o ControlPath="$work/cm-%h" -O exit "$PREFIX.$i" 2>/dev/null || true
+    done
+  fi
   if command -v pdsh >/dev/null; then
     t0=$(now)
     PDSH_SSH_ARGS_APPEND="-F $work/ssh_config" pdsh -R ssh -f "$n" -w "$hosts" \

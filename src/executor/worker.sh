@@ -28,18 +28,19 @@ mkdir -p "$base/$host" || exit 70
 d=$(mktemp -d "${TMPDIR:-/tmp}/stage-host.XXXXXX") || exit 70
 : >"$d/lock"
 
-started() { # pid: its start time (clock ticks since boot), from /proc/PID/stat field 22
+started() { # pid: sets $st to its start time (clock ticks since boot), /proc/PID/stat field 22
+  # Sets a variable rather than printing: a `$(started …)` would cost a fork per task.
   s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
   set -- ${s##*) }
-  echo "${20}"
+  st=${20}
 }
 
 boot=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)
 
 ours() { # pgid start-time: the group is still the one whose leader started then
   [ "${1:-0}" -gt 1 ] || return 1 # never 0 or 1: `kill -KILL -1` is every process there is
-  if now=$(started "$1"); then
-    [ "$now" = "$2" ]
+  if started "$1"; then
+    [ "$st" = "$2" ]
   else
     kill -0 -"$1" 2>/dev/null
   fi
@@ -61,7 +62,9 @@ task() { # id limit: runs $d/$id.sh, reports it
     setsid sh "$d/$1.sh" </dev/null >"$d/$1.o" 2>"$d/$1.e" &
   fi
   pid=$!
-  group="$pid $(started "$pid")"
+  st=
+  started "$pid"
+  group="$pid $st"
   echo "$group $boot" >"$base/$host/$1.pgid"
   echo "$group" >"$d/$1.pid"
   # Started as the input ended: the sweep below may have missed it.
