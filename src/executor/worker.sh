@@ -28,19 +28,18 @@ mkdir -p "$base/$host" || exit 70
 d=$(mktemp -d "${TMPDIR:-/tmp}/stage-host.XXXXXX") || exit 70
 : >"$d/lock"
 
-started() { # pid: sets $st to its start time (clock ticks since boot), /proc/PID/stat field 22
-  # Sets a variable rather than printing: a `$(started …)` would cost a fork per task.
+started() { # pid: its start time (clock ticks since boot), from /proc/PID/stat field 22
   s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
   set -- ${s##*) }
-  st=${20}
+  echo "${20}"
 }
 
 boot=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)
 
 ours() { # pgid start-time: the group is still the one whose leader started then
   [ "${1:-0}" -gt 1 ] || return 1 # never 0 or 1: `kill -KILL -1` is every process there is
-  if started "$1"; then
-    [ "$st" = "$2" ]
+  if now=$(started "$1"); then
+    [ "$now" = "$2" ]
   else
     kill -0 -"$1" 2>/dev/null
   fi
@@ -62,9 +61,7 @@ task() { # id limit: runs $d/$id.sh, reports it
     setsid sh "$d/$1.sh" </dev/null >"$d/$1.o" 2>"$d/$1.e" &
   fi
   pid=$!
-  st=
-  started "$pid"
-  group="$pid $st"
+  group="$pid $(started "$pid")"
   echo "$group $boot" >"$base/$host/$1.pgid"
   echo "$group" >"$d/$1.pid"
   # Started as the input ended: the sweep below may have missed it.
